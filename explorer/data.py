@@ -1,0 +1,143 @@
+"""Loading databricks-dolly-15k, or any file of the same schema, into one pandas DataFrame.
+
+The Explorer tab and the training script both load data through `load_records`, so a file the
+Explorer exports is a file training accepts, and both give the same errors for the same bad input.
+"""
+import io
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+DEFAULT_DATA = "databricks/databricks-dolly-15k"
+REQUIRED_COLUMNS = ("instruction", "context", "response", "category")
+TEXT_FIELDS = ("instruction", "context", "response")
+# The eight categories of databricks-dolly-15k; other datasets of the schema may use their own.
+DOLLY_CATEGORIES = (
+    "brainstorming",
+    "classification",
+    "closed_qa",
+    "creative_writing",
+    "general_qa",
+    "information_extraction",
+    "open_qa",
+    "summarization",
+)
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+OFFLINE_HINT = "python app.py --data path/to/databricks-dolly-15k.jsonl"
+
+
+class DataError(ValueError):
+    """Bad or unreachable data, with a message meant for the person who asked for it."""
+
+
+def load_records(source: str = DEFAULT_DATA, *, progress: bool = True) -> pd.DataFrame:
+    """Load `source` (a local .jsonl/.json/.csv/.parquet file or directory, or a Hub dataset id).
+
+    Returns a DataFrame with the four schema columns as strings (missing values become ""),
+    followed by any extra columns the data had. Raises DataError with a readable message.
+    """
+    source = str(source).strip()
+    if not source:
+        raise DataError("No dataset given. Pass a Hub id or a local file, e.g. --data path/to/file.jsonl")
+    path = Path(source).expanduser()
+    if path.exists() or path.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~")):
+        frame = _load_local(path, progress)
+    else:
+        frame = _load_hub(source)
+    return _validate(frame, source)
+
+
+def _load_local(path: Path, progress: bool) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"Data file not found: {path}. Check the path, or pass a Hub dataset id.")
+    if path.is_dir():
+        return _load_hub(str(path))  # datasets reads a folder of data files the same way as a Hub repo
+    suffix = path.suffix.lower()
+    if suffix not in LOCAL_SUFFIXES:
+        raise DataError(f"Unsupported file type '{suffix}' for {path}: use one of {', '.join(LOCAL_SUFFIXES)}.")
+    if suffix == ".parquet":
+        try:
+            return pd.read_parquet(path)
+        except Exception as err:
+            raise DataError(f"{path} is not a readable Parquet file: {err}") from None
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} is not UTF-8 text (bad byte at offset {err.start}, line {line}). "
+            "Re-save it as UTF-8 and load it again."
+        ) from None
+    if suffix == ".csv":
+        try:
+            # keep_default_na=False: an empty context is "", not NaN.
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except Exception as err:
+            raise DataError(f"{path} is not a readable CSV file: {err}") from None
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+        if not all(isinstance(row, dict) for row in rows):
+            raise DataError(f"{path}: expected a JSON list of objects, one per record.")
+        return pd.DataFrame.from_records(rows)
+    return _parse_jsonl(text, path, progress)
+
+
+def _parse_jsonl(text: str, path: Path, progress: bool) -> pd.DataFrame:
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(
+        tqdm(lines, desc=f"Loading {path.name}", unit=" rows", disable=not progress or len(lines) < 50_000), 1
+    ):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}: line {number} is not valid JSON ({err.msg}, column {err.colno}). "
+                "Each line of a .jsonl file must be one JSON object."
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, not an object with the record's fields.")
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def _load_hub(source: str) -> pd.DataFrame:
+    # Imported here: `datasets` is slow to import and only the Hub/folder path needs it.
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(source, split="train")
+    except Exception as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        reason = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {err}"
+        raise DataError(
+            f"Could not load dataset '{source}' from the Hugging Face Hub ({reason}). "
+            f"If the Hub is unreachable, download the data once and load it from a file: {OFFLINE_HINT}"
+        ) from None
+    return ds.to_pandas()
+
+
+def _validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    if frame.empty and len(frame.columns) == 0:
+        # An empty file: an empty dataset of the schema, not an error.
+        return pd.DataFrame({column: pd.Series([], dtype="str") for column in REQUIRED_COLUMNS})
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source} is missing the column(s) {', '.join(missing)}; found: {', '.join(map(str, frame.columns))}. "
+            f"Each record needs {', '.join(REQUIRED_COLUMNS)}."
+        )
+    extra = [column for column in frame.columns if column not in REQUIRED_COLUMNS]
+    frame = frame[list(REQUIRED_COLUMNS) + extra].reset_index(drop=True)
+    for column in REQUIRED_COLUMNS:
+        frame[column] = frame[column].fillna("").astype("str")
+    return frame

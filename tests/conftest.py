@@ -1,0 +1,63 @@
+"""Fixtures shared by the test modules: generated data, tiny models, a launched app, a browser."""
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.dolly_data import make_records, write_jsonl
+
+CHROMIUM = "/usr/bin/chromium"
+# Chromium's background services try to reach Google; on a closed network they only add noise.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def dolly_records():
+    return make_records(400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def dolly_jsonl(tmp_path_factory, dolly_records) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "dolly.jsonl", dolly_records)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(demo):
+    """Launch a gr.Blocks on a free local port without blocking; returns its URL. Close with demo.close()."""
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    return demo.local_url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright. Skipped where Chromium is not installed, except in CI,
+    where a missing browser is a broken set-up and must fail, not hide."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        message = f"{CHROMIUM} not found: install it with `apt-get install -y chromium`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield page
+    context.close()
