@@ -1,0 +1,39 @@
+"""`--push-to-hub`: upload the output folder with huggingface_hub. The token comes from HF_TOKEN or
+the login cache (huggingface_hub's own lookup) and is never printed."""
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
+
+from train.cli import TrainError
+
+# Checkpoints hold optimizer states (several times the model) and are for --resume, not for users.
+IGNORE = ["checkpoint-*/", "checkpoint-*/**", "run_args.json"]
+
+
+def push(folder: str, repo_id: str, private: bool = False) -> str:
+    """Create (or reuse) the model repo and upload `folder`; return the repo URL. Raises TrainError."""
+    token = get_token()
+    keep = f"The trained model is safe in {folder}; upload it later with `hf upload {repo_id} {folder}`."
+    if not token:
+        raise TrainError(f"No Hugging Face token for --push-to-hub: set HF_TOKEN or run `hf auth login`. {keep}")
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model", ignore_patterns=IGNORE,
+                          commit_message="Upload model trained with open Dolly (python -m train)")
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status in (401, 403):
+            why = f"the Hub refused the token (HTTP {status}): it needs write access to {repo_id}"
+        else:
+            why = f"the Hub answered HTTP {status}: {_first_line(err)}"
+        raise TrainError(f"Could not push to {repo_id}: {why}. {keep}") from None
+    except Exception as err:  # connection refused, DNS, timeouts, offline mode
+        raise TrainError(f"Could not reach the Hugging Face Hub to push {repo_id} ({type(err).__name__}: "
+                         f"{_first_line(err)}). {keep}") from None
+    return str(url)
+
+
+def _first_line(err) -> str:
+    token = get_token()
+    text = (str(err).splitlines() or [""])[0]
+    return text.replace(token, "***") if token else text
