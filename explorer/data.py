@@ -64,6 +64,12 @@ def _load_local(path: Path, progress: bool) -> pd.DataFrame:
         except Exception as err:
             raise DataError(f"{path} is not a readable Parquet file: {err}") from None
     raw = path.read_bytes()
+    if suffix in (".jsonl", ".json") and not raw.lstrip()[:1] == b"[":
+        # Arrow reads the bytes directly (and checks UTF-8 itself): no Python string of the whole
+        # file, which for a big file with non-ASCII text costs seconds and several times its size.
+        fast = _read_jsonl_arrow(raw)
+        if fast is not None:
+            return fast
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -72,6 +78,8 @@ def _load_local(path: Path, progress: bool) -> pd.DataFrame:
             f"{path} is not UTF-8 text (bad byte at offset {err.start}, line {line}). "
             "Re-save it as UTF-8 and load it again."
         ) from None
+    if not text.strip():
+        return pd.DataFrame()  # an empty file: an empty dataset (see _validate)
     if suffix == ".csv":
         try:
             # keep_default_na=False: an empty context is "", not NaN.
@@ -87,6 +95,27 @@ def _load_local(path: Path, progress: bool) -> pd.DataFrame:
             raise DataError(f"{path}: expected a JSON list of objects, one per record.")
         return pd.DataFrame.from_records(rows)
     return _parse_jsonl(text, path, progress)
+
+
+def _read_jsonl_arrow(raw: bytes) -> pd.DataFrame | None:
+    """Arrow's multi-threaded JSON-lines reader: ~10x faster than json.loads per line on big files.
+
+    Returns None when Arrow cannot read the file (a bad line, mixed types, a BOM): the line-by-line
+    parser then reads it, or says which line is wrong.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    if not raw.strip():
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(raw), read_options=pa_json.ReadOptions(block_size=32 << 20))
+        table.validate(full=True)  # Arrow's JSON reader lets bad UTF-8 through; this catches it
+    except (pa.ArrowException, ValueError):
+        return None
+    if any(pa.types.is_struct(t) or pa.types.is_list(t) for t in table.schema.types):
+        return None  # nested values: leave them as Python objects, as json.loads makes them
+    return table.to_pandas()
 
 
 def _parse_jsonl(text: str, path: Path, progress: bool) -> pd.DataFrame:

@@ -1,0 +1,262 @@
+"""Explorer benchmark: load time, memory and query latency at dolly-15k size and at 1,000,000 rows.
+
+    python bench/explorer.py                 # 15,011 and 1,000,000 rows
+    python bench/explorer.py --sizes 15011   # just one size
+
+Data: tests/dolly_data.make_records (all eight categories, ~800 characters of text per row, a third
+of rows with a context), written once as JSONL under --workdir and reused. Each size runs in its
+own process so peak memory is that size's alone. Per size it measures:
+
+- load: load_records (file -> DataFrame) and Index (the query structures), seconds; peak RSS;
+- function: p50/p95 of one filter + search + page (Index.select + Index.page), each query new
+  (random categories, a random word, a random page), so the selection cache never helps; and
+  paging through one selection (cache warm). Baseline in the same run: the obvious pandas code
+  (str.contains(case=False) over the three fields), whose ratio to ours is printed;
+- round trip: p50/p95 of gradio_client `/explore` calls against the launched app;
+- start: seconds from `python app.py --data FILE` to the first HTTP 200.
+
+Targets (2-core machine): 15k function p95 <= 20 ms, round trip p95 <= 100 ms; 1M function p95 <=
+300 ms; start <= 8 s.
+"""
+import argparse
+import json
+import os
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {15011: {"function_p95_ms": 20, "roundtrip_p95_ms": 100, "start_s": 8},
+           1_000_000: {"function_p95_ms": 300, "start_s": 8}}
+NO_MODEL = ["--model", "/nonexistent/bench-no-model"]  # the Chat tab's model is not under test
+
+
+def data_file(workdir: Path, rows: int) -> Path:
+    from tests.dolly_data import make_records, write_jsonl
+
+    path = workdir / f"dolly-{rows}.jsonl"
+    if not path.exists():
+        started = time.perf_counter()
+        records = []
+        # Distinct seeds per block: a million generated rows, not a repeated sample.
+        for block, start in enumerate(range(0, rows, 15011)):
+            records += make_records(min(15011, rows - start), seed=block, chars_per_row=800)
+        write_jsonl(path.with_suffix(".tmp"), records)
+        path.with_suffix(".tmp").rename(path)
+        print(f"  generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def percentiles(samples):
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return pick(0.50) * 1000, pick(0.95) * 1000
+
+
+def queries(index, count, seed):
+    from tests.dolly_data import WORDS, UNICODE_WORDS
+
+    rng = random.Random(seed)
+    vocabulary = [w for w in WORDS if len(w) > 3] + UNICODE_WORDS
+    made, seen = [], set()
+    while len(made) < count:
+        categories = tuple(sorted(rng.sample(index.categories, rng.choice([0, 1, 2, 3]))))
+        word = rng.choice(vocabulary)
+        search = word if rng.random() < 0.7 else f"{word} {rng.choice(vocabulary)}"
+        if rng.random() < 0.3:
+            search = search.upper()
+        if (categories, search.lower()) not in seen:
+            seen.add((categories, search.lower()))
+            made.append((list(categories), search, rng.random()))
+    return made
+
+
+def child(path: Path, rows: int, function_queries: int, roundtrip_calls: int) -> dict:
+    """Everything that runs inside the loaded process for one size."""
+    import pandas as pd
+
+    import app
+    from explorer.data import load_records
+    from explorer.query import Index
+    from tests.conftest import launch
+
+    out = {"rows": rows}
+    started = time.perf_counter()
+    frame = load_records(path, progress=False)
+    out["load_records_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    index = Index(frame)
+    out["index_s"] = time.perf_counter() - started
+    baseline_frame = frame if rows <= 20_000 else None  # the pandas baseline at 1M is sampled below
+    out["peak_rss_gb_after_load"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+    # Our function: each query new.
+    timings, totals = [], []
+    for categories, search, where in queries(index, function_queries, seed=rows):
+        started = time.perf_counter()
+        selection = index.select(categories, search)
+        index.page(selection, 1 + int(where * (selection.pages - 1)))
+        timings.append(time.perf_counter() - started)
+        totals.append(selection.total)
+    out["function_p50_ms"], out["function_p95_ms"] = percentiles(timings)
+    out["mean_matches"] = sum(totals) / len(totals)
+
+    # Paging one selection (the cache holds it).
+    selection = index.select([], "river")
+    paging = []
+    for page in random.Random(0).sample(range(1, selection.pages + 1), min(50, selection.pages)):
+        started = time.perf_counter()
+        index.page(index.select([], "river"), page)
+        paging.append(time.perf_counter() - started)
+    out["paging_p50_ms"], out["paging_p95_ms"] = percentiles(paging)
+
+    # Baseline: plain pandas over the three fields (a few queries at 1M: each takes seconds).
+    baseline_queries = queries(index, 20 if rows <= 20_000 else 3, seed=rows + 1)
+    if baseline_frame is None:
+        baseline_frame = frame
+    base = []
+    for categories, search, _ in baseline_queries:
+        started = time.perf_counter()
+        mask = pd.Series(True, index=baseline_frame.index) if not categories else baseline_frame["category"].isin(categories)
+        hit = (baseline_frame["instruction"].str.contains(search, case=False, regex=False)
+               | baseline_frame["context"].str.contains(search, case=False, regex=False)
+               | baseline_frame["response"].str.contains(search, case=False, regex=False))
+        baseline_frame[mask & hit].head(20).to_dict("records")
+        base.append(time.perf_counter() - started)
+    ours = []
+    for categories, search, _ in baseline_queries:
+        started = time.perf_counter()
+        index.page(index.select(categories, search), 1)
+        ours.append(time.perf_counter() - started)
+    out["baseline_pandas_mean_ms"] = sum(base) / len(base) * 1000
+    out["ours_same_queries_mean_ms"] = sum(ours) / len(ours) * 1000
+    out["speedup_vs_pandas"] = sum(base) / sum(ours)
+    del frame, baseline_frame
+
+    # Round trip through gradio_client against the real app.
+    if roundtrip_calls:
+        from gradio_client import Client
+
+        demo = app.build_app(app.parse_args(["--data", str(path), *NO_MODEL]))
+        url = launch(demo)
+        try:
+            client = Client(url, verbose=False)
+            client.predict([], "", 1, api_name="/explore")  # connection warm-up
+            trips = []
+            for categories, search, where in queries(index, roundtrip_calls, seed=rows + 2):
+                started = time.perf_counter()
+                client.predict(categories, search, 1, api_name="/explore")
+                trips.append(time.perf_counter() - started)
+            out["roundtrip_p50_ms"], out["roundtrip_p95_ms"] = percentiles(trips)
+        finally:
+            demo.close()
+        out["echo_p50_ms"], out["echo_p95_ms"] = echo_round_trip(roundtrip_calls)
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return out
+
+
+def echo_round_trip(calls: int):
+    """Baseline: the same client calling a Gradio endpoint that does nothing (Gradio's own cost)."""
+    import gradio as gr
+    from gradio_client import Client
+
+    from tests.conftest import launch
+
+    with gr.Blocks() as demo:
+        text, echo = gr.Textbox(), gr.Textbox()
+        text.submit(lambda value: value, text, echo, api_name="echo")
+    url = launch(demo)
+    try:
+        client = Client(url, verbose=False)
+        client.predict("warm-up", api_name="/echo")
+        trips = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            client.predict("x", api_name="/echo")
+            trips.append(time.perf_counter() - started)
+        return percentiles(trips)
+    finally:
+        demo.close()
+
+
+def start_time(path: Path) -> float:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "app.py", "--data", str(path), "--port", str(port), *NO_MODEL],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < 300:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("app.py did not answer within 300 s")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[15011, 1_000_000])
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "open-dolly-bench")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        small = args.child <= 20_000
+        result = child(data_file(args.workdir, args.child), args.child, 200 if small else 40, 100 if small else 20)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
+    print(f"Explorer benchmark · {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} CPUs · "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
+    for rows in args.sizes:
+        print(f"\n== {rows:,} rows", flush=True)
+        path = data_file(args.workdir, rows)
+        run = subprocess.run([sys.executable, __file__, "--child", str(rows), "--workdir", str(args.workdir)],
+                             capture_output=True, text=True)
+        line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            print(run.stdout[-3000:], run.stderr[-3000:])
+            raise SystemExit(f"the {rows}-row run failed")
+        result = json.loads(line[len("RESULT "):])
+        result["start_s"] = start_time(path)
+        target = TARGETS.get(rows, {})
+        print(f"  load: load_records {result['load_records_s']:.2f} s + Index {result['index_s']:.2f} s; "
+              f"peak RSS {result['peak_rss_gb_after_load']:.2f} GB after load, {result['peak_rss_gb']:.2f} GB overall")
+        for key, label in [("function_p50_ms", "function p50"), ("function_p95_ms", "function p95"),
+                           ("paging_p50_ms", "paging p50 (cached selection)"), ("paging_p95_ms", "paging p95 (cached selection)"),
+                           ("roundtrip_p50_ms", "gradio_client round trip p50"), ("roundtrip_p95_ms", "gradio_client round trip p95")]:
+            if key in result:
+                goal = target.get(key)
+                verdict = "" if goal is None else f"  (target <= {goal} ms: {'OK' if result[key] <= goal else 'MISSED'}, {result[key] / goal:.2f}x of target)"
+                print(f"  {label}: {result[key]:.1f} ms{verdict}")
+        if "echo_p50_ms" in result:
+            print(f"  baseline: gradio_client round trip to a do-nothing endpoint, same run: p50 {result['echo_p50_ms']:.1f} ms, "
+                  f"p95 {result['echo_p95_ms']:.1f} ms (ours adds {result['roundtrip_p50_ms'] - result['echo_p50_ms']:.1f} ms at p50)")
+        print(f"  baseline (pandas str.contains, same queries): {result['baseline_pandas_mean_ms']:.0f} ms mean vs ours "
+              f"{result['ours_same_queries_mean_ms']:.1f} ms -> {result['speedup_vs_pandas']:.0f}x faster")
+        goal = target.get("start_s")
+        print(f"  start (python app.py -> first HTTP 200): {result['start_s']:.1f} s"
+              + ("" if goal is None else f"  (target <= {goal} s: {'OK' if result['start_s'] <= goal else 'MISSED'})"))
+        print(f"  mean matches per query: {result['mean_matches']:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The app as people run it: a real launched Gradio server, called through gradio_client, and
+`python app.py` in a subprocess for the flags (--share, --auth, --help)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+import app
+from explorer.data import REQUIRED_COLUMNS, load_records
+from explorer.query import PAGE_SIZE
+from tests.conftest import free_port, launch
+
+# The Chat tab loads its model in the background; a missing local folder fails at once, offline,
+# instead of retrying the unreachable Hub. The Explorer does not need a model.
+NO_MODEL = ["--model", "/nonexistent/dolly-model"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# Names the Explorer's UI handlers would get if they leaked into the API.
+UI_HANDLERS = {"/first", "/go", "/open_row", "/export_view", "/restore", "/charts", "/show", "/lambda"}
+
+
+@pytest.fixture(scope="module")
+def client(dolly_jsonl, tmp_path_factory):
+    demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]))
+    url = launch(demo)
+    yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    demo.close()
+
+
+def matching(records, categories=(), needle=""):
+    return [i for i, r in enumerate(records)
+            if (not categories or r["category"] in categories)
+            and (not needle or any(needle.lower() in r[f].lower() for f in ("instruction", "context", "response")))]
+
+
+def test_api_lists_only_the_stable_endpoints(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/explore", "/export"} <= named
+    assert not named & UI_HANDLERS
+
+
+def test_explore_pages_through_a_filtered_search(client, dolly_records):
+    wanted = matching(dolly_records, ["closed_qa", "summarization"], "RIVER")
+    assert len(wanted) > PAGE_SIZE
+    rows, total = client.predict(["closed_qa", "summarization"], "RIVER", 2, api_name="/explore")
+    assert total == len(wanted)
+    assert [r["row"] for r in rows] == wanted[PAGE_SIZE: 2 * PAGE_SIZE]
+    assert {k: rows[0][k] for k in REQUIRED_COLUMNS} == dolly_records[wanted[PAGE_SIZE]]
+
+
+def test_explore_with_no_categories_means_all(client, dolly_records):
+    rows, total = client.predict([], "", 1, api_name="/explore")
+    assert total == len(dolly_records) and [r["row"] for r in rows] == list(range(PAGE_SIZE))
+
+
+@pytest.mark.parametrize("args, message", [
+    ((["poetry"], "", 1), "Unknown category 'poetry'. Known categories: brainstorming"),
+    (([], "", 0), "Page 0 is out of range: this selection has page(s) 1 to 20"),
+    ((["open_qa"], "", 99), "Page 99 is out of range: this selection has page(s) 1 to 3"),
+])
+def test_explore_errors_are_clear_and_the_server_stays_up(client, args, message):
+    with pytest.raises(AppError) as err:
+        client.predict(*args, api_name="/explore")
+    assert message in str(err.value)
+    assert client.predict([], "", 1, api_name="/explore")[1] == 400
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
+def test_export_returns_every_matching_row(client, dolly_records, file_format):
+    path = client.predict(["open_qa", "closed_qa"], "the", file_format, api_name="/export")
+    assert Path(path).suffix == f".{file_format}"
+    loaded = load_records(path, progress=False)
+    assert loaded.to_dict("records") == [dolly_records[i] for i in matching(dolly_records, ["open_qa", "closed_qa"], "the")]
+
+
+def test_export_errors(client):
+    with pytest.raises(AppError, match=r"Unknown export format 'xml': use one of jsonl, csv, parquet"):
+        client.predict([], "", "xml", api_name="/export")
+    with pytest.raises(AppError, match="Unknown category 'nope'"):
+        client.predict(["nope"], "", "csv", api_name="/export")
+    assert Path(client.predict(["brainstorming"], "", "jsonl", api_name="/export")).exists()
+
+
+def test_app_starts_when_the_data_does_not_load(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]))
+    texts = [block.value for block in demo.blocks.values() if type(block).__name__ == "Markdown"]
+    assert any("Could not load the dataset" in str(t) and "missing" in str(t) for t in texts)
+    url = launch(demo)
+    try:
+        with urllib.request.urlopen(url) as response:
+            assert response.status == 200
+        with pytest.raises(AppError, match="The dataset did not load: Data file not found"):
+            Client(url, verbose=False).predict([], "", 1, api_name="/explore")
+    finally:
+        demo.close()
+
+
+def test_an_empty_dataset_is_an_empty_state_not_an_error(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    demo = app.build_app(app.parse_args(["--data", str(empty), *NO_MODEL]))
+    texts = [str(block.value) for block in demo.blocks.values() if type(block).__name__ == "Markdown"]
+    assert any("The dataset is empty" in t for t in texts)
+    url = launch(demo)
+    try:
+        assert Client(url, verbose=False).predict([], "", 1, api_name="/explore") == ([], 0)
+    finally:
+        demo.close()
+
+
+def test_auth_is_required_when_set(dolly_jsonl):
+    args = app.parse_args(["--data", str(dolly_jsonl), "--auth", "alice:s3:cret", *NO_MODEL])
+    assert args.auth == ("alice", "s3:cret")
+    demo = app.build_app(args)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), auth=args.auth,
+                        prevent_thread_lock=True, quiet=True)
+    try:
+        with pytest.raises(Exception):
+            Client(demo.local_url, verbose=False)
+        authed = Client(demo.local_url, auth=("alice", "s3:cret"), verbose=False)
+        assert authed.predict([], "", 1, api_name="/explore")[1] == 400
+    finally:
+        demo.close()
+
+
+def run_app(*flags, env=None, timeout=60):
+    return subprocess.run([sys.executable, "app.py", *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("flags, env", [(["--auth", "nocolon"], {}), ([], {"DOLLY_AUTH": ":pw"}), (["--auth", "bob:"], {})])
+def test_bad_auth_is_a_clear_error(flags, env):
+    result = run_app(*flags, env=env)
+    assert result.returncode == 2
+    assert "--auth (or DOLLY_AUTH) must be USER:PASSWORD" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_port_from_the_environment_is_a_usage_error():
+    result = run_app(env={"DOLLY_PORT": "eighty"})
+    assert result.returncode == 2 and "argument --port: invalid int value: 'eighty'" in result.stderr
+
+
+def test_help_explains_every_flag_and_never_shows_the_password():
+    result = run_app("--help", env={"DOLLY_AUTH": "alice:topsecret"})
+    assert result.returncode == 0
+    for flag in ("--data", "--host", "--port", "--share", "--auth", "DOLLY_DATA", "DOLLY_AUTH"):
+        assert flag in result.stdout
+    assert "topsecret" not in result.stdout
+
+
+def test_share_fails_politely_and_the_app_keeps_serving(dolly_jsonl):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "app.py", "--data", str(dolly_jsonl), "--port", str(port), "--share", *NO_MODEL],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines, deadline = [], time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "keeps serving locally" in line:
+                break
+        output = "".join(lines)
+        assert "no public --share link could be made" in output, output
+        assert f"serving locally at http://127.0.0.1:{port}" in output
+        assert "Traceback" not in output
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 200
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert client.predict([], "", 1, api_name="/explore")[1] == 400
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
