@@ -12,6 +12,7 @@ import os
 import sys
 
 from explorer.data import DEFAULT_DATA
+from space.model import DEFAULT_MODEL, DTYPES
 
 
 def _env_flag(name: str) -> bool:
@@ -26,34 +27,100 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--data", default=env("DOLLY_DATA", DEFAULT_DATA),
                         help="Dataset for the Explorer: a Hub dataset id, or a local .jsonl/.json/.csv/.parquet "
-                             "file (offline use). Env: DOLLY_DATA.")
+                             "file or a folder of them (offline use). Env: DOLLY_DATA.")
     parser.add_argument("--host", default=env("DOLLY_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")),
                         help="Interface to listen on; 0.0.0.0 to serve your network. Env: DOLLY_HOST.")
-    parser.add_argument("--port", type=int, default=int(env("DOLLY_PORT", env("GRADIO_SERVER_PORT", "7860"))),
+    # A string default goes through type=int too, so a bad DOLLY_PORT is a usage error, not a traceback.
+    parser.add_argument("--port", type=int, default=env("DOLLY_PORT", env("GRADIO_SERVER_PORT", "7860")),
                         help="Port to listen on. Env: DOLLY_PORT.")
     parser.add_argument("--share", action="store_true", default=_env_flag("DOLLY_SHARE"),
                         help="Also create a public gradio.live link. If it cannot be made, the app keeps "
                              "serving locally. Env: DOLLY_SHARE=1.")
-    parser.add_argument("--auth", default=env("DOLLY_AUTH"), metavar="USER:PASSWORD",
+    # No default shown for --auth: --help must not print a password taken from the environment.
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
                         help="Require this login. Env: DOLLY_AUTH (prefer it: flags show up in `ps`).")
-    return parser.parse_args(argv)
+    parser.add_argument("--model", default=env("DOLLY_MODEL", DEFAULT_MODEL),
+                        help="Chat model: a Hub id (databricks/dolly-v2-3b, -7b, -12b) or a local checkpoint "
+                             "folder, e.g. one `python -m train` wrote (offline use). Env: DOLLY_MODEL.")
+    parser.add_argument("--device", default=env("DOLLY_DEVICE", "auto"),
+                        help="Where the chat model runs: auto (the GPU when there is one), cpu, cuda, cuda:N, mps. "
+                             "Env: DOLLY_DEVICE.")
+    parser.add_argument("--dtype", default=env("DOLLY_DTYPE", "auto"), choices=DTYPES,
+                        help="Weights' precision: auto (bfloat16 on GPU, float32 on CPU). Env: DOLLY_DTYPE.")
+    parser.add_argument("--concurrency", type=int, default=env("DOLLY_CONCURRENCY", "2"),
+                        help="How many chat replies are generated at once; more requests wait in the queue. "
+                             "Env: DOLLY_CONCURRENCY.")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error(f"--concurrency (or DOLLY_CONCURRENCY) must be 1 or more, got {args.concurrency}")
+    auth = args.auth if args.auth is not None else env("DOLLY_AUTH")
+    try:
+        args.auth = parse_auth(auth)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """'USER:PASSWORD' -> (user, password); None or '' -> None (no login)."""
+    if value is None or value == "":
+        return None
+    user, colon, password = value.partition(":")
+    if not colon or not user.strip() or not password:
+        raise ValueError("--auth (or DOLLY_AUTH) must be USER:PASSWORD, with a non-empty user and password, "
+                         "e.g. --auth alice:s3cret")
+    return user.strip(), password
+
+
+def launch_options(args) -> dict:
+    """Keyword arguments for demo.launch() that style the app (Gradio 6 takes css at launch)."""
+    from explorer.tab import CSS
+
+    return {"css": CSS}
 
 
 def build_app(args):
     """The whole app as a gr.Blocks, not launched (tests launch it themselves)."""
     import gradio as gr
 
-    with gr.Blocks(title="open Dolly") as demo:
+    from explorer.tab import build_explorer_tab, load_index
+    from space.model import ModelLoader
+    from space.tab import build_chat_tab, try_in_chat
+
+    # The model loads in the background: the app serves (and the Explorer works) meanwhile.
+    loader = ModelLoader(args.model, args.device, args.dtype).start()
+
+    print(f"Loading dataset {args.data} ...", flush=True)
+    index, data_error = load_index(args.data)
+    if data_error:
+        print(f"Dataset not loaded, the Explorer tab explains why: {data_error}", file=sys.stderr, flush=True)
+    # Exported files are copied into Gradio's cache; clear entries older than a day, hourly.
+    with gr.Blocks(title="open Dolly", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# open Dolly")
-        with gr.Tabs():
-            pass  # the Chat and Explorer tabs are built here
+        with gr.Tabs() as tabs:
+            # ---- Chat tab (id "chat", first) ----
+            with gr.Tab("Chat", id="chat"):
+                chat = build_chat_tab(loader, concurrency=args.concurrency)
+            # ---- Explorer tab (id "explorer") ----
+            explorer = build_explorer_tab(demo, args.data, tabs=tabs, index=index, error=data_error)
+            # Try in chat: the opened record's instruction and context go to the Chat tab, its human
+            # response to the reference panel beside the chat.
+            explorer.try_in_chat.click(try_in_chat, explorer.selected, chat.try_in_chat_outputs, queue=False,
+                                       api_visibility="private") \
+                .success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, api_visibility="private")
     return demo
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     demo = build_app(args)
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+                        prevent_thread_lock=True, **launch_options(args))
+    if args.share and not demo.share_url:
+        # Gradio has printed its own reason; say plainly that the app is still up.
+        print(f"open Dolly: no public --share link could be made (no tunnel to gradio.live from here); "
+              f"the app keeps serving locally at {demo.local_url}", flush=True)
+    demo.block_thread()
     return 0
 
 

@@ -1,0 +1,387 @@
+"""The chat logic, free of any screen: check the settings, fold a conversation into one Dolly
+prompt that fits the model's window, and stream a reply token by token until `### End`.
+
+Dolly was trained on single instructions, so earlier turns of a chat go into the prompt's
+`Input:` block as a transcript after the user's own Context; the newest message is the
+instruction. When the window is full the oldest turns go first, and the caller is told.
+"""
+import os
+import queue
+import random
+import threading
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from train.prompt import END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, SPECIAL_TOKENS, format_prompt, special_token_id
+
+# Server-side bounds: whatever a browser or API caller sends, one request costs at most this.
+MAX_NEW_TOKENS_CAP = int(os.environ.get("DOLLY_MAX_NEW_TOKENS", "1024"))
+MAX_PROMPT_TOKENS = int(os.environ.get("DOLLY_MAX_PROMPT_TOKENS", "2048"))
+MAX_INPUT_CHARS = 50_000  # per text field, checked before tokenizing so a huge paste costs nothing
+
+# The seed's pipeline (databricks/dolly-v2 instruct_pipeline): sampling, top_p 0.92, top_k 0, 256 tokens.
+DEFAULTS = dict(do_sample=True, temperature=1.0, top_p=0.92, top_k=0, max_new_tokens=256,
+                repetition_penalty=1.0, seed=-1)
+HISTORY_HEADER = "Earlier in this conversation:"
+EMPTY_REPLY = "(The model ended its reply without writing anything. Try again, or change the settings.)"
+# Text the user must never see: Dolly's markers (the model may write them as plain text when its
+# tokenizer does not have them as special tokens).
+MARKERS = (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY)
+
+
+class ChatInputError(ValueError):
+    """A request the chat cannot run as sent; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    do_sample: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    repetition_penalty: float
+    seed: int
+    notices: tuple = ()
+
+    @property
+    def sampling(self) -> bool:
+        return self.do_sample and self.temperature > 0
+
+
+def _number(name, value, cast):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return cast(DEFAULTS[name])
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ChatInputError(f"{name} must be a number, got {value!r}.") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ChatInputError(f"{name} must be a finite number, got {value!r}.")
+    if cast is int and number != int(number):
+        raise ChatInputError(f"{name} must be a whole number, got {value!r}.")
+    return cast(number)
+
+
+def validate_settings(do_sample=True, temperature=1.0, top_p=0.92, top_k=0, max_new_tokens=256,
+                      repetition_penalty=1.0, seed=-1) -> Settings:
+    """Check and normalise generation settings. Out-of-range values are errors, except max new
+    tokens above the server's cap, which is lowered to the cap (and said so)."""
+    notices = []
+    temperature = _number("temperature", temperature, float)
+    top_p = _number("top_p", top_p, float)
+    top_k = _number("top_k", top_k, int)
+    max_new_tokens = _number("max_new_tokens", max_new_tokens, int)
+    repetition_penalty = _number("repetition_penalty", repetition_penalty, float)
+    seed = _number("seed", seed, int)
+    if temperature < 0:
+        raise ChatInputError(f"temperature must be 0 or more (0 means greedy), got {temperature}.")
+    if not 0 < top_p <= 1:
+        raise ChatInputError(f"top_p must be in (0, 1], got {top_p}. Use 1 to turn nucleus sampling off.")
+    if top_k < 0:
+        raise ChatInputError(f"top_k must be 0 or more (0 turns it off), got {top_k}.")
+    if max_new_tokens < 1:
+        raise ChatInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    if max_new_tokens > MAX_NEW_TOKENS_CAP:
+        notices.append(f"Max new tokens lowered from {max_new_tokens} to this server's cap of {MAX_NEW_TOKENS_CAP}.")
+        max_new_tokens = MAX_NEW_TOKENS_CAP
+    if repetition_penalty <= 0:
+        raise ChatInputError(f"repetition_penalty must be above 0 (1 means none), got {repetition_penalty}.")
+    if seed < -1 or seed >= 2**63:
+        raise ChatInputError(f"seed must be -1 (random) or a whole number from 0 to 2**63-1, got {seed}.")
+    if isinstance(do_sample, str):
+        do_sample = do_sample.strip().lower() in ("1", "true", "yes", "on")
+    return Settings(bool(do_sample), temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
+                    tuple(notices))
+
+
+# --- prompt building -------------------------------------------------------------------------------
+
+def content_text(content) -> str:
+    """The text of a chat message's content: a string, or Gradio 6's list of content blocks."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "") if content.get("type", "text") == "text" else ""
+    if isinstance(content, (list, tuple)):
+        return "".join(content_text(block) for block in content)
+    return str(content)
+
+
+def history_turns(history) -> list[tuple[str, str]]:
+    """(user, assistant) pairs from Gradio's message dicts, oldest first; notices and empty replies
+    are left out because they are not part of the conversation."""
+    turns, user = [], None
+    for message in history or []:
+        role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+        content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
+        text = content_text(content).strip()
+        if role == "user":
+            if user is not None:
+                turns.append((user, ""))
+            user = text
+        elif role == "assistant" and user is not None:
+            turns.append((user, "" if text == EMPTY_REPLY else text))
+            user = None
+    if user is not None:
+        turns.append((user, ""))
+    return turns
+
+
+def conversation_input(context: str, turns) -> str:
+    """The `Input:` block: the user's Context, then a transcript of the kept earlier turns."""
+    parts = [context.strip()] if context and context.strip() else []
+    if turns:
+        lines = [HISTORY_HEADER]
+        for user, reply in turns:
+            lines.append(f"User: {user}")
+            if reply:
+                lines.append(f"Assistant: {reply}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+@dataclass
+class Prompt:
+    text: str
+    input_ids: list
+    notices: list = field(default_factory=list)
+
+
+def prompt_budget(window: int, max_new_tokens: int) -> int:
+    """How many prompt tokens fit beside a reply of `max_new_tokens` in the model's window."""
+    return min(window - max_new_tokens, MAX_PROMPT_TOKENS)
+
+
+def build_prompt(tokenizer, message: str, context: str = "", history=(), *, window: int = 2048,
+                 max_new_tokens: int = 256) -> Prompt:
+    """One Dolly prompt for `message` that fits `window` with room for the reply.
+
+    Earlier turns are dropped oldest first; a Context too long on its own is cut from its start
+    (keeping its end, nearest the question); a message too long on its own is a ChatInputError.
+    """
+    message = (message or "").strip()
+    context = context or ""
+    if not message:
+        raise ChatInputError("The message is empty: type an instruction or a question.")
+    for name, text in (("message", message), ("Context", context)):
+        if len(text) > MAX_INPUT_CHARS:
+            raise ChatInputError(f"The {name} is {len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}. Shorten it.")
+    budget = prompt_budget(window, max_new_tokens)
+
+    def encode(text):
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    bare = encode(format_prompt(message))
+    if len(bare) > budget:
+        raise ChatInputError(
+            f"The message is too long for this model: it makes a {len(bare)}-token prompt, and with room for "
+            f"{max_new_tokens} new tokens the {window}-token window leaves {max(budget, 0)}. Shorten the message, "
+            "put long text in the Context box, or lower Max new tokens."
+        )
+    notices = []
+    ids = encode(format_prompt(message, context))
+    if len(ids) > budget:  # the Context alone overflows: keep its end, say so
+        context_ids = encode(context)
+        keep = max(len(context_ids) - (len(ids) - budget) - 8, 0)
+        while True:
+            trimmed = tokenizer.decode(context_ids[len(context_ids) - keep:]) if keep else ""
+            ids = encode(format_prompt(message, trimmed))
+            if len(ids) <= budget or keep == 0:
+                break
+            keep = max(keep - 16, 0)
+        notices.append(f"The Context was too long for the model's {window}-token window: its first "
+                       f"{len(context_ids) - keep:,} of {len(context_ids):,} tokens were left out.")
+        context = trimmed
+    turns = history_turns(history)
+    text = format_prompt(message, context)
+    for dropped in range(len(turns) + 1):  # keep as many of the newest turns as fit
+        kept = turns[dropped:]
+        candidate = format_prompt(message, conversation_input(context, kept)) if kept else format_prompt(message, context)
+        candidate_ids = encode(candidate)
+        if len(candidate_ids) <= budget:
+            text, ids = candidate, candidate_ids
+            if dropped:
+                notices.append(f"The conversation no longer fits the model's {window}-token window: the "
+                               f"{dropped} oldest turn{'s were' if dropped > 1 else ' was'} left out of the prompt.")
+            break
+    return Prompt(text, ids, notices)
+
+
+# --- generation ------------------------------------------------------------------------------------
+
+class _TokenQueue(BaseStreamer):
+    """Hands each new token id from generate()'s thread to the reader. Unlike TextIteratorStreamer,
+    which holds text back until a word is complete, it passes every token on at once, and the
+    decoding is done by the reader, off the generating thread."""
+
+    def __init__(self):
+        self.queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value):
+        if not self._prompt_seen:  # generate() first hands over the prompt itself
+            self._prompt_seen = True
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self):
+        self.queue.put(None)
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generate() at the next token once the event is set (Stop, a closed stream)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _SeededSampler(LogitsProcessor):
+    """Sampling with this request's own random generator, so a seed reproduces a reply even while
+    other users generate (generate()'s own sampling draws from torch's one global generator). It
+    leaves a single allowed token, which generate() then picks greedily."""
+
+    def __init__(self, settings: Settings, seed: int):
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(settings.temperature)])
+        if settings.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1:
+            self.warpers.append(TopPLogitsWarper(settings.top_p))
+        self.seed = seed
+        self.generator = None
+
+    def __call__(self, input_ids, scores):
+        if self.generator is None:
+            self.generator = torch.Generator(device=scores.device).manual_seed(self.seed)
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        chosen = torch.multinomial(probs, 1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen, 0.0)
+
+
+_active_lock = threading.Lock()
+_active: set = set()
+
+
+def active_generations() -> int:
+    """How many generate() threads are running now (the status line shows it; tests check Stop)."""
+    with _active_lock:
+        return sum(thread.is_alive() for thread in _active)
+
+
+def stop_token_ids(tokenizer) -> list:
+    """EOS and every Dolly marker that this tokenizer has as one token: the model is done when it
+    writes `### End`, and a new `### Instruction:` would be the model talking to itself."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for key in SPECIAL_TOKENS:
+        token = special_token_id(tokenizer, key)
+        if token is not None and token in tokenizer.all_special_ids and token not in ids:
+            ids.append(token)
+    return ids
+
+
+def visible_reply(raw: str, final: bool = False) -> tuple[str, bool]:
+    """(what the user may see of `raw`, whether a marker showed the reply is over). While streaming,
+    a tail that could be the start of a marker ('###') is held back until it is known not to be."""
+    cut = min((i for i in (raw.find(marker) for marker in MARKERS) if i != -1), default=-1)
+    if cut != -1:
+        return raw[:cut].strip(), True
+    text = raw.rstrip("\ufffd")  # half of a multi-byte character: wait for the rest
+    for marker in MARKERS:
+        for k in range(len(marker) - 1, 0, -1):
+            if (not final or k >= 3) and text.endswith(marker[:k]) and marker[:k].strip():
+                return text[:-k].strip(), False
+    return text.strip(), False
+
+
+def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None = None, min_new_tokens: int = 0):
+    """Generate a reply to `input_ids` and yield its visible text each time it grows.
+
+    generate() runs in its own thread; closing this generator (Stop, a client gone) sets `stop`,
+    and that thread ends at its next token. The last value yielded is the whole reply.
+    `min_new_tokens` is for benchmarks, which must time a full-length reply.
+    """
+    stop = stop or threading.Event()
+    model, tokenizer = lm.model, lm.tokenizer
+    streamer = _TokenQueue()
+    failure = []
+    processors = LogitsProcessorList()
+    if settings.sampling:
+        seed = settings.seed if settings.seed >= 0 else random.SystemRandom().randrange(2**63)
+        processors.append(_SeededSampler(settings, seed))
+    config = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False, repetition_penalty=settings.repetition_penalty,
+        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    )
+    inputs = torch.tensor([list(input_ids)], device=model.device)
+
+    def run():
+        try:
+            with torch.inference_mode():
+                model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                               logits_processor=processors, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                               streamer=streamer)
+        except BaseException as error:  # reported to the reader, never lost in a thread
+            failure.append(error)
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="dolly-generate", daemon=True)
+    with _active_lock:
+        _active.difference_update([t for t in _active if not t.is_alive()])
+        _active.add(thread)
+    thread.start()
+    generated, shown = [], None
+    try:
+        while True:
+            ids = streamer.queue.get()
+            if ids is None:
+                break
+            generated.extend(ids)
+            text, ended = visible_reply(tokenizer.decode(generated, skip_special_tokens=True))
+            if ended:
+                stop.set()
+            if text and text != shown:
+                shown = text
+                yield text
+            if ended:
+                break
+        if failure:
+            error = failure[0]
+            if isinstance(error, torch.OutOfMemoryError):
+                raise ChatInputError("Out of memory while generating: lower Max new tokens or shorten the Context.")
+            raise RuntimeError(f"Generation failed: {type(error).__name__}: {error}") from error
+        final, _ = visible_reply(tokenizer.decode(generated, skip_special_tokens=True), final=True)
+        final = final or EMPTY_REPLY
+        if final != shown:
+            yield final
+    finally:
+        stop.set()  # Stop pressed, client gone, or done: generate() ends at its next token
+
+
+def fit_to_window(settings: Settings, window: int) -> Settings:
+    """A reply may use at most half of the model's window, so a prompt always has room too."""
+    limit = max(window // 2, 1)
+    if settings.max_new_tokens <= limit:
+        return settings
+    note = f"Max new tokens lowered from {settings.max_new_tokens} to {limit}: half of this model's {window}-token window."
+    return replace(settings, max_new_tokens=limit, notices=settings.notices + (note,))
+
+
+def reply(lm, message, history=(), context="", **settings):
+    """The whole reply at once (for scripts and tests): (text, notices)."""
+    checked = fit_to_window(validate_settings(**settings), lm.window)
+    prompt = build_prompt(lm.tokenizer, message, context, history, window=lm.window,
+                          max_new_tokens=checked.max_new_tokens)
+    text = EMPTY_REPLY
+    for text in stream_reply(lm, prompt.input_ids, checked):
+        pass
+    return text, list(checked.notices) + prompt.notices

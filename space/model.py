@@ -1,0 +1,194 @@
+"""Loading the chat model: a Hub id (databricks/dolly-v2-3b) or a local checkpoint folder.
+
+Loading runs in a background thread so the app serves (and the Explorer works) while weights
+download and load; `ModelLoader.status()` says where it is. Every failure becomes a message that
+says what went wrong and which flag fixes it, never a crash of the app. No trust_remote_code:
+Dolly is a plain GPT-NeoX, and prompt building lives in this project (train/prompt.py).
+"""
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "databricks/dolly-v2-3b"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+FIX_HINT = "Start the app with a model it can load, e.g. `python app.py --model path/to/checkpoint`."
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded or used, with a message meant for the person running the app."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate: what the chat logic needs and nothing else."""
+    model: object
+    tokenizer: object
+    name: str
+    device: str
+    dtype: str
+
+    @property
+    def window(self) -> int:
+        """How many tokens (prompt + reply) the model can attend to."""
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def pick_device(device: str = "auto") -> str:
+    """`auto` means the GPU when there is one, else the CPU; an explicit device must exist."""
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ModelError(f"Unknown device '{device}': use one of {', '.join(DEVICES)} (or cuda:N).")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device} was asked for, but this machine has no CUDA GPU. Use --device cpu.")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("--device mps was asked for, but MPS is not available here. Use --device cpu.")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """`auto` means bfloat16 on a GPU that supports it (Dolly is published in bf16), else float32:
+    CPUs are slow and sometimes wrong in half precision."""
+    import torch
+
+    dtype = (dtype or "auto").strip().lower()
+    if dtype not in DTYPES:
+        raise ModelError(f"Unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.startswith("cuda") or device == "mps":
+            return torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def is_local(name: str) -> bool:
+    """A path (it exists, or it is written like one) rather than a Hub id such as owner/model."""
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto", on_stage=lambda stage: None) -> LoadedModel:
+    """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix."""
+    name = str(name or "").strip()
+    if not name:
+        raise ModelError(f"No model given. {FIX_HINT}")
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    source = name
+    if is_local(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"Model folder not found: {path}. {FIX_HINT}")
+        if not (path / "config.json").exists():
+            raise ModelError(
+                f"{path} is not a model checkpoint (no config.json in it). Point --model at the folder "
+                "the training script wrote (it holds config.json, the weights and the tokenizer)."
+            )
+        source = str(path)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        on_stage("loading the tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        on_stage("loading the weights" if is_local(name) else "downloading and loading the weights")
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        on_stage(f"moving the model to {device}")
+        model.to(device)
+        model.eval()
+    except torch.OutOfMemoryError as error:
+        raise ModelError(
+            f"Out of memory loading {name} on {device} ({error}). Use a smaller model "
+            "(--model databricks/dolly-v2-3b), --dtype bfloat16, or --device cpu."
+        ) from error
+    except (OSError, ValueError, EnvironmentError) as error:
+        if "out of memory" in str(error).lower() or isinstance(error, MemoryError):
+            raise ModelError(f"Out of memory loading {name}: use a smaller model or --device cpu.") from error
+        where = "the Hugging Face Hub (is this machine offline, or is the id misspelled?)" if not is_local(name) else str(source)
+        raise ModelError(f"Could not load model '{name}' from {where}: {_first_line(error)}. {FIX_HINT}") from error
+    except MemoryError as error:
+        raise ModelError(f"Out of memory loading {name}: use a smaller model or --device cpu.") from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # Pythia has no pad token; generate needs one
+    return LoadedModel(model, tokenizer, name, device, str(torch_dtype).removeprefix("torch."))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0].rstrip(".") if text else type(error).__name__
+
+
+class ModelLoader:
+    """Loads a model in a background thread; the app asks `status()` and `get()` meanwhile."""
+
+    def __init__(self, name: str, device: str = "auto", dtype: str = "auto"):
+        self.name, self.device, self.dtype = str(name), device, dtype
+        self._model: LoadedModel | None = None
+        self._error: str | None = None
+        self._stage = "waiting to start"
+        self._started = None
+        self._took = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+
+    def start(self) -> "ModelLoader":
+        if self._thread is None:
+            self._started = time.monotonic()
+            self._thread = threading.Thread(target=self._load, name=f"load {self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def _load(self):
+        def stage(text):
+            self._stage = text
+
+        try:
+            self._model = load_model(self.name, self.device, self.dtype, on_stage=stage)
+        except ModelError as error:
+            self._error = str(error)
+        except Exception as error:  # an unexpected failure must still leave the app serving
+            self._error = f"Could not load model '{self.name}': {type(error).__name__}: {_first_line(error)}. {FIX_HINT}"
+        finally:
+            self._took = time.monotonic() - (self._started or time.monotonic())
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until loading finished (either way); True when it did within `timeout`."""
+        return self._done.wait(timeout)
+
+    @property
+    def state(self) -> str:
+        if self._model is not None:
+            return "ready"
+        if self._error is not None:
+            return "failed"
+        return "loading"
+
+    def status(self) -> str:
+        """One line of Markdown for the Chat tab."""
+        if self._model is not None:
+            m = self._model
+            return f"**Model ready:** {m.name} is ready on {m.device} ({m.dtype}, {m.window}-token window), loaded in {self._took:.0f} s."
+        if self._error is not None:
+            return f"**The chat model could not be loaded.** {self._error}"
+        elapsed = time.monotonic() - self._started if self._started else 0
+        return f"**Loading the chat model** {self.name}: {self._stage}… ({elapsed:.0f} s). The Explorer works meanwhile."
+
+    def get(self) -> LoadedModel:
+        """The loaded model, or ModelError saying why there is none (yet)."""
+        if self._model is not None:
+            return self._model
+        if self._error is not None:
+            raise ModelError(self._error)
+        raise ModelError(f"The model {self.name} is still loading ({self._stage}); try again in a moment.")

@@ -1,0 +1,262 @@
+"""The chat logic without a browser: prompts, trimming, settings, streaming and stopping, loading."""
+import time
+
+import pytest
+
+from space import chat
+from space.chat import (EMPTY_REPLY, HISTORY_HEADER, ChatInputError, active_generations, build_prompt, reply,
+                        stream_reply, validate_settings, visible_reply)
+from space.model import ModelError, ModelLoader, load_model, pick_device, pick_dtype
+from tests.tiny_model import pythia_tokenizer, save_scripted_model, save_tiny_model
+from train.prompt import END_KEY, INPUT_KEY, INSTRUCTION_KEY, RESPONSE_KEY, extract_response, format_prompt
+
+SCRIPT = " The capital of the river is"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(scripted_dir):
+    return load_model(scripted_dir).tokenizer
+
+
+@pytest.fixture(scope="module")
+def scripted_dir(tmp_path_factory):
+    """Writes SCRIPT, then `### End`."""
+    return save_scripted_model(tmp_path_factory.mktemp("scripted"), SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def looping_dir(tmp_path_factory):
+    """Repeats its script and never writes `### End`; big enough that 1,000 tokens take a while."""
+    return save_scripted_model(tmp_path_factory.mktemp("looping"), " The capital of", loop=True,
+                               hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):  # Gradio 6 hands history over with content as a list of blocks
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+# --- prompts -----------------------------------------------------------------------------------------
+
+def test_prompt_without_context_is_dollys_prompt(tokenizer):
+    prompt = build_prompt(tokenizer, "Name three rivers.")
+    assert prompt.text == format_prompt("Name three rivers.")
+    assert INPUT_KEY not in prompt.text and prompt.text.endswith(RESPONSE_KEY + "\n")
+    assert prompt.input_ids == tokenizer.encode(prompt.text, add_special_tokens=False)
+    assert prompt.notices == []
+
+
+def test_prompt_with_context_uses_dollys_input_block(tokenizer):
+    prompt = build_prompt(tokenizer, "How long is it?", "The bridge is 214 metres long.")
+    assert prompt.text == format_prompt("How long is it?", "The bridge is 214 metres long.")
+    assert f"{INPUT_KEY}\nThe bridge is 214 metres long." in prompt.text
+
+
+def test_earlier_turns_are_folded_in_oldest_first(tokenizer):
+    history = [user("first question"), assistant("first answer"), user("second question"), assistant("second answer")]
+    prompt = build_prompt(tokenizer, "third question", "a passage", history)
+    instruction = prompt.text.split(f"{INSTRUCTION_KEY}\n")[1].split("\n\n")[0]
+    assert instruction == "third question"
+    block = prompt.text.split(f"{INPUT_KEY}\n")[1]
+    assert block.startswith("a passage\n\n" + HISTORY_HEADER)
+    assert block.index("User: first question") < block.index("Assistant: first answer") < block.index("User: second question")
+    assert prompt.notices == []
+
+
+def test_oldest_turns_are_dropped_first_when_the_window_is_full(tokenizer):
+    history = []
+    for i in range(30):
+        history += [user(f"question number {i} about rivers and bridges"), assistant(f"answer number {i} " + "word " * 10)]
+    prompt = build_prompt(tokenizer, "last question", history=history, window=512, max_new_tokens=256)
+    assert len(prompt.input_ids) <= 256
+    assert "question number 29" in prompt.text  # the newest turn is kept ...
+    assert "question number 0 " not in prompt.text  # ... the oldest is gone ...
+    kept = [i for i in range(30) if f"question number {i} " in prompt.text]
+    assert kept == list(range(kept[0], 30))  # ... and what is kept is the newest, unbroken
+    assert len(prompt.notices) == 1 and f"{kept[0]} oldest turns were left out" in prompt.notices[0]
+
+
+def test_a_message_too_long_for_the_window_is_a_clear_error(tokenizer):
+    with pytest.raises(ChatInputError, match="too long for this model.*Shorten the message"):
+        build_prompt(tokenizer, "please " * 600, window=512, max_new_tokens=256)
+    with pytest.raises(ChatInputError, match="limit is"):
+        build_prompt(tokenizer, "x" * 60_000)
+    with pytest.raises(ChatInputError, match="empty"):
+        build_prompt(tokenizer, "   ")
+
+
+def test_a_context_too_long_for_the_window_keeps_its_end_and_says_so(tokenizer):
+    context = " ".join(f"sentence {i}." for i in range(400)) + " The answer is at the end."
+    prompt = build_prompt(tokenizer, "Where is the answer?", context, window=512, max_new_tokens=256)
+    assert len(prompt.input_ids) <= 256
+    assert "The answer is at the end." in prompt.text and "sentence 0." not in prompt.text
+    assert "Context was too long" in prompt.notices[0]
+
+
+def test_real_pythia_tokenizer_markers_are_single_tokens():
+    tokenizer = pythia_tokenizer()
+    if tokenizer is None:
+        pytest.skip("../shared/data/pythia-tokenizer is not on this machine")
+    from train.prompt import add_special_tokens
+
+    add_special_tokens(tokenizer)
+    ids = chat.stop_token_ids(tokenizer)
+    assert ids == [0, 50277, 50278, 50279]  # <|endoftext|>, ### End, ### Instruction:, ### Response:\n
+    prompt = build_prompt(tokenizer, "Hi", "ctx")
+    assert prompt.input_ids[-1] == 50279 and 50278 in prompt.input_ids
+
+
+# --- what the user sees ------------------------------------------------------------------------------
+
+def test_visible_reply_hides_markers_and_partial_markers():
+    assert visible_reply(f"Paris is the capital.\n\n{END_KEY}") == ("Paris is the capital.", True)
+    assert visible_reply(f"Paris.\n\n{INSTRUCTION_KEY}\nMore") == ("Paris.", True)
+    assert visible_reply("Paris.\n\n##") == ("Paris.", False)  # might become ### End: held back
+    assert visible_reply("Paris.\n\n### En") == ("Paris.", False)
+    assert visible_reply("Use C# here #") == ("Use C# here", False)
+    assert visible_reply("Use C# here #", final=True) == ("Use C# here #", False)
+    assert visible_reply("caf\ufffd") == ("caf", False)
+
+
+def test_response_extraction_matches_the_prompt_contract():
+    text = format_prompt("Q?", "ctx") + f"An answer.\n\n{END_KEY}\nrubbish"
+    assert extract_response(text) == "An answer."
+    assert visible_reply(text.split(RESPONSE_KEY + "\n")[1])[0] == "An answer."
+
+
+# --- settings ------------------------------------------------------------------------------------------
+
+def test_defaults_are_the_seed_pipelines():
+    settings = validate_settings()
+    assert (settings.do_sample, settings.top_p, settings.top_k, settings.max_new_tokens) == (True, 0.92, 0, 256)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-0.1), "temperature must be 0 or more"),
+    (dict(top_p=0), r"top_p must be in \(0, 1\]"),
+    (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(top_k=-1), "top_k must be 0 or more"),
+    (dict(top_k=2.5), "top_k must be a whole number"),
+    (dict(max_new_tokens=0), "max_new_tokens must be at least 1"),
+    (dict(repetition_penalty=0), "repetition_penalty must be above 0"),
+    (dict(temperature="hot"), "temperature must be a number"),
+    (dict(temperature=float("nan")), "finite"),
+    (dict(seed=-5), "seed must be -1"),
+])
+def test_invalid_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ChatInputError, match=message):
+        validate_settings(**kwargs)
+
+
+def test_max_new_tokens_is_capped_whatever_is_asked():
+    settings = validate_settings(max_new_tokens=10**9)
+    assert settings.max_new_tokens == chat.MAX_NEW_TOKENS_CAP
+    assert "cap" in settings.notices[0]
+    assert chat.fit_to_window(settings, 512).max_new_tokens == 256
+
+
+# --- generating ----------------------------------------------------------------------------------------
+
+def test_generation_stops_at_end_and_never_shows_it(scripted_dir):
+    lm = load_model(scripted_dir)
+    text, notices = reply(lm, "What is the capital?", context="Some passage.", max_new_tokens=100)
+    assert text == SCRIPT.strip()
+    assert END_KEY not in text and "###" not in text and notices == []
+    greedy, _ = reply(lm, "What is the capital?", do_sample=False)
+    assert greedy == SCRIPT.strip()
+
+
+def test_streaming_yields_growing_text(scripted_dir):
+    lm = load_model(scripted_dir)
+    prompt = build_prompt(lm.tokenizer, "Hello")
+    chunks = list(stream_reply(lm, prompt.input_ids, validate_settings()))
+    assert len(chunks) >= 5
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(chunks, chunks[1:]))
+    assert chunks[-1] == SCRIPT.strip()
+
+
+def test_without_end_it_runs_to_max_new_tokens(looping_dir):
+    lm = load_model(looping_dir)
+    prompt = build_prompt(lm.tokenizer, "Hello")
+    text = list(stream_reply(lm, prompt.input_ids, validate_settings(max_new_tokens=30)))[-1]
+    assert len(lm.tokenizer.encode(" " + text)) == 30
+
+
+def test_closing_the_stream_ends_the_generation_thread(looping_dir):
+    lm = load_model(looping_dir)
+    prompt = build_prompt(lm.tokenizer, "Hello")
+    started = time.monotonic()
+    full = list(stream_reply(lm, prompt.input_ids, validate_settings(max_new_tokens=60)))
+    per_token = (time.monotonic() - started) / 60
+    stream = stream_reply(lm, prompt.input_ids, validate_settings(max_new_tokens=1000))
+    first = [next(stream) for _ in range(3)]
+    assert active_generations() == 1
+    stream.close()  # what Gradio does on Stop
+    deadline = time.monotonic() + 10
+    while active_generations() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert active_generations() == 0, "the generate() thread kept running after the stream was closed"
+    assert time.monotonic() - started < (60 + 1000) * per_token / 2  # far sooner than 1,000 tokens
+    assert full[-1].startswith(first[-1])
+
+
+def test_a_seed_reproduces_a_sampled_reply(tmp_path):
+    lm = load_model(save_tiny_model(tmp_path / "random", dolly_tokens=True))
+    one = reply(lm, "Tell me a story.", seed=7, max_new_tokens=20)[0]
+    two = reply(lm, "Tell me a story.", seed=7, max_new_tokens=20)[0]
+    other = reply(lm, "Tell me a story.", seed=8, max_new_tokens=20)[0]
+    assert one == two and one != other
+
+
+def test_an_empty_reply_says_so(tmp_path):
+    path = save_scripted_model(tmp_path / "silent", " The")
+    lm = load_model(path)
+    # a model that writes `### End` right after the marker: make the marker's successor End
+    import torch
+    from train.prompt import special_token_id
+
+    with torch.no_grad():
+        out = lm.model.get_output_embeddings().weight
+        out[:, 0] = 0
+        out[special_token_id(lm.tokenizer, END_KEY), 0] = 20.0
+    assert reply(lm, "Hi")[0] == EMPTY_REPLY
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+def test_loading_errors_say_how_to_fix_them(tmp_path, monkeypatch):
+    with pytest.raises(ModelError, match=r"not found.*--model path/to/checkpoint"):
+        load_model(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        load_model(str(tmp_path / "empty"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 does
+    with pytest.raises(ModelError, match=r"Hugging Face Hub.*--model path/to/checkpoint"):
+        load_model("databricks/dolly-v2-3b")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA GPU. Use --device cpu"):
+            pick_device("cuda")
+    with pytest.raises(ModelError, match="Unknown dtype"):
+        pick_dtype("float8", "cpu")
+
+
+def test_loader_reports_progress_then_ready_or_the_fix(scripted_dir, tmp_path):
+    loader = ModelLoader(str(scripted_dir))
+    assert loader.state == "loading" and "waiting" in loader.status()
+    loader.start()
+    assert loader.wait(60)
+    assert loader.state == "ready" and "is ready on cpu (float32, 512-token window)" in loader.status()
+    assert loader.get().window == 512
+    broken = ModelLoader(str(tmp_path / "nowhere")).start()
+    assert broken.wait(60) and broken.state == "failed"
+    assert "--model path/to/checkpoint" in broken.status()
+    with pytest.raises(ModelError, match="not found"):
+        broken.get()
+

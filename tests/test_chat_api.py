@@ -1,0 +1,175 @@
+"""The /chat API of the whole app (app.py), launched for real and called with gradio_client.
+
+The model is a tiny GPT-NeoX saved to a temp folder and passed as `--model`, the way users pass a
+checkpoint. It repeats a short script forever, so every reply's text is known in advance from its
+length: that is how the concurrency test tells each client's answer apart.
+"""
+import threading
+import time
+
+import pytest
+from gradio_client import Client
+
+import app
+from space import chat
+from tests.conftest import launch
+from tests.tiny_model import save_scripted_model
+
+LOOP = " The capital of"
+
+
+@pytest.fixture(scope="module")
+def looping_dir(tmp_path_factory):
+    return save_scripted_model(tmp_path_factory.mktemp("looping"), LOOP, loop=True,
+                               hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
+
+
+@pytest.fixture(scope="module")
+def served(looping_dir, dolly_jsonl):
+    demo = app.build_app(app.parse_args(["--model", str(looping_dir), "--data", str(dolly_jsonl),
+                                         "--concurrency", "4"]))
+    url = launch(demo)
+    client = Client(url, verbose=False)
+    deadline = time.monotonic() + 120
+    while True:  # the model loads in the background; wait as a user would
+        try:
+            client.predict("ready?", max_new_tokens=1, api_name="/chat")
+            break
+        except Exception as error:
+            if "still loading" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield url, client
+    demo.close()
+
+
+def expected(looping_dir, tokens: int) -> str:
+    """The reply of the looping model after `tokens` new tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(looping_dir)
+    cycle = [int(i) for i in (looping_dir / "script_ids.txt").read_text().split()]
+    ids = (cycle * (tokens // len(cycle) + 1))[:tokens]
+    return tokenizer.decode(ids).strip()
+
+
+def test_message_alone_is_enough(served, looping_dir):
+    _, client = served
+    answer = client.predict("What is the capital?", api_name="/chat")
+    assert answer == expected(looping_dir, 256)  # the default: 256 new tokens
+    assert "###" not in answer
+
+
+def test_streaming_yields_growing_text(served, looping_dir):
+    _, client = served
+    job = client.submit("Tell me more.", "Some context.", max_new_tokens=40, api_name="/chat")
+    final = job.result(timeout=60)
+    outputs = job.outputs()
+    assert len(outputs) >= 10
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(outputs, outputs[1:]))
+    assert final == outputs[-1] == expected(looping_dir, 40)
+
+
+def test_stop_ends_the_generation(served):
+    _, client = served
+    job = client.submit("Go on forever.", max_new_tokens=1000, api_name="/chat")
+    deadline = time.monotonic() + 60
+    while len(job.outputs()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert chat.active_generations() == 1
+    job.cancel()
+    stopped = time.monotonic()
+    while chat.active_generations() and time.monotonic() - stopped < 10:
+        time.sleep(0.01)
+    assert chat.active_generations() == 0, "the generate() thread still runs after Stop"
+    time.sleep(0.5)  # what was already on its way may still arrive ...
+    streamed = len(job.outputs())
+    time.sleep(0.5)
+    assert len(job.outputs()) == streamed < 200  # ... then nothing more; far from 1,000 tokens
+
+
+def test_eight_concurrent_clients_each_get_their_own_answer(served, looping_dir):
+    url, _ = served
+    results, errors = {}, []
+
+    def ask(n):
+        try:
+            client = Client(url, verbose=False)
+            job = client.submit(f"client {n}", max_new_tokens=5 + 3 * n, seed=n, api_name="/chat")
+            results[n] = (job.result(timeout=120), job.outputs())
+        except Exception as error:  # reported below, not lost in a thread
+            errors.append(error)
+
+    running, done = [], threading.Event()
+
+    def watch():  # how many replies generate at once: never more than --concurrency 4
+        while not done.is_set():
+            running.append(chat.active_generations())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    done.set()
+    watcher.join()
+    assert not errors
+    assert 1 <= max(running) <= 4
+    for n in range(8):
+        final, outputs = results[n]
+        assert final == expected(looping_dir, 5 + 3 * n)
+        assert all(expected(looping_dir, 5 + 3 * n).startswith(partial) for partial in outputs)  # no one else's stream
+    assert len({final for final, _ in results.values()}) == 8
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-1), "temperature must be 0 or more"),
+    (dict(top_p=0), r"top_p must be in \(0, 1\]"),
+    (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(top_k=-3), "top_k must be 0 or more"),
+    (dict(seed=-5), "seed must be -1"),
+])
+def test_invalid_settings_are_clear_errors_and_the_server_stays_up(served, kwargs, message):
+    _, client = served
+    with pytest.raises(Exception, match=message):
+        client.predict("Hi", api_name="/chat", **kwargs)
+    assert client.predict("Still there?", max_new_tokens=3, api_name="/chat")
+
+
+def test_max_new_tokens_is_capped_whatever_a_caller_sends(served, looping_dir):
+    _, client = served
+    job = client.submit("Go on.", max_new_tokens=10**6, temperature=0, api_name="/chat")
+    # the tiny model's window is 4,096 tokens: the server's cap of 1,024 applies
+    assert job.result(timeout=120) == expected(looping_dir, chat.MAX_NEW_TOKENS_CAP)
+
+
+def test_too_long_message_is_a_clear_error(served):
+    _, client = served
+    with pytest.raises(Exception, match="limit is 50,000"):
+        client.predict("x" * 60_000, api_name="/chat")
+    with pytest.raises(Exception, match="empty"):
+        client.predict("  ", api_name="/chat")
+
+
+def test_a_model_that_fails_to_load_leaves_the_explorer_working(tmp_path, dolly_jsonl, dolly_records):
+    demo = app.build_app(app.parse_args(["--model", str(tmp_path / "no-such-checkpoint"), "--data", str(dolly_jsonl)]))
+    try:
+        client = Client(launch(demo), verbose=False)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.predict("Hello", api_name="/chat")
+            except Exception as error:
+                if "still loading" in str(error) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                assert "Model folder not found" in str(error) and "--model path/to/checkpoint" in str(error)
+                break
+        rows, total = client.predict([], "", 1, api_name="/explore")
+        assert total == len(dolly_records)
+        assert rows
+    finally:
+        demo.close()
