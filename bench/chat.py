@@ -1,7 +1,7 @@
 """Chat streaming benchmark: is the app's streaming path as fast as raw generate(), and how much
 sooner does the user see text than with a non-streaming pipeline like the seed's?
 
-    python bench/chat.py [--tokens 256] [--repeats 3]
+    python bench/chat.py [--tokens 256] [--repeats 3] [--first-repeats 15]
 
 One run measures, on the same pythia-70m-shaped random-init model and the same prompt:
   (a) raw model.generate(): prefill time (1 new token) and tokens/s over N new tokens;
@@ -91,6 +91,31 @@ def raw_generate(lm, ids, tokens):
     return prefill, tokens / total
 
 
+def app_first_text(lm, tokens):
+    """Seconds from the request to the app's first visible text; the stream is then closed, which
+    (as Stop does) ends generation, so many samples are cheap."""
+    def run():
+        start = time.perf_counter()
+        settings = validate_settings(max_new_tokens=tokens)
+        prompt = build_prompt(lm.tokenizer, INSTRUCTION, CONTEXT, window=lm.window, max_new_tokens=tokens)
+        stream = stream_reply(lm, prompt.input_ids, settings, min_new_tokens=tokens)
+        next(stream)
+        first = time.perf_counter() - start
+        stream.close()
+        return first
+    return off_main_thread(run)
+
+
+def raw_prefill(lm, ids):
+    inputs = torch.tensor([ids])
+
+    def generate():
+        with torch.inference_mode():
+            return lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=1, do_sample=True,
+                                     top_p=0.92, top_k=0, pad_token_id=lm.tokenizer.pad_token_id)
+    return timed(generate)[0]
+
+
 def app_stream(lm, tokens):
     return off_main_thread(lambda: _app_stream(lm, tokens))
 
@@ -155,6 +180,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each path (after one warm-up); medians")
+    parser.add_argument("--first-repeats", type=int, default=15,
+                        help="samples of prefill and of the app's first text (cheap; a first-token time of tens "
+                             "of ms is noisy on a shared machine, so it gets more samples than throughput)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,6 +202,9 @@ def main():
             first, tps, _ = app_stream(lm, args.tokens)
             b_first.append(first), b_tps.append(tps)
             c_first.append(seed_pipeline(generator, prompt.text, args.tokens))
+        for _ in range(args.first_repeats):  # interleaved, as above
+            a_prefill.append(raw_prefill(lm, prompt.input_ids))
+            b_first.append(app_first_text(lm, args.tokens))
         med = statistics.median
         a_prefill, a_tps, b_first, b_tps, c_first = map(med, (a_prefill, a_tps, b_first, b_tps, c_first))
 
