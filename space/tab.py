@@ -99,7 +99,8 @@ def make_chat_fn(loader: ModelLoader):
 def _status(loader: ModelLoader):
     running = active_generations()
     line = loader.status() + (f" Generating {running} repl{'ies' if running > 1 else 'y'} now." if running else "")
-    return line, gr.Timer(active=loader.state == "loading")
+    # Keep polling while a reply is being generated too, so "Generating…" never outlives its reply.
+    return line, gr.Timer(active=loader.state == "loading" or running > 0)
 
 
 def build_chat_tab(loader: ModelLoader, concurrency: int = 2) -> ChatTab:

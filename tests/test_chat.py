@@ -260,3 +260,24 @@ def test_loader_reports_progress_then_ready_or_the_fix(scripted_dir, tmp_path):
     with pytest.raises(ModelError, match="not found"):
         broken.get()
 
+
+
+def test_status_line_keeps_polling_until_a_running_reply_ends(looping_dir):
+    from space.tab import _status
+
+    loader = ModelLoader(str(looping_dir)).start()
+    assert loader.wait(60)
+    line, timer = _status(loader)
+    assert "Generating" not in line and timer.active is False  # ready and idle: no need to poll
+    lm = loader.get()
+    stream = stream_reply(lm, build_prompt(lm.tokenizer, "Hello").input_ids, validate_settings(max_new_tokens=1000))
+    next(stream)
+    line, timer = _status(loader)
+    # While a reply runs the timer stays on, so the "Generating" note is cleared once it ends.
+    assert "Generating 1 reply now." in line and timer.active is True
+    stream.close()
+    deadline = time.monotonic() + 10
+    while active_generations() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    line, timer = _status(loader)
+    assert "Generating" not in line and timer.active is False
