@@ -81,17 +81,24 @@ def launch_options(args) -> dict:
 
 def build_app(args):
     """The whole app as a gr.Blocks, not launched (tests launch it themselves)."""
-    import gradio as gr
+    from concurrent.futures import ThreadPoolExecutor
 
-    from explorer.tab import build_explorer_tab, load_index
-    from space.model import ModelLoader
-    from space.tab import build_chat_tab, try_in_chat
+    from explorer.query import load_index
 
-    # The model loads in the background: the app serves (and the Explorer works) meanwhile.
-    loader = ModelLoader(args.model, args.device, args.dtype).start()
-
+    # Read the dataset while gradio, torch and transformers import (~4 s here): Arrow parses and indexes
+    # it mostly outside the GIL, on the other core, so the two waits overlap instead of adding up.
     print(f"Loading dataset {args.data} ...", flush=True)
-    index, data_error = load_index(args.data)
+    with ThreadPoolExecutor(1, thread_name_prefix="dataset-load") as pool:
+        loading = pool.submit(load_index, args.data)
+        import gradio as gr
+
+        from explorer.tab import build_explorer_tab
+        from space.model import ModelLoader
+        from space.tab import build_chat_tab, try_in_chat
+
+        # The model loads in the background: the app serves (and the Explorer works) meanwhile.
+        loader = ModelLoader(args.model, args.device, args.dtype).start()
+        index, data_error = loading.result()
     if data_error:
         print(f"Dataset not loaded, the Explorer tab explains why: {data_error}", file=sys.stderr, flush=True)
     # Exported files are copied into Gradio's cache; clear entries older than a day, hourly.

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from explorer.data import REQUIRED_COLUMNS, TEXT_FIELDS, DataError, load_records
+from explorer.data import REQUIRED_COLUMNS, TEXT_FIELDS
 from explorer.export import FORMATS, ExportError, check_format, export_table
 from explorer.links import build_query, parse_query
-from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, check_page
+from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, check_page, load_index
 
 TABLE_HEADERS = ["row", "category", "instruction", "context", "response"]
 CELL_CHARS = 140  # the table shows the start of each text; the row view shows all of it
@@ -40,14 +40,6 @@ class ExplorerTab:
     selected: gr.State  # the opened record: {instruction, context, response, category, row, ...} or None
     index: Index | None  # None when the data failed to load
     error: str | None  # the loading error shown in the tab, if any
-
-
-def load_index(source: str) -> tuple[Index | None, str | None]:
-    """The dataset as an Index, or None and a readable message (the app still starts)."""
-    try:
-        return Index(load_records(source)), None
-    except DataError as err:
-        return None, str(err)
 
 
 # -- formatting (plain functions, tested without a browser) -------------------------------------
