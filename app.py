@@ -79,28 +79,29 @@ def launch_options(args) -> dict:
     return {"css": CSS}
 
 
-def build_app(args):
-    """The whole app as a gr.Blocks, not launched (tests launch it themselves)."""
-    from concurrent.futures import ThreadPoolExecutor
+def build_app(args, dataset=None):
+    """The whole app as a gr.Blocks, not launched (tests launch it themselves).
 
-    from explorer.query import load_index
+    `dataset`: an explorer.loader.DatasetLoader to show instead of loading `args.data` (tests pass
+    one whose load they control); started here if it was not.
+    """
+    from explorer.loader import DatasetLoader
 
-    # Read the dataset while gradio, torch and transformers import (~4 s here): Arrow parses and indexes
-    # it mostly outside the GIL, on the other core, so the two waits overlap instead of adding up.
-    print(f"Loading dataset {args.data} ...", flush=True)
-    with ThreadPoolExecutor(1, thread_name_prefix="dataset-load") as pool:
-        loading = pool.submit(load_index, args.data)
-        import gradio as gr
+    # The dataset loads in the background: it overlaps the imports of gradio, torch and transformers
+    # (Arrow parses and indexes it mostly outside the GIL, on the other core), and the server starts
+    # serving without waiting for it; the Explorer tab says "Loading dataset ..." until it is there.
+    if dataset is None:
+        print(f"Loading dataset {args.data} ...", flush=True)
+        dataset = DatasetLoader(args.data, on_done=_report_dataset)
+    dataset.start()
+    import gradio as gr
 
-        from explorer.tab import build_explorer_tab
-        from space.model import ModelLoader
-        from space.tab import build_chat_tab, try_in_chat
+    from explorer.tab import build_explorer_tab
+    from space.model import ModelLoader
+    from space.tab import build_chat_tab, try_in_chat
 
-        # The model loads in the background: the app serves (and the Explorer works) meanwhile.
-        loader = ModelLoader(args.model, args.device, args.dtype).start()
-        index, data_error = loading.result()
-    if data_error:
-        print(f"Dataset not loaded, the Explorer tab explains why: {data_error}", file=sys.stderr, flush=True)
+    # The model loads in the background too: the app serves (and the Explorer works) meanwhile.
+    loader = ModelLoader(args.model, args.device, args.dtype).start()
     # Exported files are copied into Gradio's cache; clear entries older than a day, hourly.
     with gr.Blocks(title="open Dolly", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# open Dolly")
@@ -109,13 +110,20 @@ def build_app(args):
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(loader, concurrency=args.concurrency)
             # ---- Explorer tab (id "explorer") ----
-            explorer = build_explorer_tab(demo, args.data, tabs=tabs, index=index, error=data_error)
+            explorer = build_explorer_tab(demo, dataset, tabs=tabs)
             # Try in chat: the opened record's instruction and context go to the Chat tab, its human
             # response to the reference panel beside the chat.
             explorer.try_in_chat.click(try_in_chat, explorer.selected, chat.try_in_chat_outputs, queue=False,
                                        api_visibility="private") \
                 .success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, api_visibility="private")
     return demo
+
+
+def _report_dataset(dataset) -> None:
+    if dataset.error:
+        print(f"Dataset not loaded, the Explorer tab explains why: {dataset.error}", file=sys.stderr, flush=True)
+    else:
+        print(f"Dataset loaded: {dataset.source} in {dataset.elapsed:.1f} s", flush=True)
 
 
 def main(argv=None) -> int:

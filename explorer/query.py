@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from explorer.data import DOLLY_CATEGORIES, TEXT_FIELDS, DataError, load_records
+from explorer.data import DOLLY_CATEGORIES, TEXT_FIELDS
 
 PAGE_SIZE = 20
 # Between fields in the haystack: a search cannot match across the end of one field and the
@@ -39,14 +39,6 @@ _CACHE_SIZE = 8
 _PIECE_ROWS = 50_000
 # Arrow releases the GIL, so the per-category scans of one query run side by side on two cores.
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="explorer-scan")
-
-
-def load_index(source: str) -> tuple["Index | None", "str | None"]:
-    """The dataset as an Index, or None and a readable message (the app still starts)."""
-    try:
-        return Index(load_records(source)), None
-    except DataError as err:
-        return None, str(err)
 
 
 class QueryError(ValueError):

@@ -1,6 +1,7 @@
 """The Explorer screen: browse, search and filter a dolly-shaped dataset; the /explore and /export API.
 
-UI only: every answer comes from explorer.query (an `Index` of the loaded data) and explorer.export.
+UI only: every answer comes from explorer.query (an `Index` of the loaded data, which
+explorer.loader loads in the background) and explorer.export.
 `build_explorer_tab` must be called inside `gr.Tabs()` within the app's `gr.Blocks`.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pandas as pd
 from explorer.data import REQUIRED_COLUMNS, TEXT_FIELDS
 from explorer.export import FORMATS, ExportError, check_format, export_table
 from explorer.links import build_query, parse_query
-from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, check_page, load_index
+from explorer.loader import DatasetLoader, DatasetNotReady
+from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, check_page
 
 TABLE_HEADERS = ["row", "category", "instruction", "context", "response"]
 CELL_CHARS = 140  # the table shows the start of each text; the row view shows all of it
@@ -38,8 +40,7 @@ class ExplorerTab:
     tab: gr.Tab
     try_in_chat: gr.Button  # in the row view; app.py wires it to the Chat tab
     selected: gr.State  # the opened record: {instruction, context, response, category, row, ...} or None
-    index: Index | None  # None when the data failed to load
-    error: str | None  # the loading error shown in the tab, if any
+    dataset: DatasetLoader  # the data the tab shows, loading in the background or loaded
 
 
 # -- formatting (plain functions, tested without a browser) -------------------------------------
@@ -106,26 +107,28 @@ def _category_choices(index: Index) -> list[tuple[str, str]]:
 
 
 # -- the screen ---------------------------------------------------------------------------------
-def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None,
-                       index: Index | None = None, error: str | None = None) -> ExplorerTab:
-    """The Explorer tab for dataset `source` (loaded here unless `index` or `error` is given).
+def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | None = None) -> ExplorerTab:
+    """The Explorer tab for the dataset `dataset` loads (started, or loaded already, by the caller).
 
-    Also registers the public /explore and /export API endpoints, and, on page load, restores a
-    view from the URL's query (switching `tabs` to the Explorer when the link is about it).
+    The tab is drawn at once; while the data loads it says so and a timer polls `dataset`, filling
+    the view when the data is there. Also registers the public /explore and /export API endpoints,
+    and, on page load, restores a view from the URL's query (switching `tabs` to the Explorer when
+    the link is about it), once the data is there.
     """
-    if index is None and error is None:
-        index, error = load_index(source)
+    state = dataset.state  # what the page shows before its first poll: the data is often there already
+    ready = dataset.get() if state == "ready" else None
     with gr.Tab("Explorer", id="explorer") as tab:
         selected = gr.State(None)
-        if error is not None:
-            gr.Markdown(f"### Could not load the dataset\n\n{_md_escape(error)}", elem_id="explorer-error")
-            try_in_chat = gr.Button("Try in chat", interactive=False, visible=False)
-            _register_api(None, error)
-            return ExplorerTab(tab, try_in_chat, selected, None, error)
-
-        with gr.Row(equal_height=False):
+        query_state = gr.State("")  # the page's URL query, kept until the data is there to restore it
+        filled = gr.State(False)  # whether this page shows the data (so a late poll leaves it alone)
+        loading = gr.Markdown(dataset.status() if state == "loading" else "", visible=state == "loading",
+                              elem_id="explorer-loading")
+        failed = gr.Markdown(_error_md(dataset.error) if state == "failed" else "", visible=state == "failed",
+                             elem_id="explorer-error")
+        timer = gr.Timer(1.0, active=state == "loading")  # polls `dataset` until it is ready or failed
+        with gr.Row(equal_height=False, visible=state != "failed") as body:
             with gr.Column(scale=1, min_width=280):
-                categories = gr.CheckboxGroup(_category_choices(index), label="Categories",
+                categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
                                               info="None ticked = all", elem_id="explorer-categories")
                 search = gr.Textbox(label="Search", placeholder="Text in instruction, context or response; Enter",
                                     elem_id="explorer-search", max_lines=1)
@@ -138,9 +141,8 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
                     export_button = gr.Button("Export", elem_id="explorer-export")
                     export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file")
             with gr.Column(scale=3):
-                status = gr.Markdown(summary(index.num_rows, 1, max(1, -(-index.num_rows // PAGE_SIZE)), index.num_rows),
-                                     elem_id="explorer-summary")
-                first_page = index.page(index.select(), 1)
+                status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
+                first_page = ready.page(ready.select(), 1) if ready else []
                 table = gr.Dataframe(page_frame(first_page), headers=TABLE_HEADERS, interactive=False, wrap=True,
                                      max_height=620, elem_id="explorer-table",
                                      column_widths=["7%", "12%", "27%", "27%", "27%"])
@@ -168,10 +170,18 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
                                                     x_label_angle=-45, height=260, y_lim=[0, None])
                                          for field in TEXT_FIELDS[1:]]
 
+        def data() -> Index:
+            """The loaded data, or a readable gr.Error while it loads or when it did not load."""
+            try:
+                return dataset.get()
+            except DatasetNotReady as err:
+                raise gr.Error(str(err), print_exception=False) from None
+
         view_inputs = [categories, search, regex, sort]
 
         def show(cats, text, use_regex, order, page_number=1):
             """Table, summary and page box for one view; a bad query becomes the summary line."""
+            index = data()
             try:
                 selection = index.select(cats, text, use_regex, order)
                 number = check_page(page_number, selection.pages)
@@ -182,6 +192,9 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
                     number, build_query(cats, text, use_regex, order, number))
 
         def charts(cats, text, use_regex, order):
+            if dataset.state != "ready":
+                return [gr.update()] * (1 + len(TEXT_FIELDS))  # the poll draws them once the data is there
+            index = dataset.get()
             try:
                 selection = index.select(cats, text, use_regex, order)
             except QueryError:
@@ -194,7 +207,7 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
             row = evt.row_value[0] if evt.row_value else None
             if row is None or row == "":
                 return gr.update(), None, gr.update(interactive=False), gr.update()
-            record = index.record(int(row))
+            record = data().record(int(row))
             return (record_html(record, text, use_regex), record, gr.update(interactive=True),
                     build_query(cats, text, use_regex, order, page_number, record["row"]))
 
@@ -213,7 +226,7 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
         def step(delta):
             def go(cats, text, use_regex, order, page_number):
                 try:
-                    pages = index.select(cats, text, use_regex, order).pages
+                    pages = data().select(cats, text, use_regex, order).pages
                 except QueryError:
                     pages = 1  # show() reports the error
                 target = min(max(1, int(page_number or 1) + delta), pages)
@@ -233,6 +246,7 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
         }""")
 
         def export_view(cats, text, use_regex, order, fmt, progress=gr.Progress()):
+            index = data()
             try:
                 selection = index.select(cats, text, use_regex, order)
                 return export_table(index.table(selection), fmt,
@@ -242,31 +256,76 @@ def build_explorer_tab(demo: gr.Blocks, source: str, tabs: gr.Tabs | None = None
 
         export_button.click(export_view, view_inputs + [file_format], export_file, **private)
 
-        def restore(request: gr.Request):
-            view = parse_query(request.query_params if request else "", index.counts)
-            updates = [view.categories, view.search, view.regex, view.sort]
+        def restore(query: str) -> list:
+            """Values for `fill_outputs`: the view a URL query asks for (the data is loaded)."""
+            index = dataset.get()
+            view = parse_query(query, index.counts)
+            updates = [gr.update(choices=_category_choices(index), value=view.categories), view.search, view.regex, view.sort]
             try:  # a link to a page past the end (the data changed since) opens the last page
                 view.page = min(view.page, index.select(view.categories, view.search, view.regex, view.sort).pages)
             except QueryError:
                 pass  # show() puts the message in the summary
-            table_value, status_value, page_value, query = show(view.categories, view.search, view.regex, view.sort, view.page)
+            table_value, status_value, page_value, link_value = show(view.categories, view.search, view.regex, view.sort, view.page)
             record = None
             if view.row is not None and view.row < index.num_rows:
                 record = index.record(view.row)
-                query = build_query(view.categories, view.search, view.regex, view.sort,
-                                    page_value if isinstance(page_value, int) else 1, view.row)
-            outputs = updates + [table_value, status_value, page_value, query,
+                link_value = build_query(view.categories, view.search, view.regex, view.sort,
+                                         page_value if isinstance(page_value, int) else 1, view.row)
+            outputs = updates + [table_value, status_value, page_value, link_value,
                                  record_html(record, view.search, view.regex), record, gr.update(interactive=record is not None)]
             if tabs is not None:
                 outputs.append(gr.Tabs(selected="explorer") if view.explorer else gr.update())
             return outputs
 
-        load_outputs = view_inputs + view_outputs + [row_view, selected, try_in_chat] + ([tabs] if tabs is not None else [])
-        demo.load(restore, None, load_outputs, **private) \
-            .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private)
-        _register_api(index, None)
+        fill_outputs = view_inputs + view_outputs + [row_view, selected, try_in_chat] + ([tabs] if tabs is not None else [])
+        screen_outputs = [loading, failed, body, timer, filled]
 
-    return ExplorerTab(tab, try_in_chat, selected, index, None)
+        def screen(query: str, shown: bool, with_charts: bool) -> list:
+            """Everything the page shows for the loader's state now; `shown`: the page has the data already."""
+            now = dataset.state
+            keep = [gr.update()] * len(fill_outputs)
+            keep_charts = [gr.update()] * len(chart_outputs) if with_charts else []
+            if now == "loading":
+                if tabs is not None and parse_query(query).explorer:
+                    keep[-1] = gr.Tabs(selected="explorer")  # the link is about the Explorer: open it, loading
+                return keep + keep_charts + [gr.update(value=dataset.status(), visible=True), gr.update(),
+                                             gr.update(), gr.Timer(active=True), False]
+            if now == "failed":
+                return keep + keep_charts + [gr.update(visible=False), gr.update(value=_error_md(dataset.error), visible=True),
+                                             gr.update(visible=False), gr.Timer(active=False), False]
+            # `body` is left as drawn (visible): setting visible=True again would also show the hidden
+            # link_query box inside it (Gradio 6.31 passes a layout's visibility down to its children).
+            done = [gr.update(visible=False), gr.update(), gr.update(), gr.Timer(active=False), True]
+            if shown:
+                return keep + keep_charts + done
+            values = restore(query)
+            if with_charts:
+                choice_update, text, use_regex, order = values[:4]
+                values += charts(choice_update["value"], text, use_regex, order)
+            return values + done
+
+        def on_load(request: gr.Request):
+            query = str(request.query_params) if request is not None else ""
+            return [query] + screen(query, False, with_charts=False)
+
+        # On page load the view follows the URL; charts come after the table, as they take longer.
+        demo.load(on_load, None, [query_state] + fill_outputs + screen_outputs, **private) \
+            .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private)
+        # While the data loads, each tick updates the loading line; the tick that finds it ready fills
+        # the whole view (charts too) from the URL query stashed at page load, then stops the timer.
+        timer.tick(lambda query, shown: screen(query, shown, with_charts=True), [query_state, filled],
+                   fill_outputs + chart_outputs + screen_outputs, queue=False, show_progress="hidden", **private)
+        _register_api(dataset)
+
+    return ExplorerTab(tab, try_in_chat, selected, dataset)
+
+
+def _first_summary(index: Index) -> str:
+    return summary(index.num_rows, 1, max(1, -(-index.num_rows // PAGE_SIZE)), index.num_rows)
+
+
+def _error_md(error: str | None) -> str:
+    return f"### Could not load the dataset\n\n{_md_escape(error or '')}"
 
 
 def _md_escape(text: str) -> str:
@@ -274,13 +333,14 @@ def _md_escape(text: str) -> str:
 
 
 # -- the API ------------------------------------------------------------------------------------
-def _register_api(index: Index | None, error: str | None) -> None:
+def _register_api(dataset: DatasetLoader) -> None:
     """/explore and /export: stable positional signatures for gradio_client (see README)."""
 
     def need_index() -> Index:
-        if index is None:
-            raise gr.Error(f"The dataset did not load: {error}", print_exception=False)
-        return index
+        try:
+            return dataset.get()
+        except DatasetNotReady as err:  # still loading, or did not load: say which
+            raise gr.Error(str(err), print_exception=False) from None
 
     def explore(categories: list[str], search: str, page: int):
         """Rows of one page (PAGE_SIZE rows, from page 1) matching the categories (empty = all) and the
@@ -307,7 +367,7 @@ def _register_api(index: Index | None, error: str | None) -> None:
     # Components the API speaks through; never shown. Custom values are allowed so that an unknown
     # category or format reaches our functions and gets our message, not a generic one.
     with gr.Column(visible=False):
-        choices = index.categories if index is not None else []
+        choices = dataset.get().categories if dataset.state == "ready" else []
         api_categories = gr.Dropdown(choices, multiselect=True, allow_custom_value=True, label="categories")
         api_search = gr.Textbox(label="search")
         api_page = gr.Number(1, precision=0, label="page")

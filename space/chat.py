@@ -272,10 +272,15 @@ _active_lock = threading.Lock()
 _active: set = set()
 
 
-def active_generations() -> int:
-    """How many generate() threads are running now (the status line shows it; tests check Stop)."""
+def generation_threads() -> set:
+    """The generate() threads running now, one per reply being written (tests follow one through Stop)."""
     with _active_lock:
-        return sum(thread.is_alive() for thread in _active)
+        return {thread for thread in _active if thread.is_alive()}
+
+
+def active_generations() -> int:
+    """How many replies are being generated now (the status line shows it)."""
+    return len(generation_threads())
 
 
 def stop_token_ids(tokenizer) -> list:

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from gradio_client.exceptions import AppError
 
 import app
 from explorer.data import REQUIRED_COLUMNS, load_records
+from explorer.loader import DatasetLoader, build_index
 from explorer.query import PAGE_SIZE
 from tests.conftest import free_port, launch
 
@@ -26,9 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 UI_HANDLERS = {"/first", "/go", "/open_row", "/export_view", "/restore", "/charts", "/show", "/lambda"}
 
 
+def loaded(source) -> DatasetLoader:
+    """The dataset loader app.py would make, already done loading (so a test knows what it serves)."""
+    dataset = DatasetLoader(str(source)).start()
+    assert dataset.wait(60), "the test dataset did not load within 60 s"
+    return dataset
+
+
 @pytest.fixture(scope="module")
 def client(dolly_jsonl, tmp_path_factory):
-    demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]))
+    demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]), dataset=loaded(dolly_jsonl))
     url = launch(demo)
     yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
     demo.close()
@@ -90,7 +99,7 @@ def test_export_errors(client):
 
 def test_app_starts_when_the_data_does_not_load(tmp_path):
     missing = tmp_path / "missing.jsonl"
-    demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]))
+    demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]), dataset=loaded(missing))
     texts = [block.value for block in demo.blocks.values() if type(block).__name__ == "Markdown"]
     assert any("Could not load the dataset" in str(t) and "missing" in str(t) for t in texts)
     url = launch(demo)
@@ -106,7 +115,7 @@ def test_app_starts_when_the_data_does_not_load(tmp_path):
 def test_an_empty_dataset_is_an_empty_state_not_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    demo = app.build_app(app.parse_args(["--data", str(empty), *NO_MODEL]))
+    demo = app.build_app(app.parse_args(["--data", str(empty), *NO_MODEL]), dataset=loaded(empty))
     texts = [str(block.value) for block in demo.blocks.values() if type(block).__name__ == "Markdown"]
     assert any("The dataset is empty" in t for t in texts)
     url = launch(demo)
@@ -116,10 +125,66 @@ def test_an_empty_dataset_is_an_empty_state_not_an_error(tmp_path):
         demo.close()
 
 
+def test_explore_and_export_say_the_dataset_is_still_loading_then_work(dolly_jsonl, dolly_records):
+    # A real loader of the real file whose load waits for the test: "loading" lasts exactly as long as we want.
+    release = threading.Event()
+
+    def slow_load(source):
+        release.wait(60)
+        return build_index(source)
+
+    dataset = DatasetLoader(str(dolly_jsonl), load=slow_load)
+    demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]), dataset=dataset)
+    url = launch(demo)
+    try:
+        with urllib.request.urlopen(url) as response:  # the page is served while the data loads
+            assert response.status == 200
+        client = Client(url, verbose=False)
+        assert dataset.state == "loading"
+        with pytest.raises(AppError, match=r"The dataset is still loading \(\d+ s so far\); try again in a moment"):
+            client.predict([], "", 1, api_name="/explore")
+        with pytest.raises(AppError, match="The dataset is still loading"):
+            client.predict([], "", "jsonl", api_name="/export")
+        release.set()
+        assert dataset.wait(60) and dataset.state == "ready"
+        rows, total = client.predict(["open_qa"], "", 1, api_name="/explore")
+        assert total == sum(r["category"] == "open_qa" for r in dolly_records) and rows[0]["category"] == "open_qa"
+        assert len(load_records(client.predict([], "", "jsonl", api_name="/export"), progress=False)) == len(dolly_records)
+    finally:
+        release.set()
+        demo.close()
+
+
+def test_a_dataset_that_fails_while_the_app_serves_gives_todays_error(tmp_path):
+    release = threading.Event()
+    missing = tmp_path / "gone.jsonl"
+
+    def slow_load(source):
+        release.wait(60)
+        return build_index(source)
+
+    dataset = DatasetLoader(str(missing), load=slow_load)
+    demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]), dataset=dataset)
+    url = launch(demo)
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match="still loading"):
+            client.predict([], "", 1, api_name="/explore")
+        release.set()
+        assert dataset.wait(60) and dataset.state == "failed"
+        with pytest.raises(AppError, match="The dataset did not load: Data file not found"):
+            client.predict([], "", 1, api_name="/explore")
+        with pytest.raises(AppError, match="The dataset did not load: Data file not found"):
+            client.predict([], "", "csv", api_name="/export")
+    finally:
+        release.set()
+        demo.close()
+
+
 def test_auth_is_required_when_set(dolly_jsonl):
     args = app.parse_args(["--data", str(dolly_jsonl), "--auth", "alice:s3:cret", *NO_MODEL])
     assert args.auth == ("alice", "s3:cret")
-    demo = app.build_app(args)
+    demo = app.build_app(args, dataset=loaded(dolly_jsonl))
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), auth=args.auth,
                         prevent_thread_lock=True, quiet=True)
     try:
@@ -185,3 +250,49 @@ def test_share_fails_politely_and_the_app_keeps_serving(dolly_jsonl):
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def test_python_app_py_serves_before_the_dataset_has_loaded(tmp_path, dolly_records):
+    """A real `python app.py --data FILE` whose FILE is a named pipe: reading it blocks until the test
+    writes the data, so the server must answer (and the API say "still loading") before the load ends."""
+    from tests.dolly_data import write_jsonl
+
+    pipe = tmp_path / "slow.jsonl"
+    os.mkfifo(pipe)
+    data = write_jsonl(tmp_path / "data.jsonl", dolly_records).read_bytes()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--data", str(pipe), "--port", str(port), *NO_MODEL],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "app.py exited"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "app.py did not answer within 90 s"
+                time.sleep(0.1)
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match="The dataset is still loading"):
+            client.predict([], "", 1, api_name="/explore")
+        with open(pipe, "wb") as writer:  # now the load can finish
+            writer.write(data)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert client.predict([], "", 1, api_name="/explore")[1] == len(dolly_records)
+                break
+            except AppError as error:
+                assert "still loading" in str(error) and time.monotonic() < deadline, str(error)
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

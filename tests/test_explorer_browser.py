@@ -2,11 +2,13 @@
 import csv
 import io
 import re
+import threading
 from urllib.parse import quote
 
 import pytest
 
 import app
+from explorer.loader import DatasetLoader, build_index
 from tests.conftest import free_port
 
 # The Chat tab loads its model in the background; a missing local folder fails at once, offline,
@@ -118,3 +120,74 @@ def test_a_bad_regex_is_a_message(page, app_url):
     search.fill("(unclosed")
     search.press("Enter")
     page.wait_for_function("() => document.querySelector('#explorer-summary').innerText.includes('Invalid regular expression')")
+
+
+def launch_with(dataset, source):
+    args = app.parse_args(["--data", str(source), *NO_MODEL])
+    demo = app.build_app(args, dataset=dataset)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                        **app.launch_options(args))
+    return demo
+
+
+def gated_loader(source, release):
+    def load(path):
+        assert release.wait(60), "the test never released the load"
+        return build_index(path)
+    return DatasetLoader(str(source), load=load)
+
+
+def test_a_deep_link_opened_while_loading_restores_once_the_data_is_there(page, dolly_jsonl, dolly_records):
+    release = threading.Event()
+    dataset = gated_loader(dolly_jsonl, release)
+    demo = launch_with(dataset, dolly_jsonl)
+    try:
+        row = next(i for i, r in enumerate(dolly_records) if r["category"] == "closed_qa" and "museum" in r["response"].lower())
+        page.goto(f"{demo.local_url}?category=closed_qa&q={quote('museum')}&row={row}")
+        # The link is about the Explorer, so its tab opens at once, saying the data is on its way.
+        page.wait_for_function("() => document.querySelector('#explorer-loading')?.innerText.includes('Loading dataset')")
+        assert str(dolly_jsonl) in page.locator("#explorer-loading").inner_text()
+        page.wait_for_function("() => /\\(\\d+ s so far\\)/.test(document.querySelector('#explorer-loading').innerText)")
+        assert dataset.state == "loading"
+        release.set()
+        # The polling timer finds the data and restores the linked view: filter, search, row, counts.
+        page.wait_for_selector("#explorer-row mark")
+        wanted = sum(r["category"] == "closed_qa" and any("museum" in r[f].lower() for f in ("instruction", "context", "response"))
+                     for r in dolly_records)
+        wait_for_total(page, lambda n: n == wanted, f"{wanted} matches")
+        assert page.locator("#explorer-search textarea, #explorer-search input").first.input_value() == "museum"
+        assert f"Row {row}" in page.locator("#explorer-row").inner_text()
+        assert page.locator('#explorer-categories input[name="closed_qa"]').is_checked()
+        counts = page.locator("#explorer-categories").inner_text()
+        closed = sum(r["category"] == "closed_qa" for r in dolly_records)
+        assert f"closed_qa ({closed:,})" in counts
+        page.wait_for_selector("#explorer-loading", state="hidden")
+        assert not page.locator("#explorer-link-query").is_visible()  # the link's carrier stays hidden
+        # Charts of the restored selection are drawn too.
+        page.wait_for_function("() => document.querySelectorAll('.vega-embed, canvas').length > 0")
+        # It stays filled: a later tick does not reset the view the user changes.
+        page.locator('#explorer-categories input[name="open_qa"]').check()
+        both = sum(r["category"] in ("closed_qa", "open_qa") and any("museum" in r[f].lower() for f in ("instruction", "context", "response"))
+                   for r in dolly_records)
+        wait_for_total(page, lambda n: n == both, f"{both} matches")
+        page.wait_for_timeout(2500)
+        assert summary_total(page) == both
+    finally:
+        release.set()
+        demo.close()
+
+
+def test_a_load_that_fails_while_the_page_is_open_shows_the_error(page, tmp_path):
+    release = threading.Event()
+    missing = tmp_path / "gone.jsonl"
+    demo = launch_with(gated_loader(missing, release), missing)
+    try:
+        page.goto(demo.local_url + "?tab=explorer")
+        page.wait_for_function("() => document.querySelector('#explorer-loading')?.innerText.includes('Loading dataset')")
+        release.set()
+        page.wait_for_function("() => document.querySelector('#explorer-error')?.innerText.includes('Data file not found')")
+        assert "Could not load the dataset" in page.locator("#explorer-error").inner_text()
+        page.wait_for_selector("#explorer-table", state="hidden")
+    finally:
+        release.set()
+        demo.close()
