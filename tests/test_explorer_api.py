@@ -125,15 +125,20 @@ def test_an_empty_dataset_is_an_empty_state_not_an_error(tmp_path):
         demo.close()
 
 
-def test_explore_and_export_say_the_dataset_is_still_loading_then_work(dolly_jsonl, dolly_records):
-    # A real loader of the real file whose load waits for the test: "loading" lasts exactly as long as we want.
+def held_loader(source):
+    """A real loader of `source` whose load waits until the test sets the returned event, so
+    "loading" lasts exactly as long as the test wants."""
     release = threading.Event()
 
-    def slow_load(source):
+    def slow_load(path):
         release.wait(60)
-        return build_index(source)
+        return build_index(path)
 
-    dataset = DatasetLoader(str(dolly_jsonl), load=slow_load)
+    return DatasetLoader(str(source), load=slow_load), release
+
+
+def test_explore_and_export_say_the_dataset_is_still_loading_then_work(dolly_jsonl, dolly_records):
+    dataset, release = held_loader(dolly_jsonl)
     demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]), dataset=dataset)
     url = launch(demo)
     try:
@@ -156,14 +161,8 @@ def test_explore_and_export_say_the_dataset_is_still_loading_then_work(dolly_jso
 
 
 def test_a_dataset_that_fails_while_the_app_serves_gives_todays_error(tmp_path):
-    release = threading.Event()
     missing = tmp_path / "gone.jsonl"
-
-    def slow_load(source):
-        release.wait(60)
-        return build_index(source)
-
-    dataset = DatasetLoader(str(missing), load=slow_load)
+    dataset, release = held_loader(missing)
     demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]), dataset=dataset)
     url = launch(demo)
     try:

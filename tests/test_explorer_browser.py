@@ -100,16 +100,21 @@ def test_filter_search_and_open_a_row(page, app_url, dolly_records):
     page.screenshot(path=SCREENSHOT, full_page=True)
 
 
-def test_a_deep_link_restores_the_view(page, app_url, dolly_records):
-    row = next(i for i, r in enumerate(dolly_records) if r["category"] == "closed_qa" and "museum" in r["response"].lower())
-    page.goto(f"{app_url}?category=closed_qa&q={quote('museum')}&row={row}")
-    page.wait_for_selector("#explorer-row mark")
+def assert_museum_view_restored(page, dolly_records, row):
+    """The view of the deep link `?category=closed_qa&q=museum&row=<row>` is on screen."""
     wanted = sum(r["category"] == "closed_qa" and any("museum" in r[f].lower() for f in ("instruction", "context", "response"))
                  for r in dolly_records)
     wait_for_total(page, lambda n: n == wanted, f"{wanted} matches")
     assert page.locator("#explorer-search textarea, #explorer-search input").first.input_value() == "museum"
     assert f"Row {row}" in page.locator("#explorer-row").inner_text()
     assert page.locator('#explorer-categories input[name="closed_qa"]').is_checked()
+
+
+def test_a_deep_link_restores_the_view(page, app_url, dolly_records):
+    row = next(i for i, r in enumerate(dolly_records) if r["category"] == "closed_qa" and "museum" in r["response"].lower())
+    page.goto(f"{app_url}?category=closed_qa&q={quote('museum')}&row={row}")
+    page.wait_for_selector("#explorer-row mark")
+    assert_museum_view_restored(page, dolly_records, row)
 
 
 def test_a_bad_regex_is_a_message(page, app_url):
@@ -152,12 +157,7 @@ def test_a_deep_link_opened_while_loading_restores_once_the_data_is_there(page, 
         release.set()
         # The polling timer finds the data and restores the linked view: filter, search, row, counts.
         page.wait_for_selector("#explorer-row mark")
-        wanted = sum(r["category"] == "closed_qa" and any("museum" in r[f].lower() for f in ("instruction", "context", "response"))
-                     for r in dolly_records)
-        wait_for_total(page, lambda n: n == wanted, f"{wanted} matches")
-        assert page.locator("#explorer-search textarea, #explorer-search input").first.input_value() == "museum"
-        assert f"Row {row}" in page.locator("#explorer-row").inner_text()
-        assert page.locator('#explorer-categories input[name="closed_qa"]').is_checked()
+        assert_museum_view_restored(page, dolly_records, row)
         counts = page.locator("#explorer-categories").inner_text()
         closed = sum(r["category"] == "closed_qa" for r in dolly_records)
         assert f"closed_qa ({closed:,})" in counts
