@@ -170,18 +170,11 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                                     x_label_angle=-45, height=260, y_lim=[0, None])
                                          for field in TEXT_FIELDS[1:]]
 
-        def data() -> Index:
-            """The loaded data, or a readable gr.Error while it loads or when it did not load."""
-            try:
-                return dataset.get()
-            except DatasetNotReady as err:
-                raise gr.Error(str(err), print_exception=False) from None
-
         view_inputs = [categories, search, regex, sort]
 
         def show(cats, text, use_regex, order, page_number=1):
             """Table, summary and page box for one view; a bad query becomes the summary line."""
-            index = data()
+            index = _loaded(dataset)
             try:
                 selection = index.select(cats, text, use_regex, order)
                 number = check_page(page_number, selection.pages)
@@ -207,7 +200,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             row = evt.row_value[0] if evt.row_value else None
             if row is None or row == "":
                 return gr.update(), None, gr.update(interactive=False), gr.update()
-            record = data().record(int(row))
+            record = _loaded(dataset).record(int(row))
             return (record_html(record, text, use_regex), record, gr.update(interactive=True),
                     build_query(cats, text, use_regex, order, page_number, record["row"]))
 
@@ -226,7 +219,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         def step(delta):
             def go(cats, text, use_regex, order, page_number):
                 try:
-                    pages = data().select(cats, text, use_regex, order).pages
+                    pages = _loaded(dataset).select(cats, text, use_regex, order).pages
                 except QueryError:
                     pages = 1  # show() reports the error
                 target = min(max(1, int(page_number or 1) + delta), pages)
@@ -246,13 +239,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         }""")
 
         def export_view(cats, text, use_regex, order, fmt, progress=gr.Progress()):
-            index = data()
-            try:
-                selection = index.select(cats, text, use_regex, order)
-                return export_table(index.table(selection), fmt,
-                                    lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
-            except (QueryError, ExportError) as err:
-                raise gr.Error(str(err), print_exception=False) from None
+            return _export(_loaded(dataset), fmt, progress, cats, text, use_regex, order)
 
         export_button.click(export_view, view_inputs + [file_format], export_file, **private)
 
@@ -320,6 +307,26 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
     return ExplorerTab(tab, try_in_chat, selected, dataset)
 
 
+def _loaded(dataset: DatasetLoader) -> Index:
+    """The loaded data, or a readable gr.Error while it loads or when it did not load (says which)."""
+    try:
+        return dataset.get()
+    except DatasetNotReady as err:
+        raise gr.Error(str(err), print_exception=False) from None
+
+
+def _export(index: Index, file_format: str, progress, categories, search: str, regex: bool = False,
+            sort: str = DEFAULT_SORT) -> str:
+    """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error."""
+    try:
+        check_format(file_format)
+        selection = index.select(categories, search, regex, sort)
+        return export_table(index.table(selection), file_format,
+                            lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
+    except (QueryError, ExportError) as err:
+        raise gr.Error(str(err), print_exception=False) from None
+
+
 def _first_summary(index: Index) -> str:
     return summary(index.num_rows, 1, max(1, -(-index.num_rows // PAGE_SIZE)), index.num_rows)
 
@@ -336,16 +343,10 @@ def _md_escape(text: str) -> str:
 def _register_api(dataset: DatasetLoader) -> None:
     """/explore and /export: stable positional signatures for gradio_client (see README)."""
 
-    def need_index() -> Index:
-        try:
-            return dataset.get()
-        except DatasetNotReady as err:  # still loading, or did not load: say which
-            raise gr.Error(str(err), print_exception=False) from None
-
     def explore(categories: list[str], search: str, page: int):
         """Rows of one page (PAGE_SIZE rows, from page 1) matching the categories (empty = all) and the
         case-insensitive literal search; returns (rows, total matching rows)."""
-        data = need_index()
+        data = _loaded(dataset)
         try:
             selection = data.select(categories or [], search or "")
             rows = data.page(selection, page)
@@ -355,14 +356,7 @@ def _register_api(dataset: DatasetLoader) -> None:
 
     def export(categories: list[str], search: str, file_format: str, progress=gr.Progress()):
         """Every row matching the categories (empty = all) and the search, as a jsonl, csv or parquet file."""
-        data = need_index()
-        try:
-            check_format(file_format)
-            selection = data.select(categories or [], search or "")
-            return export_table(data.table(selection), file_format,
-                                lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
-        except (QueryError, ExportError) as err:
-            raise gr.Error(str(err), print_exception=False) from None
+        return _export(_loaded(dataset), file_format, progress, categories or [], search or "")
 
     # Components the API speaks through; never shown. Custom values are allowed so that an unknown
     # category or format reaches our functions and gets our message, not a generic one.
