@@ -244,11 +244,7 @@ def test_share_fails_politely_and_the_app_keeps_serving(dolly_jsonl):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         assert client.predict([], "", 1, api_name="/explore")[1] == 400
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def test_python_app_py_serves_before_the_dataset_has_loaded(tmp_path, dolly_records):
@@ -289,9 +285,14 @@ def test_python_app_py_serves_before_the_dataset_has_loaded(tmp_path, dolly_reco
                 assert "still loading" in str(error) and time.monotonic() < deadline, str(error)
                 time.sleep(0.2)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop an `app.py` subprocess as Ctrl-C would, and for good if it does not go within 15 s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
