@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from explorer.data import DEFAULT_DATA
+from dolly.data import DEFAULT_DATA
 from space.model import DEFAULT_MODEL, DTYPES
 
 
@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="How many chat replies are generated at once; more requests wait in the queue. "
                              "Env: DOLLY_CONCURRENCY.")
     args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port (or DOLLY_PORT) must be a port number from 1 to 65535, got {args.port}")
     if args.concurrency < 1:
         parser.error(f"--concurrency (or DOLLY_CONCURRENCY) must be 1 or more, got {args.concurrency}")
     auth = args.auth if args.auth is not None else env("DOLLY_AUTH")
@@ -73,10 +75,56 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 
 def launch_options(args) -> dict:
-    """Keyword arguments for demo.launch() that style the app (Gradio 6 takes css at launch)."""
+    """Keyword arguments for demo.launch() that style the app (Gradio 6 takes css at launch) and
+    keep Explorer links written with Gradio's own `?page=N` working (redirected to `?p=N`)."""
+    from starlette.middleware import Middleware
+
+    from explorer.links import LegacyPageLinks
     from explorer.tab import CSS
 
-    return {"css": CSS}
+    middleware = [Middleware(LegacyPageLinks)]
+    if args.auth:  # wrong passwords are rate-limited per client; Gradio alone would check them as fast as sent
+        from dolly.login_limit import LoginRateLimit
+
+        middleware.append(Middleware(LoginRateLimit))
+    return {"css": CSS, "app_kwargs": {"middleware": middleware}}
+
+
+def check_arity(block_fn, inputs: list) -> None:
+    """Refuse an event call with the wrong number of values, in words that name the inputs.
+
+    Gradio itself answers too few values with a ValueError that API clients see as
+    {"error": null}, and silently drops extra values, which usually means every value is one
+    place off (a seed landing in max_new_tokens). For the public API endpoints both are a gr.Error
+    listing the inputs in order; the page's own events only get the clear message for too few.
+    """
+    import gradio as gr
+    from gradio.utils import get_function_params
+
+    expected, got = len(block_fn.inputs), len(inputs)
+    public = bool(block_fn.api_name) and block_fn.api_visibility != "private"
+    if got == expected or (got > expected and not public):
+        return
+    names = block_fn.input_parameter_names or [name for name, *_ in get_function_params(block_fn.fn)]
+    listed = [name or getattr(block, "label", None) or f"input {i}"
+              for i, (block, name) in enumerate(zip(block_fn.inputs, list(names) + [None] * expected))
+              if not getattr(block, "skip_api", False)]
+    endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "This event"
+    raise gr.Error(f"{endpoint} takes {len(listed)} input value{'s' if len(listed) != 1 else ''}, in this order: "
+                   f"{', '.join(listed)}; this call sent {'fewer' if got < expected else 'more'}. "
+                   "Nothing was run.", title="Wrong number of inputs", print_exception=False)
+
+
+def _blocks(**kwargs):
+    """The app's gr.Blocks, which checks every call's number of values (check_arity) first."""
+    import gradio as gr
+
+    class DollyBlocks(gr.Blocks):
+        def validate_inputs(self, block_fn, inputs):
+            check_arity(block_fn, inputs)
+            super().validate_inputs(block_fn, inputs)
+
+    return DollyBlocks(**kwargs)
 
 
 def build_app(args, dataset=None):
@@ -129,8 +177,16 @@ def _report_dataset(dataset) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     demo = build_app(args)
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
-                        prevent_thread_lock=True, **launch_options(args))
+    try:
+        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+                            prevent_thread_lock=True, **launch_options(args))
+    except OSError as error:
+        if "port" not in str(error).lower():
+            raise
+        print(f"open Dolly: cannot listen on {args.host}:{args.port}: the port is in use (or not allowed). "
+              f"Start it on another port, e.g. `python app.py --port {args.port + 1 if args.port < 65535 else 7861}` "
+              "(or DOLLY_PORT).", file=sys.stderr, flush=True)
+        return 1
     if args.share and not demo.share_url:
         # Gradio has printed its own reason; say plainly that the app is still up.
         print(f"open Dolly: no public --share link could be made (no tunnel to gradio.live from here); "

@@ -32,7 +32,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, pipeline  # noqa: E4
 from space.chat import build_prompt, stream_reply, validate_settings  # noqa: E402
 from space.model import load_model  # noqa: E402
 from tests.tiny_model import pythia_tokenizer, small_tokenizer  # noqa: E402
-from train.prompt import add_special_tokens  # noqa: E402
+from dolly.prompt import add_special_tokens  # noqa: E402
 
 INSTRUCTION = "Summarize the passage in three sentences."
 CONTEXT = ("Community gardens turn empty city lots into shared plots where neighbours grow vegetables and flowers. "

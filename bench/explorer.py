@@ -84,7 +84,7 @@ def child(path: Path, rows: int, function_queries: int, roundtrip_calls: int) ->
     import pandas as pd
 
     import app
-    from explorer.data import load_records
+    from dolly.data import load_records
     from explorer.query import Index
     from tests.conftest import launch
 

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from tests.dolly_data import make_records  # noqa: E402
 from tests.tiny_model import save_tiny_model  # noqa: E402
 from train.data import grouped_order, make_collator, padding_stats, tokenize_frame  # noqa: E402
-from train.prompt import add_special_tokens  # noqa: E402
+from dolly.prompt import add_special_tokens  # noqa: E402
 
 
 class Run:

@@ -1,29 +1,42 @@
-"""Write a selection of records to JSONL, CSV or Parquet, in the dataset schema.
+"""Write a selection of records to JSONL, CSV or Parquet, in the dataset schema, and keep the files tidy.
 
-The files are the ones `explorer.data.load_records` (and so the training script) reads back: the
-four schema columns first, then any extra columns, no row numbers. Files go to a fresh temporary
-folder under a name made here; nothing a browser sends becomes part of a path.
+The files are the ones `dolly.data.load_records` (and so the training script) reads back: the
+four schema columns first, then any extra columns, no row numbers. Names are made here; nothing a
+browser sends becomes part of a path.
+
+`ExportStore` is where a running app keeps its exports: one folder per app under a root the caller
+picks (the app passes Gradio's cache, so Gradio serves each file where it lies instead of storing
+a second copy). A file is written under a `.partial` name and renamed once complete; exports older
+than `max_age` go at the next export; and at start-up the folders of apps that are no longer
+running (a crash, a kill -9) are emptied. Only names this module makes are ever removed.
 """
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import re
 import tempfile
 import threading
-from collections import deque
+import time
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+try:  # a running app holds a lock on its folder; a folder whose lock is free belongs to no running app
+    import fcntl
+except ImportError:  # Windows: no flock, so only the age rule tidies up
+    fcntl = None
+
 FORMATS = ("jsonl", "csv", "parquet")
 _CHUNK = 10_000
-# Old export folders are removed once this many newer ones exist: Gradio has copied each file
-# to its own cache by then, and a long-running Space must not fill its disk.
-_KEEP = 16
-_recent: deque[Path] = deque()
-_recent_lock = threading.Lock()
+DEFAULT_MAX_AGE_S = 3600.0  # an export stays downloadable at least this long
+_APP_FOLDER = re.compile(r"app-[0-9a-f]{32}")
+_EXPORT_FOLDER = re.compile(r"export-[0-9a-f]{32}")
+_EXPORT_FILE = re.compile(r"dolly-\d+-rows\.(jsonl|csv|parquet)(\.partial)?")
+_LOCK = ".lock"
 
 
 class ExportError(ValueError):
@@ -37,14 +50,8 @@ def check_format(file_format) -> str:
     return name
 
 
-def export_table(table: pa.Table, file_format: str, progress=None) -> str:
-    """Write `table` as `file_format` into a new temporary folder; returns the file's path.
-
-    `progress`, if given, is called as progress(rows_written, total_rows) while writing.
-    """
-    file_format = check_format(file_format)
-    folder = Path(tempfile.mkdtemp(prefix="dolly-export-"))
-    path = folder / f"dolly-{table.num_rows}-rows.{file_format}"
+def write_table(table: pa.Table, path: Path, file_format: str, progress=None) -> None:
+    """Write `table` to `path` as `file_format`; `progress(rows_written, total_rows)` while writing."""
     total = table.num_rows
     report = progress or (lambda done, total: None)
     report(0, total)
@@ -64,12 +71,109 @@ def export_table(table: pa.Table, file_format: str, progress=None) -> str:
                 for record in table.slice(start, _CHUNK).to_pylist():
                     out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
                 report(min(start + _CHUNK, total), total)
-    _forget_old(folder)
-    return str(path)
 
 
-def _forget_old(folder: Path) -> None:
-    with _recent_lock:
-        _recent.append(folder)
-        while len(_recent) > _KEEP:
-            shutil.rmtree(_recent.popleft(), ignore_errors=True)
+class ExportStore:
+    """The exports of one running app: `<root>/app-<id>/export-<id>/dolly-<N>-rows.<format>`."""
+
+    def __init__(self, root: str | Path, max_age: float = DEFAULT_MAX_AGE_S):
+        self.root = Path(root)
+        self.max_age = float(max_age)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.removed_at_start = self._remove_leftovers()
+        # Made under a name the sweep ignores, locked, then renamed: another app starting at the
+        # same moment never sees this folder unlocked.
+        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root))
+        self._lock_file = (staging / _LOCK).open("w")
+        if fcntl is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.folder = self.root / f"app-{uuid.uuid4().hex}"
+        staging.rename(self.folder)
+        self._sweep_lock = threading.Lock()
+
+    def export(self, table: pa.Table, file_format: str, progress=None) -> str:
+        """Write `table` as `file_format` into a new export folder; returns the file's path."""
+        file_format = check_format(file_format)
+        self.sweep()
+        folder = self.folder / f"export-{uuid.uuid4().hex}"
+        folder.mkdir()
+        path = folder / f"dolly-{table.num_rows}-rows.{file_format}"
+        partial = path.with_name(path.name + ".partial")
+        try:
+            write_table(table, partial, file_format, progress)
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            _remove_empty(folder)
+            raise
+        return str(path)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove this app's exports older than max_age; returns how many files went."""
+        cutoff = (time.time() if now is None else now) - self.max_age
+        with self._sweep_lock:
+            return _remove_exports(self.folder, lambda file: file.stat().st_mtime < cutoff)
+
+    def _remove_leftovers(self) -> int:
+        """Empty the folders of apps that are not running any more; returns how many files went."""
+        removed = 0
+        for folder in self.root.iterdir():
+            if not (_APP_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()):
+                continue
+            lock = folder / _LOCK
+            try:
+                handle = lock.open("a")
+            except OSError:
+                continue
+            with handle:
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue  # its app is running
+                    removed += _remove_exports(folder, lambda file: True)
+                else:
+                    cutoff = time.time() - self.max_age
+                    removed += _remove_exports(folder, lambda file: file.stat().st_mtime < cutoff)
+                if not any(entry.name != _LOCK for entry in folder.iterdir()):
+                    lock.unlink(missing_ok=True)
+            _remove_empty(folder)
+        return removed
+
+    def close(self) -> None:
+        """Remove every export of this app and its folder (an app that shuts down cleanly)."""
+        with self._sweep_lock:
+            _remove_exports(self.folder, lambda file: True)
+            if not any(entry.name != _LOCK for entry in self.folder.iterdir()):
+                (self.folder / _LOCK).unlink(missing_ok=True)
+            self._lock_file.close()
+            _remove_empty(self.folder)
+
+
+def _remove_exports(app_folder: Path, doomed) -> int:
+    """Remove the export files in `app_folder` for which doomed(path) is true, and their emptied
+    folders. Only names this module makes are touched: anything else put there stays."""
+    removed = 0
+    try:
+        folders = list(app_folder.iterdir())
+    except FileNotFoundError:
+        return 0
+    for folder in folders:
+        if not (_EXPORT_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()):
+            continue
+        for file in list(folder.iterdir()):
+            try:
+                if _EXPORT_FILE.fullmatch(file.name) and file.is_file() and not file.is_symlink() and doomed(file):
+                    file.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # removed meanwhile (Gradio's own cache sweep, or another sweep)
+        _remove_empty(folder)
+    return removed
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only if empty: never a tree
+    except OSError:
+        pass

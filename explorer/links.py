@@ -1,9 +1,14 @@
 """Deep links: the Explorer's view as a URL query, and back.
 
-    ?tab=explorer&category=closed_qa&category=summarization&q=river&regex=1&sort=...&page=2&row=17
+    ?tab=explorer&category=closed_qa&category=summarization&q=river&regex=1&sort=...&p=2&row=17
 
 `category` may repeat or be comma-separated. Unknown or malformed values are dropped rather than
 raised: a shared link from an older dataset should still open, showing what it can.
+
+The page number is `p`, not `page`: Gradio owns `?page=` (its multipage routing answers an unknown
+page with HTTP 500), so links written before that was known carry `page=N`. `LegacyPageLinks`
+redirects those to the same query with `p=N` before Gradio sees them, so links already shared keep
+working; `legacy_page_redirect` holds the rule.
 """
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from urllib.parse import parse_qsl, urlencode
 
 from explorer.query import DEFAULT_SORT, SORTS
 
-EXPLORER_KEYS = ("category", "q", "regex", "sort", "page", "row")
+PAGE_KEY = "p"
+LEGACY_PAGE_KEY = "page"  # Gradio's; only ever read by legacy_page_redirect
+EXPLORER_KEYS = ("category", "q", "regex", "sort", PAGE_KEY, "row")
 
 
 @dataclass
@@ -48,7 +55,7 @@ def parse_query(query, known_categories=None) -> View:
             view.regex = value.lower() in ("1", "true", "yes", "on")
         elif key == "sort" and value in SORTS:
             view.sort = value
-        elif key == "page" and value.isdigit() and int(value) >= 1:
+        elif key == PAGE_KEY and value.isdigit() and int(value) >= 1:
             view.page = int(value)
         elif key == "row" and value.isdigit():
             view.row = int(value)
@@ -70,7 +77,48 @@ def build_query(categories=(), search: str = "", regex: bool = False, sort: str 
     if sort and sort != DEFAULT_SORT:
         params.append(("sort", sort))
     if page and int(page) > 1:
-        params.append(("page", str(int(page))))
+        params.append((PAGE_KEY, str(int(page))))
     if row is not None:
         params.append(("row", str(int(row))))
     return "?" + urlencode(params)
+
+
+def legacy_page_redirect(method: str, path: str, query: str) -> str | None:
+    """Where a request for the app's page that carries Gradio's `page=` should go instead, or None.
+
+    The answer is a relative URL ("?tab=explorer&p=2"): the same page, the same parameters in the
+    same order, `page` renamed `p` (an explicit `p` wins). Only page loads are redirected (GET or
+    HEAD of a path ending in "/"); Gradio's API and config routes are left alone.
+    """
+    if method not in ("GET", "HEAD") or not path.endswith("/") or "/gradio_api/" in path or path.endswith("/config/"):
+        return None
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(key == LEGACY_PAGE_KEY for key, _ in pairs):
+        return None
+    has_p = any(key == PAGE_KEY for key, _ in pairs)
+    renamed = [(PAGE_KEY, value) for key, value in pairs if key == LEGACY_PAGE_KEY][:1]
+    kept = []
+    for key, value in pairs:
+        if key != LEGACY_PAGE_KEY:
+            kept.append((key, value))
+        elif renamed and not has_p:
+            kept.append(renamed.pop())
+    return "?" + urlencode(kept)
+
+
+class LegacyPageLinks:
+    """ASGI middleware: answers a page load carrying `?page=N` with a redirect to `?p=N` (see above)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = legacy_page_redirect(scope.get("method", ""), scope.get("path", ""), query) if query else None
+            if target is not None:
+                from starlette.responses import RedirectResponse
+
+                await RedirectResponse(target, status_code=307)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -6,7 +6,9 @@ vectorised Arrow scans:
 
 - rows are stored grouped by category (a stable sort), so a category filter is a zero-copy slice;
 - instruction, context and response are joined and lower-cased once into one "haystack" string per
-  row, so a case-insensitive literal search is a plain `match_substring` (no regex engine);
+  row, so a case-insensitive literal search is one scan of pre-lowered text. Only a literal that
+  contains a character of the separator (a newline or NUL), and every regular expression, are
+  searched field by field instead, so that no search ever matches the separator or across fields;
 - text lengths are precomputed for sorting and charts;
 - the last few selections (categories, search, regex, sort) are cached as arrays of row ids, so
   paging through a selection costs one page, not one scan.
@@ -23,12 +25,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from explorer.data import DOLLY_CATEGORIES, TEXT_FIELDS
+from dolly.data import DOLLY_CATEGORIES, TEXT_FIELDS
 
 PAGE_SIZE = 20
-# Between fields in the haystack: a search cannot match across the end of one field and the
-# start of the next, since no one types a newline-NUL-newline.
+# Between fields in the haystack. A literal match that touches it must contain a newline or a NUL,
+# and such literals are searched field by field (see _match), so results never depend on it.
 FIELD_SEPARATOR = "\n\x00\n"
+# Longest search accepted: far above any real query, far below what makes RE2 give up
+# ("pattern too large") or a scan of every row crawl.
+MAX_SEARCH_CHARS = 2000
 SORTS = {
     "dataset order": None,
     **{f"{field} length, longest first": (field, True) for field in TEXT_FIELDS},
@@ -117,7 +122,7 @@ class Index:
         start and end of every line of every field.
         """
         categories = self.check_categories(categories)
-        search = "" if search is None else str(search)
+        search = check_search(search)
         if sort not in SORTS:
             raise QueryError(f"Unknown sort '{sort}'. Choose one of: {', '.join(SORTS)}.")
         key = (categories, search, bool(regex), sort)
@@ -157,13 +162,27 @@ class Index:
             positions = [np.arange(*self._slices[c]) for c in categories]
             return np.sort(self._row_ids[np.concatenate(positions)]) if positions else np.empty(0, np.int64)
 
+        # A regex can match the separator (`\s`, `[^x]`, `\n`, ...) and a literal with a newline or NUL
+        # could match a piece of it, so those scan each field on its own. That reads the same
+        # bytes as one haystack scan (the field slices are zero-copy); only literals without
+        # such characters, nearly all of them, get the faster pre-lowered haystack.
+        by_field = regex or any(ch in needle for ch in set(FIELD_SEPARATOR))
+
         def scan(piece: tuple[int, pa.Array]) -> np.ndarray:
             start, hay = piece
-            # RE2 (match_substring_regex) finds a literal 3-10x faster than match_substring here,
-            # hence literals go through it too, escaped, against the lowered text.
-            if regex:
-                mask = pc.match_substring_regex(hay, "(?m)" + needle, ignore_case=True)
+            if by_field:
+                mask = None
+                for field in TEXT_FIELDS:
+                    text = self._table[field].slice(start, len(hay))
+                    if regex:
+                        found = pc.match_substring_regex(text, "(?m)" + needle, ignore_case=True)
+                    else:
+                        found = pc.match_substring_regex(pc.utf8_lower(text), re2_escape(needle))
+                    mask = found if mask is None else pc.or_(mask, found)
+                mask = pc.fill_null(mask, False)
             else:
+                # RE2 (match_substring_regex) finds a literal 3-10x faster than match_substring
+                # here, hence literals go through it too, escaped, against the lowered text.
                 mask = pc.match_substring_regex(hay, re2_escape(needle))
             return start + np.flatnonzero(mask.to_numpy(zero_copy_only=False))
 
@@ -233,6 +252,18 @@ _RE2_SPECIAL = set("\\.+*?()|[]{}^$")
 def re2_escape(text: str) -> str:
     """`text` as an RE2 pattern that matches exactly it."""
     return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in text)
+
+
+def check_search(search) -> str:
+    """`search` as the text to look for ("" for None), or a QueryError if it is not text or too long."""
+    if search is None:
+        return ""
+    if not isinstance(search, str):
+        raise QueryError(f"search must be text, got {type(search).__name__} {search!r:.80}.")
+    if len(search) > MAX_SEARCH_CHARS:
+        raise QueryError(f"search is {len(search):,} characters long; the limit is {MAX_SEARCH_CHARS:,}. "
+                         "Search for a shorter, distinctive part of the text.")
+    return search
 
 
 def check_regex(pattern: str) -> None:

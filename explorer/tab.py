@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from explorer.data import REQUIRED_COLUMNS, TEXT_FIELDS
+from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
 from explorer.export import FORMATS, ExportError, check_format, export_table
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady

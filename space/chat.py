@@ -17,7 +17,8 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from train.prompt import END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, SPECIAL_TOKENS, format_prompt, special_token_id
+from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, SPECIAL_TOKENS, encode_prompt, encode_text, format_prompt,
+                          special_token_id)
 
 # Server-side bounds: whatever a browser or API caller sends, one request costs at most this.
 MAX_NEW_TOKENS_CAP = int(os.environ.get("DOLLY_MAX_NEW_TOKENS", "1024"))
@@ -176,10 +177,8 @@ def build_prompt(tokenizer, message: str, context: str = "", history=(), *, wind
             raise ChatInputError(f"The {name} is {len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}. Shorten it.")
     budget = prompt_budget(window, max_new_tokens)
 
-    def encode(text):
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    bare = encode(format_prompt(message))
+    # User text (message, context, earlier turns) is encoded as plain text: it can never forge a marker.
+    bare = encode_prompt(tokenizer, message)
     if len(bare) > budget:
         raise ChatInputError(
             f"The message is too long for this model: it makes a {len(bare)}-token prompt, and with room for "
@@ -187,13 +186,13 @@ def build_prompt(tokenizer, message: str, context: str = "", history=(), *, wind
             "put long text in the Context box, or lower Max new tokens."
         )
     notices = []
-    ids = encode(format_prompt(message, context))
+    ids = encode_prompt(tokenizer, message, context)
     if len(ids) > budget:  # the Context alone overflows: keep its end, say so
-        context_ids = encode(context)
+        context_ids = encode_text(tokenizer, context)
         keep = max(len(context_ids) - (len(ids) - budget) - 8, 0)
         while True:
             trimmed = tokenizer.decode(context_ids[len(context_ids) - keep:]) if keep else ""
-            ids = encode(format_prompt(message, trimmed))
+            ids = encode_prompt(tokenizer, message, trimmed)
             if len(ids) <= budget or keep == 0:
                 break
             keep = max(keep - 16, 0)
@@ -204,8 +203,8 @@ def build_prompt(tokenizer, message: str, context: str = "", history=(), *, wind
     text = format_prompt(message, context)
     for dropped in range(len(turns) + 1):  # keep as many of the newest turns as fit
         kept = turns[dropped:]
-        candidate = format_prompt(message, conversation_input(context, kept)) if kept else format_prompt(message, context)
-        candidate_ids = encode(candidate)
+        candidate_context = conversation_input(context, kept) if kept else context
+        candidate, candidate_ids = format_prompt(message, candidate_context), encode_prompt(tokenizer, message, candidate_context)
         if len(candidate_ids) <= budget:
             text, ids = candidate, candidate_ids
             if dropped:
@@ -308,12 +307,14 @@ def visible_reply(raw: str, final: bool = False) -> tuple[str, bool]:
     return text.strip(), False
 
 
-def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None = None, min_new_tokens: int = 0):
+def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None = None, min_new_tokens: int = 0,
+                 usage: dict | None = None):
     """Generate a reply to `input_ids` and yield its visible text each time it grows.
 
     generate() runs in its own thread; closing this generator (Stop, a client gone) sets `stop`,
     and that thread ends at its next token. The last value yielded is the whole reply.
-    `min_new_tokens` is for benchmarks, which must time a full-length reply.
+    `min_new_tokens` is for benchmarks, which must time a full-length reply. `usage`, when given, gets
+    `completion_tokens` and `finish_reason` ("length" when max_new_tokens ran out, else "stop") for /v1.
     """
     stop = stop or threading.Event()
     model, tokenizer = lm.model, lm.tokenizer
@@ -366,6 +367,9 @@ def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None
             raise RuntimeError(f"Generation failed: {type(error).__name__}: {error}") from error
         final, _ = visible_reply(tokenizer.decode(generated, skip_special_tokens=True), final=True)
         final = final or EMPTY_REPLY
+        if usage is not None:
+            usage.update(completion_tokens=len(generated),
+                         finish_reason="length" if len(generated) >= settings.max_new_tokens else "stop")
         if final != shown:
             yield final
     finally:

@@ -3,12 +3,13 @@
 Loading runs in a background thread so the app serves (and the Explorer works) while weights
 download and load; `ModelLoader.status()` says where it is. Every failure becomes a message that
 says what went wrong and which flag fixes it, never a crash of the app. No trust_remote_code:
-Dolly is a plain GPT-NeoX, and prompt building lives in this project (train/prompt.py).
+Dolly is a plain GPT-NeoX, and prompt building lives in this project (dolly/prompt.py).
 """
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from dolly.background import Background, NotReady
+from dolly.source import is_local
 
 DEFAULT_MODEL = "databricks/dolly-v2-3b"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -72,11 +73,6 @@ def pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def is_local(name: str) -> bool:
-    """A path (it exists, or it is written like one) rather than a Hub id such as owner/model."""
-    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
 def load_model(name: str, device: str = "auto", dtype: str = "auto", on_stage=lambda stage: None) -> LoadedModel:
     """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix."""
     name = str(name or "").strip()
@@ -129,66 +125,28 @@ def _first_line(error: BaseException) -> str:
     return text[0].rstrip(".") if text else type(error).__name__
 
 
-class ModelLoader:
+class ModelLoader(Background[LoadedModel]):
     """Loads a model in a background thread; the app asks `status()` and `get()` meanwhile."""
 
     def __init__(self, name: str, device: str = "auto", dtype: str = "auto"):
         self.name, self.device, self.dtype = str(name), device, dtype
-        self._model: LoadedModel | None = None
-        self._error: str | None = None
-        self._stage = "waiting to start"
-        self._started = None
-        self._took = None
-        self._thread: threading.Thread | None = None
-        self._done = threading.Event()
-
-    def start(self) -> "ModelLoader":
-        if self._thread is None:
-            self._started = time.monotonic()
-            self._thread = threading.Thread(target=self._load, name=f"load {self.name}", daemon=True)
-            self._thread.start()
-        return self
-
-    def _load(self):
-        def stage(text):
-            self._stage = text
-
-        try:
-            self._model = load_model(self.name, self.device, self.dtype, on_stage=stage)
-        except ModelError as error:
-            self._error = str(error)
-        except Exception as error:  # an unexpected failure must still leave the app serving
-            self._error = f"Could not load model '{self.name}': {type(error).__name__}: {_first_line(error)}. {FIX_HINT}"
-        finally:
-            self._took = time.monotonic() - (self._started or time.monotonic())
-            self._done.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until loading finished (either way); True when it did within `timeout`."""
-        return self._done.wait(timeout)
-
-    @property
-    def state(self) -> str:
-        if self._model is not None:
-            return "ready"
-        if self._error is not None:
-            return "failed"
-        return "loading"
+        super().__init__(f"model '{self.name}'", lambda stage: load_model(self.name, device, dtype, on_stage=stage),
+                         expected=(ModelError,))
 
     def status(self) -> str:
         """One line of Markdown for the Chat tab."""
-        if self._model is not None:
-            m = self._model
-            return f"**Model ready:** {m.name} is ready on {m.device} ({m.dtype}, {m.window}-token window), loaded in {self._took:.0f} s."
-        if self._error is not None:
-            return f"**The chat model could not be loaded.** {self._error}"
-        elapsed = time.monotonic() - self._started if self._started else 0
-        return f"**Loading the chat model** {self.name}: {self._stage}… ({elapsed:.0f} s). The Explorer works meanwhile."
+        if self.state == "ready":
+            m = self.get()
+            return f"**Model ready:** {m.name} is ready on {m.device} ({m.dtype}, {m.window}-token window), loaded in {self.elapsed:.0f} s."
+        if self.state == "failed":
+            return f"**The chat model could not be loaded.** {self.error}"
+        return f"**Loading the chat model** {self.name}: {self.stage}… ({self.elapsed:.0f} s). The Explorer works meanwhile."
 
     def get(self) -> LoadedModel:
         """The loaded model, or ModelError saying why there is none (yet)."""
-        if self._model is not None:
-            return self._model
-        if self._error is not None:
-            raise ModelError(self._error)
-        raise ModelError(f"The model {self.name} is still loading ({self._stage}); try again in a moment.")
+        try:
+            return super().get()
+        except NotReady:
+            if self.error is not None:
+                raise ModelError(self.error) from None
+            raise ModelError(f"The model {self.name} is still loading ({self.stage}); try again in a moment.") from None

@@ -8,7 +8,7 @@ import json
 import random
 from pathlib import Path
 
-from explorer.data import DOLLY_CATEGORIES
+from dolly.data import DOLLY_CATEGORIES
 
 # Categories whose dolly-15k records carry a reference passage in `context`.
 CONTEXT_CATEGORIES = ("closed_qa", "information_extraction", "summarization")

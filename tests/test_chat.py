@@ -8,7 +8,7 @@ from space.chat import (EMPTY_REPLY, HISTORY_HEADER, ChatInputError, active_gene
                         stream_reply, validate_settings, visible_reply)
 from space.model import ModelError, ModelLoader, load_model, pick_device, pick_dtype
 from tests.tiny_model import pythia_tokenizer, save_scripted_model, save_tiny_model
-from train.prompt import END_KEY, INPUT_KEY, INSTRUCTION_KEY, RESPONSE_KEY, extract_response, format_prompt
+from dolly.prompt import END_KEY, INPUT_KEY, INSTRUCTION_KEY, RESPONSE_KEY, extract_response, format_prompt
 
 SCRIPT = " The capital of the river is"
 
@@ -100,7 +100,7 @@ def test_real_pythia_tokenizer_markers_are_single_tokens():
     tokenizer = pythia_tokenizer()
     if tokenizer is None:
         pytest.skip("../shared/data/pythia-tokenizer is not on this machine")
-    from train.prompt import add_special_tokens
+    from dolly.prompt import add_special_tokens
 
     add_special_tokens(tokenizer)
     ids = chat.stop_token_ids(tokenizer)
@@ -216,7 +216,7 @@ def test_an_empty_reply_says_so(tmp_path):
     lm = load_model(path)
     # a model that writes `### End` right after the marker: make the marker's successor End
     import torch
-    from train.prompt import special_token_id
+    from dolly.prompt import special_token_id
 
     with torch.no_grad():
         out = lm.model.get_output_embeddings().weight

@@ -14,7 +14,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import app
-from explorer.data import REQUIRED_COLUMNS, load_records
+from dolly.data import REQUIRED_COLUMNS, load_records
 from explorer.loader import DatasetLoader, build_index
 from explorer.query import PAGE_SIZE
 from tests.conftest import free_port, launch

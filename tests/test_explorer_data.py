@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from explorer.data import REQUIRED_COLUMNS, DataError, load_records
+from dolly.data import REQUIRED_COLUMNS, DataError, load_records
 from tests.conftest import free_port
 from tests.dolly_data import write_jsonl
 
@@ -120,7 +120,7 @@ def test_empty_file_is_an_empty_dataset(tmp_path, suffix):
 def _load_from_hub_in_subprocess(env_updates: dict, tmp_path) -> subprocess.CompletedProcess:
     """huggingface_hub reads HF_ENDPOINT/HF_HUB_OFFLINE at import, hence a fresh interpreter."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1", **env_updates}
-    code = ("from explorer.data import load_records, DataError\n"
+    code = ("from dolly.data import load_records, DataError\n"
             "try:\n    load_records('someone/dolly-like')\n"
             "except DataError as err:\n    print('DataError:', err)\n")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from explorer.data import DataError
+from dolly.data import DataError
 from explorer.loader import DatasetLoader, DatasetNotReady, build_index
 
 

@@ -5,7 +5,7 @@ import re
 import pandas as pd
 import pytest
 
-from explorer.data import REQUIRED_COLUMNS, TEXT_FIELDS, load_records
+from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS, load_records
 from explorer.export import ExportError, export_table
 from explorer.links import build_query, parse_query
 from explorer.query import PAGE_SIZE, SORTS, Index, QueryError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.data import DataError
+from dolly.data import DataError
 from tests.dolly_data import make_records, write_jsonl
 from tests.tiny_model import save_tiny_model
 from train.cli import TrainError, build_parser, parse_args

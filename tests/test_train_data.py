@@ -7,7 +7,7 @@ from tests.dolly_data import make_records
 from tests.tiny_model import pythia_tokenizer, save_tiny_model, small_tokenizer
 from train.data import (IGNORE_INDEX, grouped_order, make_collator, padding_fraction, split_rows, tokenize_frame,
                         tokenize_record)
-from train.prompt import END_KEY, RESPONSE_KEY_NL, add_special_tokens, format_completion, format_example
+from dolly.prompt import END_KEY, RESPONSE_KEY_NL, add_special_tokens, format_completion, format_example
 
 
 @pytest.fixture(scope="module")

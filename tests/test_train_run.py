@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from tests.dolly_data import make_records, write_jsonl
 from tests.tiny_model import save_tiny_model
-from train.prompt import END_KEY, SPECIAL_TOKENS, format_prompt
+from dolly.prompt import END_KEY, SPECIAL_TOKENS, format_prompt
 from train.train import main
 
 ROOT = Path(__file__).resolve().parents[1]

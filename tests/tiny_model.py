@@ -11,7 +11,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from tests.dolly_data import make_records
-from train.prompt import add_special_tokens, format_example
+from dolly.prompt import add_special_tokens, format_example
 
 PYTHIA_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-tokenizer"
 
@@ -85,7 +85,7 @@ def save_scripted_model(path, script: str, *, loop: bool = False, tokenizer=None
     large multiple of one-hot(k). Each token of `script` must be distinct (it has one successor).
     Returns the path; the script's token ids are in `path / "script_ids.txt"` for tests.
     """
-    from train.prompt import END_KEY, RESPONSE_KEY_NL, special_token_id
+    from dolly.prompt import END_KEY, RESPONSE_KEY_NL, special_token_id
 
     path = Path(path)
     tokenizer = tokenizer if tokenizer is not None else small_tokenizer()

@@ -1,26 +1,20 @@
-"""The model card (README.md with Hub metadata) written next to a trained model."""
+"""The model card (README.md with Hub metadata) written next to a trained model, and the evaluation
+results that `python -m train.eval` adds to it (Hub `model-index` metadata plus a table in the body)."""
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from train.prompt import format_prompt
+from dolly.prompt import format_prompt
+from dolly.source import hub_id
 
 LICENSE = "mit"  # dolly-v2's license; Pythia is apache-2.0 and dolly-15k CC BY-SA 3.0, both compatible
 DOLLY_15K = "databricks/databricks-dolly-15k"
 
 
-def _hub_id(name: str):
-    """`name` if it reads as a Hub repo id (owner/name) rather than a local path, else None."""
-    parts = name.split("/")
-    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or len(parts) != 2 or not all(parts):
-        return None
-    return name
-
-
 def build_card(args, *, eval_losses: dict, train_loss, n_train: int, n_eval: int, dropped: dict,
                padding: float, samples: dict | None = None) -> ModelCard:
-    base = _hub_id(args.base_model)
-    data = _hub_id(args.data)
+    base = hub_id(args.base_model)
+    data = hub_id(args.data)
     tags = ["dolly", "pythia", "gpt-neox", "instruction-tuned", "open-dolly"] + (["lora"] if args.lora_r else [])
     card_data = ModelCardData(
         license=LICENSE, base_model=base, datasets=[data] if data else None, language=["en"],
@@ -90,3 +84,145 @@ and read the text after `### Response:`.
 {sample_text or chr(10) + "(none)"}
 """
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+# --- Evaluation results (python -m train.eval) ---------------------------------------------------------
+
+EVAL_START = "<!-- open-dolly eval: start (rewritten by python -m train.eval) -->"
+EVAL_END = "<!-- open-dolly eval: end -->"
+LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def comparison_table(results: dict) -> str:
+    """Markdown: the evaluated model among the dolly-v2 card's rows, sorted by gmean as the card is
+    (ascending), over the tasks that were run."""
+    from train.eval_tasks import DOLLY_TASKS, published_rows
+
+    tasks = [t for t in DOLLY_TASKS if t in results["tasks"]]
+    if not tasks:
+        return ""
+    rows = published_rows(tasks)
+    mine = {t: results["tasks"][t]["score"] for t in tasks}
+    mine["gmean"] = results["gmean"]
+    name = f"**{results['model']}** (this model)"
+    rows[name] = mine
+    lines = [f"| model | {' | '.join(tasks)} | gmean |", "|---" * (len(tasks) + 2) + "|"]
+    for model, row in sorted(rows.items(), key=lambda item: item[1]["gmean"]):
+        lines.append(f"| {model} | " + " | ".join(_fmt(row[t]) for t in tasks) + f" | {_fmt(row['gmean'])} |")
+    return "\n".join(lines)
+
+
+def eval_section(results: dict) -> str:
+    """The card body's evaluation section (between markers, so a re-run replaces it)."""
+    from train.eval_tasks import HARNESS_TASKS
+
+    parts = [EVAL_START, "## Evaluation", ""]
+    harness = {t: r for t, r in results["tasks"].items() if t in HARNESS_TASKS}
+    if harness:
+        parts += [
+            f"Zero-shot [lm-evaluation-harness]({LM_EVAL_URL}) {results.get('lm_eval_version', '')} "
+            f"(`python -m train.eval`), the tasks and metric of the dolly-v2 model card: `score` is `acc_norm` "
+            "where the task has it, else `acc`; gmean is their geometric mean.",
+            "",
+            "| task | acc | acc_norm | score | documents |",
+            "|---|---|---|---|---|",
+            *(f"| {t} | {_fmt(r.get('acc'))} | {_fmt(r.get('acc_norm'))} | {_fmt(r['score'])} | {r['n']} |"
+              for t, r in harness.items()),
+            "",
+            "Beside the dolly-v2 model card's numbers:",
+            "",
+            comparison_table(results),
+            "",
+        ]
+    dolly = results["tasks"].get("dolly")
+    if dolly:
+        parts += [
+            f"Answers to {dolly['n']} held-out dolly-15k instructions ({results.get('dolly_source', '')}), greedy, "
+            "scored against the human responses: ROUGE-L F1, answer/reference length in words, and for "
+            "context categories the share of the answer's content words found in the context.",
+            "",
+            "| category | records | ROUGE-L | length ratio | grounding |",
+            "|---|---|---|---|---|",
+            *(f"| {c} | {r['n']} | {_fmt(r['rougeL'])} | {_fmt(r['length_ratio'], 2)} | {_fmt(r['grounding'])} |"
+              for c, r in dolly["categories"].items()),
+            "",
+        ]
+    parts.append(EVAL_END)
+    return "\n".join(parts)
+
+
+def eval_results(results: dict) -> list:
+    """huggingface_hub EvalResults (the card's `model-index`): acc and acc_norm of each lm-eval task, and
+    the dolly task's ROUGE-L when its records came from a Hub dataset."""
+    from train.eval_tasks import HARNESS_TASKS
+
+    out = []
+    for name, row in results["tasks"].items():
+        if name in HARNESS_TASKS:
+            task = HARNESS_TASKS[name]
+            for metric in ("acc", "acc_norm"):
+                if metric in row:
+                    out.append(EvalResult(
+                        task_type="text-generation", task_name=name, dataset_type=task.hub, dataset_name=task.title,
+                        dataset_config=task.config, dataset_split=task.split, dataset_args={"num_few_shot": 0},
+                        metric_type=metric, metric_value=round(row[metric], 6),
+                        source_name="lm-evaluation-harness", source_url=LM_EVAL_URL))
+        elif name == "dolly" and hub_id(results.get("dolly_data") or ""):
+            out.append(EvalResult(
+                task_type="text-generation", task_name="dolly", dataset_type=results["dolly_data"],
+                dataset_name="databricks-dolly-15k (held out)" if results["dolly_data"] == DOLLY_15K else results["dolly_data"],
+                dataset_split="train", metric_type="rougeL", metric_name="ROUGE-L F1",
+                metric_value=round(row["score"], 6)))
+    return out
+
+
+def add_eval_results(card_text: str, results: dict, model_name: str) -> ModelCard:
+    """`card_text` with the results in its metadata (model-index; earlier results for the same dataset and
+    metric replaced, others kept) and its evaluation section replaced or appended; the rest untouched."""
+    card = ModelCard(card_text)
+    new = eval_results(results)
+    fresh = {(r.unique_identifier, r.metric_type) for r in new}
+    kept = [r for r in (card.data.eval_results or []) if (r.unique_identifier, r.metric_type) not in fresh]
+    card.data.eval_results = kept + new or None
+    if card.data.eval_results:
+        card.data.model_name = card.data.model_name or model_name
+    body = card.text
+    start, end = body.find(EVAL_START), body.find(EVAL_END)
+    section = eval_section(results)
+    if start != -1 and end > start:
+        body = body[:start] + section + body[end + len(EVAL_END):]
+    else:
+        body = body.rstrip("\n") + "\n\n" + section + "\n"
+    return ModelCard(f"---\n{card.data.to_yaml()}\n---\n{body}")
+
+
+def push_card(card: ModelCard, repo_id: str) -> str:
+    """Upload the card as README.md of the model repo `repo_id`; the token comes from HF_TOKEN or the
+    login cache, as for `python -m train --push-to-hub` (train/hub.py), and is never printed."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from train.cli import TrainError
+
+    token = get_token()
+    if not token:
+        raise TrainError("No Hugging Face token for --push-to-hub: set HF_TOKEN or run `hf auth login`. "
+                         "The results JSON and the local card are written.")
+    try:
+        info = HfApi(token=token).upload_file(
+            path_or_fileobj=str(card).encode("utf-8"), path_in_repo="README.md", repo_id=repo_id, repo_type="model",
+            commit_message="Add evaluation results (open Dolly: python -m train.eval)")
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        why = (f"the Hub refused the token (HTTP {status}): it needs write access to {repo_id}" if status in (401, 403)
+               else f"the Hub answered HTTP {status}")
+        raise TrainError(f"Could not push the model card to {repo_id}: {why}. The results JSON and the local card "
+                         "are written.") from None
+    except Exception as err:  # connection refused, DNS, timeouts, offline mode
+        raise TrainError(f"Could not reach the Hugging Face Hub to push the card to {repo_id} "
+                         f"({type(err).__name__}). The results JSON and the local card are written.") from None
+    return str(info)

@@ -5,15 +5,29 @@ typo costs seconds, not a model download. Each failure is a TrainError whose mes
 wrong and how to fix it; `train.train.main` prints it without a traceback.
 """
 import argparse
+import importlib.util
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
-from explorer.data import DEFAULT_DATA
+from dolly.data import DEFAULT_DATA
+from dolly.source import hub_offline, is_local
 
 DEFAULT_BASE_MODEL = "EleutherAI/pythia-12b"  # Dolly 2.0's base
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUN_ARGS_FILE = "run_args.json"
+# The manifest: every top-level name a run wrote (or is about to write) in --output-dir. Only these are
+# ever deleted (--overwrite) or written over; anything else there is the user's, and the run refuses.
+MANIFEST_FILE = "run_files.json"
+MANIFEST_TMP = MANIFEST_FILE + ".tmp"  # written, then renamed over the manifest: a kill never leaves half of one
+# What a run writes before it has anything worth keeping; a folder holding only these (and checkpoints a
+# kill cut short) is a run that stopped early, and the same command may start again there.
+BOOKKEEPING = {RUN_ARGS_FILE, MANIFEST_FILE, MANIFEST_TMP, "runs"}
+CHECKPOINT = re.compile(r"checkpoint-\d+")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INSTALL_HINT = "pip install -r requirements-train.txt"
 # Flags that decide the data order and the model; a --resume with other values would not continue
 # the same run, so it is refused.
 RESUME_MUST_MATCH = (
@@ -134,8 +148,27 @@ def check_flags(args) -> None:
     if args.resume and args.overwrite:
         raise TrainError("--resume continues the run in --output-dir and --overwrite deletes it: pick one.")
     _resolve_batch_sizes(args)
+    _check_packages(args)
     if args.deepspeed:
         args.deepspeed = str(_check_deepspeed_config(args))
+    if args.push_to_hub:
+        from train.hub import check_push  # train.hub imports this module
+
+        check_push(args.push_to_hub)
+
+
+def _check_packages(args) -> None:
+    """The packages of requirements-train.txt that the app's requirements.txt lacks, for the flags that
+    need them: missing, they would stop the run with a traceback after the model loaded."""
+    needed = {"tensorboard": "the TensorBoard logs every run writes"}
+    if args.deepspeed:
+        needed["deepspeed"] = "--deepspeed"
+    if args.lora_r:
+        needed["peft"] = "--lora-r"
+    missing = [f"{name} (for {why})" for name, why in needed.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TrainError(f"Training needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                         f"installed. Install training's requirements: {INSTALL_HINT}")
 
 
 def _resolve_batch_sizes(args) -> None:
@@ -173,6 +206,8 @@ def _check_deepspeed_config(args) -> Path:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TrainError(f"DeepSpeed config {path} is not valid JSON: {err}.") from None
+    except OSError as err:
+        raise TrainError(f"Cannot read the DeepSpeed config {path}: {err.strerror or err}.") from None
     if not isinstance(config, dict):
         raise TrainError(f"DeepSpeed config {path} must be a JSON object, like the ones in train/configs/.")
     # Explicit (non-"auto") batch fields must agree with the flags, or DeepSpeed stops with a
@@ -201,34 +236,144 @@ def _check_deepspeed_config(args) -> Path:
 
 
 def check_output_dir(args) -> str | None:
-    """Refuse to mix two runs in one folder; returns the checkpoint to resume from, if any."""
+    """Refuse an --output-dir the run could damage, or one holding another run it was not told to
+    continue or replace; returns the checkpoint to resume from, if any. Deletes nothing
+    (prepare_output_dir does, once the inputs have all been checked)."""
+    args.output_dir = str(Path(args.output_dir).expanduser())
     out = Path(args.output_dir)
+    _refuse_shared_folder(out, args)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--output-dir {out} is a file; give a folder.")
-    holds_run = out.is_dir() and any(out.iterdir())
-    if args.resume:
-        if not holds_run:
-            return None  # nothing to resume: start the run (main says so)
-        previous = _previous_args(out)
-        if previous is not None:
-            changed = [k for k in RESUME_MUST_MATCH if k in previous and previous[k] != _jsonable(getattr(args, k))]
-            if changed:
-                details = "; ".join(f"--{k.replace('_', '-')} was {previous[k]!r}, now {getattr(args, k)!r}" for k in changed)
-                raise TrainError(f"--resume would not continue the run in {out}: {details}. Use the same flags, "
-                                 "or another --output-dir.")
-        return last_checkpoint(out)
-    if holds_run and not args.overwrite:
+    owned, foreign = _contents(out)
+    if foreign:
+        raise TrainError(_foreign_files_message(out, foreign))
+    if not _worth_keeping(owned) or args.overwrite:
+        return None  # new, empty, a run that stopped before its first checkpoint, or one to replace
+    if not args.resume:
         raise TrainError(
-            f"--output-dir {out} already holds files (another run?). Add --resume to continue it, --overwrite "
-            "to delete it and start afresh, or pick another --output-dir."
+            f"--output-dir {out} already holds a run. Add --resume to continue it, --overwrite to delete it and "
+            "start afresh, or pick another --output-dir."
         )
-    return None
+    previous = _previous_args(out)
+    if previous is not None:
+        changed = [k for k in RESUME_MUST_MATCH if k in previous and previous[k] != _jsonable(getattr(args, k))]
+        if changed:
+            details = "; ".join(f"--{k.replace('_', '-')} was {previous[k]!r}, now {getattr(args, k)!r}" for k in changed)
+            raise TrainError(f"--resume would not continue the run in {out}: {details}. Use the same flags, "
+                             "or another --output-dir.")
+    checkpoint = last_checkpoint(out)
+    if checkpoint is None:
+        # Starting over would write over the finished model with nothing to show for it.
+        raise TrainError(f"--resume: the run in {out} has no checkpoint left to continue from. Use --overwrite "
+                         "to delete it and start afresh, or pick another --output-dir.")
+    return checkpoint
+
+
+def _refuse_shared_folder(out: Path, args) -> None:
+    """Folders that hold more than a run ever could: writing a run there, let alone --overwrite, risks
+    the user's own files whatever the manifest says."""
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    why = None
+    if target == Path.home().resolve():
+        why = "your home folder"
+    elif target == cwd:
+        why = "the current folder"
+    elif target in cwd.parents:
+        why = "a folder that holds the current folder"
+    elif target == REPO_ROOT or target in REPO_ROOT.parents:
+        why = "open Dolly's own folder" if target == REPO_ROOT else "a folder that holds open Dolly's code"
+    else:
+        for flag, value in (("--data", args.data), ("--base-model", args.base_model)):
+            source = Path(value).expanduser()
+            if is_local(value) and (source.resolve() == target or target in source.resolve().parents):
+                why = f"where {flag} {value} is"
+                break
+    if why:
+        raise TrainError(f"--output-dir {args.output_dir} is {why}; a run writes its files there and --overwrite "
+                         "deletes them. Give the run a folder of its own, e.g. --output-dir dolly-out.")
+
+
+def _manifest(out: Path) -> set:
+    """The names the manifest marks as a run's (empty when the folder holds no run of ours)."""
+    try:
+        files = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {MANIFEST_TMP}  # a kill during the very first manifest write leaves only this
+    return {MANIFEST_FILE, MANIFEST_TMP, *(name for name in files if isinstance(name, str))}
+
+
+def _contents(out: Path) -> tuple[list, list]:
+    """--output-dir's top-level entries: (those a run of ours wrote, everything else)."""
+    if not out.is_dir():
+        return [], []
+    names = _manifest(out)
+    entries = sorted(out.iterdir())
+    return [e for e in entries if e.name in names], [e for e in entries if e.name not in names]
+
+
+def _worth_keeping(owned: list) -> bool:
+    """Whether a run of ours got anywhere: a complete checkpoint or a saved model, not just bookkeeping."""
+    return any(not (e.name in BOOKKEEPING or (CHECKPOINT.fullmatch(e.name) and not (e / "trainer_state.json").exists()))
+               for e in owned)
+
+
+def _foreign_files_message(out: Path, foreign: list) -> str:
+    shown = ", ".join(e.name + ("/" if e.is_dir() else "") for e in foreign[:5])
+    more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+    return (f"--output-dir {out} holds files that python -m train did not write: {shown}{more}. A run never deletes "
+            "or writes over them, not even with --overwrite: move them elsewhere, or pick another --output-dir "
+            "(a new or empty folder).")
+
+
+def claim(output_dir, names) -> None:
+    """Mark `names` (entries at the top of output_dir) as this run's in the manifest. Call it *before*
+    writing them, so a kill midway leaves nothing a later run would take for the user's."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    owned = _manifest(out) - {MANIFEST_FILE, MANIFEST_TMP}
+    if set(names) <= owned and (out / MANIFEST_FILE).exists():
+        return
+    _write_manifest(out, owned | set(names))
+
+
+def settle_manifest(output_dir) -> None:
+    """At the end of a run: forget names it marked but did not write (checkpoints rotated away, files
+    this model's save did not need), so a file the user puts there later is never taken for the run's."""
+    out = Path(output_dir)
+    _write_manifest(out, (_manifest(out) - {MANIFEST_FILE, MANIFEST_TMP}) & {e.name for e in out.iterdir()})
+
+
+def _write_manifest(out: Path, names: set) -> None:
+    manifest = {"written_by": "python -m train (open Dolly)", "files": sorted(names)}
+    (out / MANIFEST_TMP).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(out / MANIFEST_TMP, out / MANIFEST_FILE)  # atomic: a kill leaves the old or the new one
+
+
+def prepare_output_dir(args) -> None:
+    """Main process only, after every check: delete what an earlier run of ours left when it is to go
+    (--overwrite, or a run that stopped before its first checkpoint), mark the folder as this run's,
+    and record the flags for --resume."""
+    out = Path(args.output_dir)
+    owned, foreign = _contents(out)
+    if foreign:  # put there since check_output_dir looked
+        raise TrainError(_foreign_files_message(out, foreign))
+    if owned and (args.overwrite or not _worth_keeping(owned)):
+        # The manifest goes last: a kill midway leaves what is left still marked as ours.
+        for entry in sorted(owned, key=lambda e: e.name in (MANIFEST_FILE, MANIFEST_TMP)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+    claim(out, [RUN_ARGS_FILE, "runs"] + (["adapter"] if args.lora_r else []))
+    if not (out / RUN_ARGS_FILE).exists():  # a resumed run keeps the flags it started with
+        (out / RUN_ARGS_FILE).write_text(json.dumps(vars(args), indent=2) + "\n", encoding="utf-8")
 
 
 def last_checkpoint(out: Path) -> str | None:
     """The newest *complete* checkpoint: a kill -9 while one was being written leaves it without
     trainer_state.json (written last), and resuming from it would fail."""
-    done = [p for p in Path(out).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    done = [p for p in Path(out).glob("checkpoint-*") if CHECKPOINT.fullmatch(p.name) and (p / "trainer_state.json").exists()]
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
@@ -241,12 +386,6 @@ def _previous_args(out: Path):
 
 def _jsonable(value):
     return json.loads(json.dumps(value))
-
-
-def save_run_args(args) -> None:
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_ARGS_FILE).write_text(json.dumps(vars(args), indent=2) + "\n", encoding="utf-8")
 
 
 def select_categories(frame, categories, source):
@@ -269,7 +408,7 @@ def load_model_config(base_model: str):
     from transformers import AutoConfig
 
     path = Path(base_model).expanduser()
-    looks_local = path.exists() or base_model.startswith((".", "/", "~")) or base_model.count("/") > 1
+    looks_local = is_local(base_model)
     if looks_local:
         if not path.is_dir():
             raise TrainError(f"Base model folder not found: {base_model}. Give a Hub id (EleutherAI/pythia-2.8b) "
@@ -280,8 +419,10 @@ def load_model_config(base_model: str):
     try:
         return AutoConfig.from_pretrained(str(path) if looks_local else base_model)
     except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        reason = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+        if looks_local:
+            raise TrainError(f"Could not load the model config in {base_model}: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0]}. Point --base-model at a folder `save_pretrained` wrote.") from None
+        reason = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else f"{type(err).__name__}: {str(err).splitlines()[0]}"
         raise TrainError(
             f"Could not load base model '{base_model}' from the Hugging Face Hub ({reason}). Check the id "
             f"(e.g. EleutherAI/pythia-2.8b), or, without the Hub, use a local copy: {OFFLINE_MODEL_HINT}."

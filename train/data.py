@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from train.prompt import format_completion, format_prompt
+from dolly.prompt import encode_completion, encode_prompt
 
 IGNORE_INDEX = -100  # what torch's cross-entropy (and transformers' loss) skip
 
@@ -19,9 +19,10 @@ def tokenize_record(tokenizer, instruction: str, context: str, response: str) ->
 
     Prompt and completion are tokenized apart so the boundary is exact: the prompt ends with the
     `### Response:\\n` special token, which splits the text the same way a joint tokenization would.
+    The record's own text is plain text: a response that quotes `### End` does not end the example.
     """
-    prompt = tokenizer(format_prompt(instruction, context), add_special_tokens=False)["input_ids"]
-    completion = tokenizer(format_completion(response), add_special_tokens=False)["input_ids"]
+    prompt = encode_prompt(tokenizer, instruction, context)
+    completion = encode_completion(tokenizer, response)
     return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}
 
 

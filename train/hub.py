@@ -1,20 +1,43 @@
 """`--push-to-hub`: upload the output folder with huggingface_hub. The token comes from HF_TOKEN or
 the login cache (huggingface_hub's own lookup) and is never printed."""
+import shlex
+
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
-from train.cli import TrainError
+from train.cli import MANIFEST_FILE, MANIFEST_TMP, RUN_ARGS_FILE, TrainError
 
-# Checkpoints hold optimizer states (several times the model) and are for --resume, not for users.
-IGNORE = ["checkpoint-*/", "checkpoint-*/**", "run_args.json"]
+# Checkpoints hold optimizer states (several times the model) and are for --resume, not for users;
+# the run's bookkeeping is for this machine only.
+IGNORE = ["checkpoint-*/", "checkpoint-*/**", RUN_ARGS_FILE, MANIFEST_FILE, MANIFEST_TMP]
+NO_TOKEN = "No Hugging Face token for --push-to-hub: set HF_TOKEN or run `hf auth login`."
+
+
+def check_push(repo_id: str) -> None:
+    """Before training: a repo id the Hub accepts, and a token to push with (its value never shown)."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise TrainError(f"--push-to-hub {repo_id!r} is not a Hub repo id: {err} Give owner/name, "
+                         "e.g. --push-to-hub you/dolly-v2-2.8b.") from None
+    if not get_token():
+        raise TrainError(f"{NO_TOKEN} (Checked before training, so no GPU time is spent on a run that cannot be "
+                         "published.)")
+
+
+def upload_command(folder: str, repo_id: str, private: bool = False) -> str:
+    """The `hf upload` command that does what push does, quoted for a POSIX shell."""
+    excludes = [arg for pattern in IGNORE for arg in ("--exclude", pattern)]
+    return shlex.join(["hf", "upload", repo_id, folder, *excludes, *(["--private"] if private else [])])
 
 
 def push(folder: str, repo_id: str, private: bool = False) -> str:
     """Create (or reuse) the model repo and upload `folder`; return the repo URL. Raises TrainError."""
     token = get_token()
-    keep = f"The trained model is safe in {folder}; upload it later with `hf upload {repo_id} {folder}`."
+    keep = f"The trained model is safe in {folder}; upload it later with `{upload_command(folder, repo_id, private)}`."
     if not token:
-        raise TrainError(f"No Hugging Face token for --push-to-hub: set HF_TOKEN or run `hf auth login`. {keep}")
+        raise TrainError(f"{NO_TOKEN} {keep}")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

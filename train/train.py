@@ -8,17 +8,17 @@
 """
 import json
 import os
-import shutil
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 
-from explorer.data import OFFLINE_HINT, DataError, load_records
+from dolly.data import OFFLINE_HINT, DataError, load_records
 from train import cli
 from train.cli import TrainError
 from train.data import (LengthGroupedSampler, grouped_order, make_collator, padding_stats, split_rows,
                         to_dataset, tokenize_frame)
-from train.prompt import END_KEY, SPECIAL_TOKENS, add_special_tokens, extract_response, format_prompt
+from dolly.prompt import END_KEY, SPECIAL_TOKENS, add_special_tokens, extract_response, format_prompt
 
 # Every GPT-NeoX linear layer, the output head included: the head's rows for the new markers start
 # at an average embedding, and the model must learn to write `### End`.
@@ -79,11 +79,7 @@ def run(args) -> dict:
     if resume_from is None and args.resume:
         log(f"--resume: no complete checkpoint in {args.output_dir} yet, starting from the beginning")
     if is_main():
-        out = Path(args.output_dir)
-        if args.overwrite and out.is_dir():
-            shutil.rmtree(out)
-        if not args.resume or not (out / cli.RUN_ARGS_FILE).exists():
-            cli.save_run_args(args)
+        cli.prepare_output_dir(args)
 
     if args.deepspeed and "RANK" not in os.environ:
         # A plain `python -m train --deepspeed ...` is a one-process distributed job.
@@ -151,8 +147,9 @@ def run(args) -> dict:
     padding = pad / (pad + real)
     log(f"padding fraction: {padding:.2%} of {pad + real} tokens per epoch (length-grouped batches)")
 
-    trainer = DollyTrainer(sampler, lora=bool(args.lora_r), model=model, args=training_args, train_dataset=train_ds,
-                           eval_dataset=eval_ds, data_collator=make_collator(tokenizer), processing_class=tokenizer)
+    trainer = DollyTrainer(sampler, lora=bool(args.lora_r), claim=partial(cli.claim, args.output_dir), model=model,
+                           args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                           data_collator=make_collator(tokenizer), processing_class=tokenizer)
 
     # 6. Train (checkpoints every --save-steps; --resume restarts from the newest complete one).
     if resume_from:
@@ -170,6 +167,9 @@ def run(args) -> dict:
 
     # 8. Save model + tokenizer as plain safetensors (ZeRO-3 gathers the 16-bit weights first).
     out = Path(args.output_dir)
+    before_save = set(os.listdir(out)) if is_main() else set()
+    if is_main():
+        cli.claim(out, _model_files(tokenizer))
     if args.lora_r and not args.no_merge:
         trainer.save_model(str(out / "adapter"))
         trainer.accelerator.wait_for_everyone()
@@ -191,9 +191,12 @@ def run(args) -> dict:
     if is_main():
         from train.card import build_card
 
+        # Whatever else the save wrote (weight shards of a big model) is this run's too.
+        cli.claim(out, set(os.listdir(out)) - before_save)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         build_card(args, eval_losses=eval_losses, train_loss=train_loss, n_train=len(train_rows),
                    n_eval=len(eval_rows), dropped=dropped, padding=padding, samples=samples).save(out / "README.md")
+        cli.settle_manifest(out)
         log(f"saved model, tokenizer and model card to {out}")
         # 10. Publish. A failure here leaves the local output whole and says so.
         if args.push_to_hub:
@@ -202,6 +205,18 @@ def run(args) -> dict:
             log(f"pushing {out} to the Hub as {args.push_to_hub}")
             log(f"pushed: {push(str(out), args.push_to_hub, args.private)}")
     return metrics
+
+
+def _model_files(tokenizer) -> set:
+    """The names saving the model, tokenizer, metrics and card gives files at the top of the output dir,
+    marked as this run's before they exist: a kill during the save leaves nothing that looks foreign."""
+    from transformers.tokenization_utils_base import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE
+    from transformers.trainer import TRAINING_ARGS_NAME
+    from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    return {CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, TRAINING_ARGS_NAME,
+            TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, *tokenizer.vocab_files_names.values(),
+            "metrics.json", "README.md"}
 
 
 def _wrap_lora(model, tokenizer, args):

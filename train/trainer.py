@@ -1,12 +1,14 @@
-"""transformers' Trainer with the two things the recipe needs that it does not do by itself:
-our length-grouped sampler (whose order depends only on seed and epoch), and a resume that restores
-every weight of a GPT-NeoX checkpoint."""
+"""transformers' Trainer with the three things the recipe needs that it does not do by itself:
+our length-grouped sampler (whose order depends only on seed and epoch), a resume that restores
+every weight of a GPT-NeoX checkpoint, and each checkpoint folder marked as the run's before it is
+written (train/cli.py's manifest)."""
 import math
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
 class _EpochOrder(TrainerCallback):
@@ -20,10 +22,31 @@ class _EpochOrder(TrainerCallback):
         self.sampler.set_epoch(math.floor(state.epoch + 1e-6))
 
 
+class _ClaimCheckpoints(TrainerCallback):
+    """Marks checkpoint-N as the run's when Trainer has decided to save it (DefaultFlowCallback, which
+    runs first, sets should_save) and before it writes: a kill mid-save then leaves a folder that
+    --resume and --overwrite know is the run's, not the user's."""
+
+    def __init__(self, claim):
+        self.claim = claim
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and state.is_world_process_zero:
+            self.claim([f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"])
+
+    on_epoch_end = on_step_end
+
+    def on_save(self, args, state, control, **kwargs):  # after the fact too, should a save be decided elsewhere
+        if state.is_world_process_zero:
+            self.claim([f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"])
+
+
 class DollyTrainer(Trainer):
-    def __init__(self, sampler, *, lora: bool = False, **kwargs):
+    def __init__(self, sampler, *, lora: bool = False, claim=None, **kwargs):
+        """`claim(names)` marks output-dir entries as the run's (train.cli.claim); None for no manifest."""
         self.sampler, self.lora = sampler, lora
-        super().__init__(callbacks=[_EpochOrder(sampler)], **kwargs)
+        callbacks = [_EpochOrder(sampler)] + ([_ClaimCheckpoints(claim)] if claim else [])
+        super().__init__(callbacks=callbacks, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
         return self.sampler

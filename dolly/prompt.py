@@ -22,27 +22,82 @@ SPECIAL_TOKENS = [END_KEY, INSTRUCTION_KEY, RESPONSE_KEY_NL]
 DEFAULT_SEED = 42
 
 
+def _prompt_parts(instruction: str, context: str = "") -> list:
+    """The prompt as a list of text pieces and the template's own markers (in a tuple, to tell them apart).
+
+    Text next to text is joined before tokenizing, exactly as one string would be; only the markers
+    the template put there may become Dolly's special tokens.
+    """
+    parts = [f"{INTRO_BLURB}\n\n", (INSTRUCTION_KEY,), f"\n{instruction}"]
+    if context and context.strip():
+        parts.append(f"\n\n{INPUT_KEY}\n{context}")
+    parts += ["\n\n", (RESPONSE_KEY_NL,)]
+    return parts
+
+
+def _completion_parts(response: str) -> list:
+    return [f"{response}\n\n", (END_KEY,)]
+
+
+def _text(parts) -> str:
+    return "".join(part[0] if isinstance(part, tuple) else part for part in parts)
+
+
 def format_prompt(instruction: str, context: str = "") -> str:
     """The prompt a model completes: everything up to and including the response marker.
 
     An empty (or whitespace-only) context leaves the `Input:` block out, as in the dataset's
     no-context categories.
     """
-    parts = [INTRO_BLURB, f"{INSTRUCTION_KEY}\n{instruction}"]
-    if context and context.strip():
-        parts.append(f"{INPUT_KEY}\n{context}")
-    parts.append(RESPONSE_KEY_NL)
-    return "\n\n".join(parts)
+    return _text(_prompt_parts(instruction, context))
 
 
 def format_completion(response: str) -> str:
     """What the model learns to write after the prompt: the response, then the end marker."""
-    return f"{response}\n\n{END_KEY}"
+    return _text(_completion_parts(response))
 
 
 def format_example(instruction: str, response: str, context: str = "") -> str:
     """A whole training record as one text (prompt followed by completion)."""
     return format_prompt(instruction, context) + format_completion(response)
+
+
+def _encode(tokenizer, parts) -> list[int]:
+    """Token ids of `parts` in which only the template's markers can be special tokens.
+
+    User text goes through `split_special_tokens=True`, so a message containing `### Response:` is
+    plain text, never the marker: the prompt's structure is always exactly the template's. Special
+    tokens split a text into independently tokenized pieces anyway, so for text without markers the
+    ids are the same as tokenizing the joined string.
+    """
+    ids, text = [], ""
+    for part in parts:
+        marker_id = special_token_id(tokenizer, part[0]) if isinstance(part, tuple) else None
+        if marker_id is None:  # plain text, or a marker this tokenizer only has as text (a base Pythia)
+            text += part[0] if isinstance(part, tuple) else part
+            continue
+        if text:
+            ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+            text = ""
+        ids.append(marker_id)
+    if text:
+        ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+    return ids
+
+
+def encode_prompt(tokenizer, instruction: str, context: str = "") -> list[int]:
+    """The ids of format_prompt(instruction, context), with user text never read as special tokens."""
+    return _encode(tokenizer, _prompt_parts(instruction, context))
+
+
+def encode_completion(tokenizer, response: str) -> list[int]:
+    """The ids of format_completion(response), with the response never read as special tokens."""
+    return _encode(tokenizer, _completion_parts(response))
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Ids of user text alone (no markers of its own, whatever it contains)."""
+    return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True) if text else []
 
 
 def add_special_tokens(tokenizer) -> int:

@@ -1,15 +1,16 @@
 """Loading databricks-dolly-15k, or any file of the same schema, into one pandas DataFrame.
 
-The Explorer tab and the training script both load data through `load_records`, so a file the
-Explorer exports is a file training accepts, and both give the same errors for the same bad input.
+The Explorer tab, the training script and the evaluation all load data through `load_records`, so a
+file the Explorer exports is a file training accepts, and all give the same errors for the same bad input.
 """
 import io
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
+
+from dolly.source import hub_offline, is_local
 
 DEFAULT_DATA = "databricks/databricks-dolly-15k"
 REQUIRED_COLUMNS = ("instruction", "context", "response", "category")
@@ -42,9 +43,8 @@ def load_records(source: str = DEFAULT_DATA, *, progress: bool = True) -> pd.Dat
     source = str(source).strip()
     if not source:
         raise DataError("No dataset given. Pass a Hub id or a local file, e.g. --data path/to/file.jsonl")
-    path = Path(source).expanduser()
-    if path.exists() or path.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~")):
-        frame = _load_local(path, progress)
+    if is_local(source):
+        frame = _load_local(Path(source).expanduser(), progress)
     else:
         frame = _load_hub(source)
     return _validate(frame, source)
@@ -54,7 +54,7 @@ def _load_local(path: Path, progress: bool) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"Data file not found: {path}. Check the path, or pass a Hub dataset id.")
     if path.is_dir():
-        return _load_hub(str(path))  # datasets reads a folder of data files the same way as a Hub repo
+        return _load_folder(path)
     suffix = path.suffix.lower()
     if suffix not in LOCAL_SUFFIXES:
         raise DataError(f"Unsupported file type '{suffix}' for {path}: use one of {', '.join(LOCAL_SUFFIXES)}.")
@@ -139,6 +139,22 @@ def _parse_jsonl(text: str, path: Path, progress: bool) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
+def _load_folder(path: Path) -> pd.DataFrame:
+    # `datasets` reads a folder of data files the way it reads a Hub repo; its errors are about the files.
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(str(path), split="train")
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"Could not read the folder {path} as a dataset ({type(err).__name__}: {first}). It must hold "
+            f"data files of one kind ({', '.join(LOCAL_SUFFIXES)}) with the columns {', '.join(REQUIRED_COLUMNS)}; "
+            "or point --data at one file."
+        ) from None
+    return ds.to_pandas()
+
+
 def _load_hub(source: str) -> pd.DataFrame:
     # Imported here: `datasets` is slow to import and only the Hub/folder path needs it.
     import datasets
@@ -146,8 +162,7 @@ def _load_hub(source: str) -> pd.DataFrame:
     try:
         ds = datasets.load_dataset(source, split="train")
     except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        reason = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {err}"
+        reason = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else f"{type(err).__name__}: {err}"
         raise DataError(
             f"Could not load dataset '{source}' from the Hugging Face Hub ({reason}). "
             f"If the Hub is unreachable, download the data once and load it from a file: {OFFLINE_HINT}"

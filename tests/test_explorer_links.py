@@ -1,0 +1,63 @@
+"""Deep links use `p=` for the page (Gradio owns `page=`), and links shared with `page=N` still open."""
+import httpx
+import pytest
+
+import app
+from explorer.links import build_query, legacy_page_redirect, parse_query
+from tests.conftest import free_port
+
+NO_MODEL = ["--model", "/nonexistent/dolly-model"]
+
+
+def test_the_page_travels_as_p():
+    query = build_query(["closed_qa"], "river", False, "dataset order", 3)
+    assert "p=3" in query and "page=" not in query
+    assert parse_query(query).page == 3
+    assert "p=" not in build_query(page=1)  # page 1 is the default, left out
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("page=1", "?p=1"),
+    ("tab=explorer&page=2", "?tab=explorer&p=2"),
+    ("category=closed_qa&page=4&q=a+b&row=7", "?category=closed_qa&p=4&q=a+b&row=7"),
+    ("page=2&p=5", "?p=5"),  # an explicit p wins; page is dropped
+    ("page=x", "?p=x"),  # renamed as is; parse_query then ignores a bad page
+    ("page=2&page=3", "?p=2"),
+])
+def test_a_legacy_page_link_is_rewritten(query, expected):
+    assert legacy_page_redirect("GET", "/", query) == expected
+
+
+def test_only_page_loads_are_rewritten():
+    assert legacy_page_redirect("GET", "/", "tab=explorer&p=2") is None
+    assert legacy_page_redirect("GET", "/", "") is None
+    assert legacy_page_redirect("POST", "/", "page=2") is None
+    assert legacy_page_redirect("GET", "/gradio_api/info/", "page=2") is None
+    assert legacy_page_redirect("GET", "/config/", "page=2") is None
+    assert legacy_page_redirect("GET", "/gradio_api/queue/data", "page=2") is None
+    assert legacy_page_redirect("GET", "/space/", "page=2") == "?p=2"  # served under a root path
+
+
+@pytest.fixture(scope="module")
+def app_url(dolly_jsonl):
+    args = app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL])
+    demo = app.build_app(args)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                        **app.launch_options(args))
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.mark.parametrize("query", ["?page=1", "?tab=explorer&page=2", "?category=closed_qa&page=3&row=5"])
+def test_the_server_answers_legacy_links_with_the_same_view(app_url, query):
+    with httpx.Client(timeout=60) as client:
+        first = client.get(app_url + query)
+        assert first.status_code == 307, first.text[:300]
+        target = first.headers["location"]
+        assert "page=" not in target and target.startswith("?")
+        assert parse_query(target).page == int(query.split("page=")[1].split("&")[0])
+        page = client.get(app_url + query, follow_redirects=True)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert "p=" in str(page.url) and "page=" not in str(page.url)
+        # Links in the new form are served as they are.
+        assert client.get(app_url + "?tab=explorer&p=2").status_code == 200
