@@ -48,9 +48,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=env("DOLLY_DTYPE", "auto"), choices=DTYPES,
                         help="Weights' precision: auto (bfloat16 on GPU, float32 on CPU). Env: DOLLY_DTYPE.")
     parser.add_argument("--concurrency", type=int, default=env("DOLLY_CONCURRENCY", "2"),
-                        help="How many chat replies are generated at once; more requests wait in the queue. "
-                             "Env: DOLLY_CONCURRENCY.")
+                        help="How many chat replies are generated at once (Chat tab, /chat and /v1 together); more "
+                             "requests wait. With --backend, raise it: the backend batches. Env: DOLLY_CONCURRENCY.")
+    parser.add_argument("--backend", default=env("DOLLY_BACKEND") or None, metavar="URL",
+                        help="Generate through this OpenAI-compatible server (vLLM, TGI, llama.cpp's server, another "
+                             "open Dolly), e.g. http://gpu-host:8000/v1, instead of loading --model here. Its API key, "
+                             "if it needs one, comes from DOLLY_BACKEND_KEY. Env: DOLLY_BACKEND.")
+    parser.add_argument("--backend-model", default=env("DOLLY_BACKEND_MODEL") or None,
+                        help="Which of the backend's models to use (default: the one it serves). "
+                             "Env: DOLLY_BACKEND_MODEL.")
     args = parser.parse_args(argv)
+    if args.backend and not args.backend.strip().startswith(("http://", "https://")):
+        parser.error(f"--backend (or DOLLY_BACKEND) must be an http(s) URL such as http://gpu-host:8000/v1, "
+                     f"got {args.backend!r}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port (or DOLLY_PORT) must be a port number from 1 to 65535, got {args.port}")
     if args.concurrency < 1:
@@ -74,6 +84,9 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user.strip(), password
 
 
+MAX_UPLOAD_SIZE = "10mb"
+
+
 def launch_options(args) -> dict:
     """Keyword arguments for demo.launch() that style the app (Gradio 6 takes css at launch) and
     keep Explorer links written with Gradio's own `?page=N` working (redirected to `?p=N`)."""
@@ -87,7 +100,9 @@ def launch_options(args) -> dict:
         from dolly.login_limit import LoginRateLimit
 
         middleware.append(Middleware(LoginRateLimit))
-    return {"css": CSS, "app_kwargs": {"middleware": middleware}}
+    # Nothing in the app takes an upload, so /gradio_api/upload refuses anything bigger (a client
+    # could otherwise fill the disk); Gradio answers 413 and names the limit.
+    return {"css": CSS, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
 
 
 def check_arity(block_fn, inputs: list) -> None:
@@ -120,9 +135,17 @@ def _blocks(**kwargs):
     import gradio as gr
 
     class DollyBlocks(gr.Blocks):
+        v1_routes: list = []  # the OpenAI API (space/openai_api.py), served by the app launch() creates
+
         def validate_inputs(self, block_fn, inputs):
             check_arity(block_fn, inputs)
             super().validate_inputs(block_fn, inputs)
+
+        def launch(self, *args, app_kwargs=None, **kwargs):
+            # Routes given to the FastAPI app as it is made come before Gradio's own.
+            app_kwargs = dict(app_kwargs or {})
+            app_kwargs["routes"] = list(app_kwargs.get("routes") or []) + list(self.v1_routes)
+            return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
     return DollyBlocks(**kwargs)
 
@@ -148,15 +171,25 @@ def build_app(args, dataset=None):
     from space.model import ModelLoader
     from space.tab import build_chat_tab, try_in_chat
 
-    # The model loads in the background too: the app serves (and the Explorer works) meanwhile.
-    loader = ModelLoader(args.model, args.device, args.dtype).start()
-    # Exported files are copied into Gradio's cache; clear entries older than a day, hourly.
-    with gr.Blocks(title="open Dolly", delete_cache=(3600, 86400)) as demo:
+    from space import openai_api
+    from space.backend import BackendEngine
+    from space.engine import LocalEngine
+
+    if getattr(args, "backend", None):  # replies come from a serving engine; no model in this process
+        engine = BackendEngine(args.backend, os.environ.get("DOLLY_BACKEND_KEY") or None, args.backend_model,
+                               concurrency=args.concurrency).start()
+    else:
+        # The model loads in the background too: the app serves (and the Explorer works) meanwhile.
+        engine = LocalEngine(ModelLoader(args.model, args.device, args.dtype, on_done=_report_model).start(),
+                             concurrency=args.concurrency)
+    # Gradio's cache (uploads; exports too, which explorer.export also sweeps): entries older than a
+    # day go, hourly.
+    with _blocks(title="open Dolly", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# open Dolly")
         with gr.Tabs() as tabs:
             # ---- Chat tab (id "chat", first) ----
             with gr.Tab("Chat", id="chat"):
-                chat = build_chat_tab(loader, concurrency=args.concurrency)
+                chat = build_chat_tab(engine, concurrency=args.concurrency)
             # ---- Explorer tab (id "explorer") ----
             explorer = build_explorer_tab(demo, dataset, tabs=tabs)
             # Try in chat: the opened record's instruction and context go to the Chat tab, its human
@@ -164,7 +197,18 @@ def build_app(args, dataset=None):
             explorer.try_in_chat.click(try_in_chat, explorer.selected, chat.try_in_chat_outputs, queue=False,
                                        api_visibility="private") \
                 .success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, api_visibility="private")
+    # The OpenAI API on the same server, through the same engine (and --concurrency slots) as the chat.
+    # Its key only from the environment; with --auth and no key, /v1 stays closed.
+    demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,
+                                       login_required=args.auth is not None)
     return demo
+
+
+def _report_model(loader) -> None:
+    if loader.error:
+        print(f"Chat model not loaded, the Chat tab explains why: {loader.error}", file=sys.stderr, flush=True)
+    else:
+        print(f"Chat model loaded: {loader.name} in {loader.elapsed:.0f} s", flush=True)
 
 
 def _report_dataset(dataset) -> None:

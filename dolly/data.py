@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dolly.source import hub_offline, is_local
+from dolly.source import cached_snapshot, hub_offline, hub_unreachable, is_local
 
 DEFAULT_DATA = "databricks/databricks-dolly-15k"
 REQUIRED_COLUMNS = ("instruction", "context", "response", "category")
@@ -156,6 +156,16 @@ def _load_folder(path: Path) -> pd.DataFrame:
 
 
 def _load_hub(source: str) -> pd.DataFrame:
+    unreachable = hub_unreachable()
+    if unreachable:
+        cached = cached_snapshot(source, "dataset")
+        if cached is None:
+            raise DataError(
+                f"Could not load dataset '{source}': the Hugging Face Hub is not reachable ({unreachable}) and the "
+                f"dataset is not in this machine's cache. Download it once (`hf download {source} --repo-type dataset "
+                f"--local-dir ./{source.split('/')[-1]}`) and load it from a file: {OFFLINE_HINT}"
+            )
+        return _load_folder(Path(cached))
     # Imported here: `datasets` is slow to import and only the Hub/folder path needs it.
     import datasets
 

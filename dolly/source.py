@@ -36,3 +36,31 @@ def hub_offline() -> bool:
     import os
 
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """None when the Hugging Face Hub answers within `timeout` seconds; else why not, in words.
+
+    Asked once before a Hub load, so an unreachable Hub is said in seconds: the Hub client itself
+    retries for a minute or more before it gives up.
+    """
+    if hub_offline():
+        return "offline mode is on (HF_HUB_OFFLINE)"
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as error:  # any answer, even an error status, means the Hub is reachable
+        return f"{constants.ENDPOINT} did not answer: {type(error).__name__}"
+    return None
+
+
+def cached_snapshot(repo_id: str, repo_type: str = "model") -> str | None:
+    """The folder of `repo_id` in this machine's Hugging Face cache, or None if it was never downloaded."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)
+    except Exception:  # not cached (or a broken cache entry): the caller says how to get it
+        return None

@@ -44,9 +44,10 @@ class ExportError(ValueError):
 
 
 def check_format(file_format) -> str:
-    name = str(file_format or "").strip().lower().lstrip(".")
+    """`file_format` ("jsonl", "CSV", ".parquet", ...) as one of FORMATS, or an ExportError naming them."""
+    name = file_format.strip().lower().lstrip(".") if isinstance(file_format, str) else None
     if name not in FORMATS:
-        raise ExportError(f"Unknown export format {file_format!r}: use one of {', '.join(FORMATS)}.")
+        raise ExportError(f"Unknown export format {file_format!r:.80} (file_format): use one of {', '.join(FORMATS)}.")
     return name
 
 

@@ -36,7 +36,7 @@ class DatasetLoader(Background[Index]):
             return f"**Dataset ready:** {self.source}, {self.get().num_rows:,} rows, loaded in {self.elapsed:.1f} s."
         if self.state == "failed":
             return f"**Could not load the dataset.** {self.error}"
-        return f"**Loading dataset** {self.source} … ({self.elapsed:.0f} s so far). The Chat tab works meanwhile."
+        return f"**Loading dataset** {self.source} … ({self.elapsed:.0f} s so far)."
 
     def get(self) -> Index:
         """The loaded Index, or DatasetNotReady saying why there is none (yet)."""

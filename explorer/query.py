@@ -146,9 +146,19 @@ class Index:
         return selection
 
     def check_categories(self, categories) -> tuple[str, ...]:
+        """`categories` (a list of names, one name, or None/empty for all) as a tuple of known names."""
         if isinstance(categories, str):
             categories = [categories] if categories else []
-        categories = tuple(dict.fromkeys(str(c) for c in (categories or ())))  # dedupe, keep order
+        if categories is None:
+            categories = []
+        if not isinstance(categories, (list, tuple)):
+            raise QueryError(f"categories must be a list of category names (empty = all), got "
+                             f"{type(categories).__name__} {categories!r:.80}.")
+        for item in categories:
+            if not isinstance(item, str):
+                raise QueryError(f"categories must be a list of category names (text), but it holds "
+                                 f"{type(item).__name__} {item!r:.80}.")
+        categories = tuple(dict.fromkeys(categories))  # dedupe, keep order
         unknown = [c for c in categories if c not in self.counts]
         if unknown:
             known = ", ".join(self.categories) or "(none: the dataset is empty)"
@@ -275,12 +285,20 @@ def check_regex(pattern: str) -> None:
 
 
 def check_page(page, pages: int) -> int:
-    try:
-        number = int(page)
-        if number != page and not (isinstance(page, str) and page.strip().isdigit()):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise QueryError(f"Page must be a whole number from 1 to {pages}, got {page!r}.") from None
+    """`page` as a page number from 1 to `pages`. A whole number, or text or a float that is exactly
+    one ("7", 7.0); anything else (1.5, "abc", True, None) is a QueryError naming the range."""
+    number = None
+    if isinstance(page, int) and not isinstance(page, bool):
+        number = page
+    elif isinstance(page, (float, str)) and not isinstance(page, bool):
+        try:
+            value = float(page.strip() if isinstance(page, str) else page)
+        except ValueError:
+            value = float("nan")
+        if value.is_integer():
+            number = int(value)
+    if number is None:
+        raise QueryError(f"page must be a whole number from 1 to {pages}, got {page!r:.80}.")
     if not 1 <= number <= pages:
         raise QueryError(f"Page {number} is out of range: this selection has page(s) 1 to {pages}.")
     return number

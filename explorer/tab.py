@@ -9,12 +9,13 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
-from explorer.export import FORMATS, ExportError, check_format, export_table
+from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
 from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, check_page
@@ -116,6 +117,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
     the link is about it), once the data is there.
     """
     state = dataset.state  # what the page shows before its first poll: the data is often there already
+    # Exports are written into Gradio's cache, which serves them from there: one stored copy each.
+    exports = ExportStore(Path(gr.utils.get_upload_folder()) / "dolly-exports")
     ready = dataset.get() if state == "ready" else None
     with gr.Tab("Explorer", id="explorer") as tab:
         selected = gr.State(None)
@@ -239,7 +242,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         }""")
 
         def export_view(cats, text, use_regex, order, fmt, progress=gr.Progress()):
-            return _export(_loaded(dataset), fmt, progress, cats, text, use_regex, order)
+            return _export(_loaded(dataset), exports, fmt, progress, cats, text, use_regex, order)
 
         export_button.click(export_view, view_inputs + [file_format], export_file, **private)
 
@@ -302,7 +305,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         # the whole view (charts too) from the URL query stashed at page load, then stops the timer.
         timer.tick(lambda query, shown: screen(query, shown, with_charts=True), [query_state, filled],
                    fill_outputs + chart_outputs + screen_outputs, queue=False, show_progress="hidden", **private)
-        _register_api(dataset)
+        _register_api(dataset, exports)
 
     return ExplorerTab(tab, try_in_chat, selected, dataset)
 
@@ -315,14 +318,14 @@ def _loaded(dataset: DatasetLoader) -> Index:
         raise gr.Error(str(err), print_exception=False) from None
 
 
-def _export(index: Index, file_format: str, progress, categories, search: str, regex: bool = False,
-            sort: str = DEFAULT_SORT) -> str:
+def _export(index: Index, exports: ExportStore, file_format: str, progress, categories, search: str,
+            regex: bool = False, sort: str = DEFAULT_SORT) -> str:
     """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error."""
     try:
         check_format(file_format)
         selection = index.select(categories, search, regex, sort)
-        return export_table(index.table(selection), file_format,
-                            lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
+        return exports.export(index.table(selection), file_format,
+                              lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
     except (QueryError, ExportError) as err:
         raise gr.Error(str(err), print_exception=False) from None
 
@@ -340,15 +343,21 @@ def _md_escape(text: str) -> str:
 
 
 # -- the API ------------------------------------------------------------------------------------
-def _register_api(dataset: DatasetLoader) -> None:
-    """/explore and /export: stable positional signatures for gradio_client (see README)."""
+def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
+    """/explore and /export: stable positional signatures for gradio_client (see README).
+
+    Both run with preprocess=False: they get each value exactly as the client sent it and check
+    it themselves (explorer.query, explorer.export), so a bad value gets a message that names the
+    input, and nothing is silently converted (Gradio's Number would round page 1.5 to 2, and
+    answer page "abc" with a message-less error).
+    """
 
     def explore(categories: list[str], search: str, page: int):
         """Rows of one page (PAGE_SIZE rows, from page 1) matching the categories (empty = all) and the
         case-insensitive literal search; returns (rows, total matching rows)."""
         data = _loaded(dataset)
         try:
-            selection = data.select(categories or [], search or "")
+            selection = data.select(categories, search)
             rows = data.page(selection, page)
         except QueryError as err:
             raise gr.Error(str(err), print_exception=False) from None
@@ -356,7 +365,7 @@ def _register_api(dataset: DatasetLoader) -> None:
 
     def export(categories: list[str], search: str, file_format: str, progress=gr.Progress()):
         """Every row matching the categories (empty = all) and the search, as a jsonl, csv or parquet file."""
-        return _export(_loaded(dataset), file_format, progress, categories or [], search or "")
+        return _export(_loaded(dataset), exports, file_format, progress, categories, search)
 
     # Components the API speaks through; never shown. Custom values are allowed so that an unknown
     # category or format reaches our functions and gets our message, not a generic one.
@@ -370,5 +379,7 @@ def _register_api(dataset: DatasetLoader) -> None:
         api_total = gr.Number(label="total", precision=0)
         api_file = gr.File(label="file")
         trigger = gr.Button(visible=False)
-    trigger.click(explore, [api_categories, api_search, api_page], [api_rows, api_total], api_name="explore")
-    trigger.click(export, [api_categories, api_search, api_format], api_file, api_name="export", queue=False)
+    trigger.click(explore, [api_categories, api_search, api_page], [api_rows, api_total], api_name="explore",
+                  preprocess=False)
+    trigger.click(export, [api_categories, api_search, api_format], api_file, api_name="export", queue=False,
+                  preprocess=False)

@@ -173,13 +173,17 @@ class LocalEngine:
     def window(self) -> int | None:
         return self.loader.get().window if self.loader.state == "ready" else None
 
-    def chat(self, message: str, context: str = "", history=(), **settings) -> Generation:
+    def ensure_ready(self) -> None:
+        """ModelError (saying why) unless the model is loaded."""
+        self.loader.get()
+
+    def chat(self, message: str, context: str = "", history=(), stop: Iterable[str] = (), **settings) -> Generation:
         """A reply to a chat message, folded into one Dolly prompt exactly as the Chat tab does."""
         lm = self.loader.get()  # ModelError while loading or after a failed load
         checked = fit_to_window(validate_settings(**settings), lm.window)
         prompt = build_prompt(lm.tokenizer, message, context, history, window=lm.window,
                               max_new_tokens=checked.max_new_tokens)
-        return self._generation(lm, prompt.input_ids, checked, list(checked.notices) + prompt.notices, ())
+        return self._generation(lm, prompt.input_ids, checked, list(checked.notices) + prompt.notices, stop)
 
     def complete(self, prompt: str, stop: Iterable[str] = (), **settings) -> Generation:
         """A plain completion of `prompt` (/v1/completions): the caller's text as the model reads it,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dolly.background import Background, NotReady
-from dolly.source import is_local
+from dolly.source import cached_snapshot, hub_unreachable, is_local
 
 DEFAULT_MODEL = "databricks/dolly-v2-3b"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -91,6 +91,18 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", on_stage=la
                 "the training script wrote (it holds config.json, the weights and the tokenizer)."
             )
         source = str(path)
+    else:
+        on_stage("checking that the Hugging Face Hub is reachable")
+        unreachable = hub_unreachable()
+        if unreachable:  # said in seconds, instead of after the Hub client's minute of retries
+            source = cached_snapshot(name)
+            if source is None:
+                folder = name.split("/")[-1]
+                raise ModelError(
+                    f"Could not load model '{name}': the Hugging Face Hub is not reachable ({unreachable}) and the "
+                    f"model is not in this machine's cache. Download it once where the Hub is reachable "
+                    f"(`hf download {name} --local-dir ./{folder}`), then start the app with `--model ./{folder}`."
+                )
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -128,10 +140,10 @@ def _first_line(error: BaseException) -> str:
 class ModelLoader(Background[LoadedModel]):
     """Loads a model in a background thread; the app asks `status()` and `get()` meanwhile."""
 
-    def __init__(self, name: str, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None):
         self.name, self.device, self.dtype = str(name), device, dtype
         super().__init__(f"model '{self.name}'", lambda stage: load_model(self.name, device, dtype, on_stage=stage),
-                         expected=(ModelError,))
+                         expected=(ModelError,), on_done=on_done)
 
     def status(self) -> str:
         """One line of Markdown for the Chat tab."""
@@ -140,7 +152,7 @@ class ModelLoader(Background[LoadedModel]):
             return f"**Model ready:** {m.name} is ready on {m.device} ({m.dtype}, {m.window}-token window), loaded in {self.elapsed:.0f} s."
         if self.state == "failed":
             return f"**The chat model could not be loaded.** {self.error}"
-        return f"**Loading the chat model** {self.name}: {self.stage}… ({self.elapsed:.0f} s). The Explorer works meanwhile."
+        return f"**Loading the chat model** {self.name}: {self.stage}… ({self.elapsed:.0f} s)."
 
     def get(self) -> LoadedModel:
         """The loaded model, or ModelError saying why there is none (yet)."""

@@ -64,6 +64,7 @@ def make_records(n: int, seed: int = 0, chars_per_row: int = 300, long_context_e
 
 def write_jsonl(path, records) -> Path:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS, load_records
-from explorer.export import ExportError, export_table
+from explorer.export import ExportError, ExportStore
 from explorer.links import build_query, parse_query
-from explorer.query import PAGE_SIZE, SORTS, Index, QueryError
+from explorer.query import MAX_SEARCH_CHARS, PAGE_SIZE, SORTS, Index, QueryError, check_page
 from explorer.tab import highlight, record_html
 
 
@@ -79,6 +79,65 @@ def test_search_does_not_match_across_fields(frame):
     assert Index(tiny).select([], "ALPHA").total == 1
 
 
+@pytest.fixture(scope="module")
+def lines():
+    """Rows where exactly some fields hold a newline, one ends in '?' and the next starts with text."""
+    return [
+        {"instruction": "What is this?", "context": "", "response": "A thing.", "category": "open_qa"},
+        {"instruction": "Two lines?", "context": "first\nsecond", "response": "Yes.", "category": "closed_qa"},
+        {"instruction": "Why?", "context": "", "response": "Because\n\nof this.", "category": "open_qa"},
+        {"instruction": "Ends with a question?", "context": "Start", "response": "end", "category": "closed_qa"},
+        {"instruction": "", "context": "", "response": "", "category": "brainstorming"},
+    ]
+
+
+def test_searching_the_separator_characters_finds_only_the_text(lines):
+    index = Index(pd.DataFrame(lines))
+    with_newline = [i for i, r in enumerate(lines) if any("\n" in r[f] for f in TEXT_FIELDS)]
+    assert with_newline == [1, 2]
+    assert index.select([], "\n").rows.tolist() == with_newline  # today's bug: every row
+    assert index.select([], "\n\n").rows.tolist() == [2]
+    assert index.select([], "\x00").total == 0
+    assert index.select([], "?\n").total == 0  # a '?' ending one field, then the separator
+    assert index.select([], "\nsecond").rows.tolist() == [1]
+    assert index.select([], "?\n\x00\nstart").total == 0
+
+
+@pytest.mark.parametrize("pattern", [r"\?\s", r"\?\n", r"question\?[^x]*start", r"\x00", r"\?$\s+^start",
+                                     r"(?s)\?.+start", r"\n", r"^start$"])
+def test_a_regex_never_matches_across_fields(lines, pattern):
+    index = Index(pd.DataFrame(lines))
+    wanted = [i for i, r in enumerate(lines)
+              if any(re.search(pattern, r[f], re.IGNORECASE | re.MULTILINE) for f in TEXT_FIELDS)]
+    assert index.select([], pattern, regex=True).rows.tolist() == wanted
+
+
+def test_a_search_longer_than_the_cap_is_a_clear_error(index):
+    assert index.select([], "a" * MAX_SEARCH_CHARS).total == 0  # at the cap: searched
+    for regex in (False, True):
+        with pytest.raises(QueryError, match=rf"search is 1,000,000 characters long; the limit is {MAX_SEARCH_CHARS:,}"):
+            index.select([], "river " * 166_666 + "abcd", regex=regex)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (5, "search must be text, got int 5"),
+    (["river"], "search must be text, got list"),
+])
+def test_search_must_be_text(index, bad, message):
+    with pytest.raises(QueryError, match=re.escape(message)):
+        index.select([], bad)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (5, "categories must be a list of category names (empty = all), got int 5"),
+    ({"open_qa": 1}, "categories must be a list of category names (empty = all), got dict"),
+    (["open_qa", 3], "categories must be a list of category names (text), but it holds int 3"),
+])
+def test_categories_must_be_a_list_of_names(index, bad, message):
+    with pytest.raises(QueryError, match=re.escape(message)):
+        index.select(bad)
+
+
 @pytest.mark.parametrize("pattern", [r"riv\w+ (mountain|city)", r"^the ", r"\.$", r"(東京|数据)\s", r"CAF[eé]"])
 def test_regex_search(index, dolly_records, pattern):
     wanted = expected_rows(dolly_records, pattern=pattern)
@@ -121,6 +180,17 @@ def test_pages_and_their_bounds(index, dolly_records):
     assert empty.pages == 1 and index.page(empty, 1) == []
 
 
+@pytest.mark.parametrize("page, number", [(2, 2), ("2", 2), (" 3 ", 3), (2.0, 2), ("2.0", 2)])
+def test_a_page_that_is_exactly_a_whole_number_is_accepted(page, number):
+    assert check_page(page, 5) == number
+
+
+@pytest.mark.parametrize("page", [1.5, "1.5", "abc", "", None, True, float("nan"), float("inf"), "inf", [1], {"page": 1}])
+def test_a_page_that_is_not_a_whole_number_is_an_error_naming_page(page):
+    with pytest.raises(QueryError, match=r"page must be a whole number from 1 to 5, got "):
+        check_page(page, 5)
+
+
 def test_charts_describe_the_selection(index, dolly_records):
     selection = index.select(["closed_qa", "open_qa"], "the")
     counts = index.category_counts(selection).set_index("category")["rows"]
@@ -146,29 +216,32 @@ def test_empty_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
-def test_export_round_trips_through_load_records(index, dolly_records, file_format):
+def test_export_round_trips_through_load_records(index, dolly_records, file_format, tmp_path):
     selection = index.select(["closed_qa", "creative_writing"], "the", sort="context length, longest first")
-    path = export_table(index.table(selection), file_format)
+    path = ExportStore(tmp_path).export(index.table(selection), file_format)
     assert path.endswith(f"dolly-{selection.total}-rows.{file_format}")
     loaded = load_records(path, progress=False)
     assert list(loaded.columns) == list(REQUIRED_COLUMNS)  # the schema, no row numbers
     assert loaded.to_dict("records") == [dolly_records[i] for i in selection.rows]
 
 
-def test_export_of_nothing_loads_as_an_empty_dataset(index):
+def test_export_of_nothing_loads_as_an_empty_dataset(index, tmp_path):
+    store = ExportStore(tmp_path)
     for file_format in ("jsonl", "csv", "parquet"):
-        path = export_table(index.table(index.select([], "xyzzy-not-there")), file_format)
+        path = store.export(index.table(index.select([], "xyzzy-not-there")), file_format)
         assert len(load_records(path, progress=False)) == 0
 
 
-def test_export_reports_progress_and_rejects_unknown_formats(index):
-    seen = []
-    export_table(index.table(index.select()), "jsonl", progress=lambda done, total: seen.append((done, total)))
+def test_export_reports_progress_and_rejects_unknown_formats(index, tmp_path):
+    store, seen = ExportStore(tmp_path), []
+    store.export(index.table(index.select()), "jsonl", progress=lambda done, total: seen.append((done, total)))
     assert seen[0] == (0, 400) and seen[-1] == (400, 400)
-    with pytest.raises(ExportError, match=r"Unknown export format 'xml': use one of jsonl, csv, parquet"):
-        export_table(index.table(index.select()), "xml")
-    with pytest.raises(ExportError):
-        export_table(index.table(index.select()), "../../etc/passwd")
+    with pytest.raises(ExportError, match=r"Unknown export format 'xml' \(file_format\): use one of jsonl, csv, parquet"):
+        store.export(index.table(index.select()), "xml")
+    for bad in ("../../etc/passwd", ["csv"], None, 3):
+        with pytest.raises(ExportError, match="file_format"):
+            store.export(index.table(index.select()), bad)
+    assert store.export(index.table(index.select()), " .CSV ").endswith(".csv")
 
 
 def test_deep_link_round_trip():

@@ -146,18 +146,3 @@ def test_batch_sizes_that_do_not_divide(tmp_path, tiny, data):
 def test_max_length_beyond_the_model_window(tmp_path, tiny, data):
     assert "context window of 256" in _fails(tmp_path, tiny, data, "--max-length", "512")
 
-
-def test_output_dir_with_another_run_is_refused(tmp_path, tiny, data):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "precious.txt").write_text("keep me")
-    argv = ["--base-model", str(tiny), "--data", str(data), "--output-dir", str(out), "--max-length", "256"]
-    with pytest.raises(TrainError, match="--resume.*--overwrite"):
-        run(parse_args(argv))
-    assert (out / "precious.txt").read_text() == "keep me"
-    (out / "run_args.json").write_text(json.dumps({"seed": 1, "data": str(data)}))
-    with pytest.raises(TrainError, match="--seed was 1"):
-        run(parse_args(argv + ["--resume", "--seed", "2"]))
-    with pytest.raises(TrainError, match="pick one"):
-        run(parse_args(argv + ["--resume", "--overwrite"]))
-    assert (out / "precious.txt").read_text() == "keep me"

@@ -199,6 +199,8 @@ def _check_deepspeed_config(args) -> Path:
     path = Path(args.deepspeed).expanduser()
     if not path.exists() and not path.parent.name and (CONFIG_DIR / path.name).exists():
         path = CONFIG_DIR / path.name
+    if path.is_dir():
+        raise TrainError(f"--deepspeed {args.deepspeed} is a folder; give the config's JSON file, e.g. ds_z3_bf16.json.")
     if not path.is_file():
         shipped = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.json")))
         raise TrainError(f"DeepSpeed config not found: {args.deepspeed}. Shipped configs (train/configs/): {shipped}.")

@@ -1,0 +1,173 @@
+"""What the Explorer shows, as HTML and Markdown strings: plain functions the tab calls, tested without a browser.
+
+- `table_html`: one page of the selection as a table like the Hugging Face Dataset Viewer's: each
+  cell a short preview with the search matches marked, a length column when the rows are sorted by
+  a length, and (for small screens) the opened record right under its row.
+- `record_html`: one record whole, with the matches marked.
+- `summary`, `resolve_page`, `export_note`: the words around them.
+
+Everything a dataset holds is escaped; only the markup made here is HTML.
+"""
+from __future__ import annotations
+
+import html
+import math
+import re
+
+from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
+from explorer.query import PAGE_SIZE, SORTS
+
+CELL_CHARS = 160  # a cell shows this much of its text (around the first match); the row view shows all
+
+
+# -- search matches -----------------------------------------------------------------------------
+def search_pattern(search: str, regex: bool) -> re.Pattern | None:
+    """The compiled pattern that marks matches of `search`, or None (no search, or a pattern Python's
+    `re` cannot compile: RE2 finds the rows, but then the text is shown unmarked rather than fail)."""
+    if not search:
+        return None
+    try:
+        return re.compile(search if regex else re.escape(search), re.IGNORECASE | re.MULTILINE)
+    except re.error:
+        return None
+
+
+def mark(text: str, pattern: re.Pattern | None) -> str:
+    """`text` as HTML with every match of `pattern` in <mark>; everything else escaped."""
+    if not text:
+        return ""
+    if pattern is None:
+        return html.escape(text)
+    out, last = [], 0
+    for match in pattern.finditer(text):
+        if match.end() == match.start():
+            continue
+        out.append(html.escape(text[last:match.start()]))
+        out.append(f"<mark>{html.escape(match.group())}</mark>")
+        last = match.end()
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
+def highlight(text: str, search: str, regex: bool) -> str:
+    """`text` as HTML with every match of `search` in <mark>; everything else escaped."""
+    return mark(text, search_pattern(search, regex))
+
+
+def cell_preview(text, pattern: re.Pattern | None = None, chars: int = CELL_CHARS) -> str:
+    """A cell's HTML: the text on one line, cut to `chars` around its first match, matches marked."""
+    text = " ".join(str(text or "").split())
+    if len(text) <= chars:
+        return mark(text, pattern)
+    start = 0
+    match = pattern.search(text) if pattern is not None else None
+    if match is not None and match.end() > chars - 10:
+        start = max(0, min(match.start() - chars // 4, len(text) - chars))  # the match, with some text before
+    piece = text[start:start + chars]
+    return ("…" if start else "") + mark(piece, pattern) + ("…" if start + chars < len(text) else "")
+
+
+# -- the table ----------------------------------------------------------------------------------
+def length_column(sort: str) -> str | None:
+    """The field whose length the rows are sorted by (shown as a column), or None."""
+    key = SORTS.get(sort)
+    return key[0] if key else None
+
+
+def table_html(records: list[dict], search: str = "", regex: bool = False, sort: str = "dataset order",
+               opened: dict | None = None, message: str = "") -> str:
+    """One page of rows as an HTML table. Each row's number is a button ("Open row N") so the keyboard
+    can open rows too; `opened` (a record on this page) gets its whole text in a row right below,
+    which the CSS shows only where the row view does not fit beside the table (phones)."""
+    pattern = search_pattern(search, regex)
+    by_length = length_column(sort)
+    headers = ["row"] + ([f"{by_length} length"] if by_length else []) + ["category", *TEXT_FIELDS]
+    classes = ["c-row"] + (["c-len"] if by_length else []) + ["c-cat"] + [f"c-{f}" for f in TEXT_FIELDS]
+    head = "".join(f"<th scope='col' class='{c}'>{html.escape(h)}</th>" for h, c in zip(headers, classes))
+    body = []
+    for record in records:
+        row = int(record["row"])
+        is_open = opened is not None and int(opened["row"]) == row
+        cells = [f"<td class='c-row'><button type='button' class='dolly-open' aria-expanded='{str(is_open).lower()}' "
+                 f"aria-label='Open row {row}'>{row}</button></td>"]
+        if by_length:
+            cells.append(f"<td class='c-len'>{len(str(record.get(by_length) or '')):,}</td>")
+        cells.append(f"<td class='c-cat'>{html.escape(str(record['category']))}</td>")
+        for field in TEXT_FIELDS:
+            preview = cell_preview(record.get(field), pattern)
+            cells.append(f"<td class='c-{field}' data-label='{field}'><div class='dolly-clamp'>{preview}</div></td>")
+        current = " aria-current='true' class='is-open'" if is_open else ""
+        body.append(f"<tr data-row='{row}'{current}>{''.join(cells)}</tr>")
+        if is_open:
+            body.append(f"<tr class='dolly-detail'><td colspan='{len(headers)}'>{record_html(opened, search, regex)}"
+                        "<button type='button' class='dolly-try' data-action='try'>Try in chat</button></td></tr>")
+    if not records:
+        body.append(f"<tr class='dolly-none'><td colspan='{len(headers)}'>{html.escape(message or 'No rows to show.')}</td></tr>")
+    return (f"<div class='dolly-table-wrap'><table class='dolly-table{' with-length' if by_length else ''}'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def record_html(record: dict | None, search: str = "", regex: bool = False) -> str:
+    """One record whole (every field, extra columns too), matches of the search marked."""
+    if not record:
+        return ("<div class='dolly-meta dolly-hint'>Click a row (or Tab to its number and press Enter) to read "
+                "the whole record here and try it in the chat.</div>")
+    pattern = search_pattern(search, regex)
+    parts = [f"<div class='dolly-record'><div class='dolly-meta'>Row {int(record['row'])} · "
+             f"category <b>{html.escape(str(record['category']))}</b></div>"]
+    for field in TEXT_FIELDS:
+        text = str(record.get(field) or "")
+        body = mark(text, pattern) if text else "(empty)"
+        parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}'>{body}</div>")
+    for key, value in record.items():
+        if key not in REQUIRED_COLUMNS and key != "row":
+            parts.append(f"<h4>{html.escape(str(key))}</h4><div class='dolly-text'>{html.escape(str(value))}</div>")
+    return "".join(parts) + "</div>"
+
+
+# -- words around the table ---------------------------------------------------------------------
+def summary(total: int, page: int, pages: int, all_rows: int) -> str:
+    if all_rows == 0:
+        return "**The dataset is empty.** Load another one with `python app.py --data path/to/file.jsonl`."
+    if total == 0:
+        return "**No matching rows.** Tick other categories or change the search."
+    first = (page - 1) * PAGE_SIZE + 1
+    return (f"**{total:,}** matching rows of {all_rows:,} · showing {first:,}–{min(first + PAGE_SIZE - 1, total):,}"
+            f" · page {page:,} of {pages:,}")
+
+
+def resolve_page(typed, pages: int, current: int = 1) -> tuple[int, str]:
+    """The page to show for what was typed in the page box, and a note when it is not that page.
+
+    Never an error: the table must keep working whatever is typed. A number past either end shows
+    that end; a fraction shows the page it falls in; anything else keeps the current page.
+    """
+    pages = max(1, int(pages))
+    current = min(max(1, int(current or 1)), pages)
+    text = str(typed if typed is not None else "").strip().replace(",", "")
+    if not text:
+        return current, f"Type a page number from 1 to {pages:,}, then press Enter."
+    try:
+        number = float(text)
+    except ValueError:
+        return current, f"“{str(typed).strip()[:40]}” is not a page number: type a whole number from 1 to {pages:,}."
+    if not math.isfinite(number):
+        return current, f"Type a page number from 1 to {pages:,}."
+    if number < 1:
+        return 1, f"Pages start at 1: showing page 1 of {pages:,}."
+    if number > pages:
+        return pages, f"There are {pages:,} page{'s' if pages != 1 else ''}: showing the last."
+    whole = int(number)
+    if whole != number:
+        return whole, f"Pages are whole numbers: showing page {whole:,}."
+    return whole, ""
+
+
+def export_note(total: int, sort: str) -> str:
+    """What the export will hold, in which order: it follows the table's sort."""
+    rows = f"{total:,} row{'s' if total != 1 else ''}"
+    if SORTS.get(sort) is None:
+        order = "in dataset order (the table's order)"
+    else:
+        order = f"in the table's order ({sort}), not dataset order; pick “dataset order” in Sort for that"
+    return f"The file holds the {rows} of the selection, {order}, in the dataset's columns (no row numbers)."
