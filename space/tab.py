@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from space.chat import DEFAULTS, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations, build_prompt, fit_to_window, stream_reply, validate_settings
+from space.chat import DEFAULTS, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations
 from space.model import ModelError, ModelLoader
 
 # One per databricks-dolly-15k category, written for this app: [message, context].
@@ -69,8 +69,9 @@ def try_in_chat(record):
             gr.Column(visible=True), reference)
 
 
-def make_chat_fn(loader: ModelLoader):
-    """The function behind the chat box and the /chat API; its name is the endpoint's name."""
+def make_chat_fn(engine):
+    """The function behind the chat box and the /chat API; its name is the endpoint's name.
+    `engine`: space.engine.LocalEngine or space.backend.BackendEngine, the same one /v1 uses."""
 
     def chat(message: str, history: list, context: str = "", do_sample: bool = DEFAULTS["do_sample"],
              temperature: float = DEFAULTS["temperature"], top_p: float = DEFAULTS["top_p"],
@@ -79,19 +80,18 @@ def make_chat_fn(loader: ModelLoader):
         """Ask the Dolly model. `context` is an optional passage (Dolly's `Input:`) for closed QA,
         summarization or extraction. Streams the reply; the last value is the whole reply."""
         try:
-            lm = loader.get()
-            settings = fit_to_window(validate_settings(do_sample, temperature, top_p, top_k, max_new_tokens,
-                                                       repetition_penalty, seed), lm.window)
-            prompt = build_prompt(lm.tokenizer, message if isinstance(message, str) else str(message or ""),
-                                  context or "", history, window=lm.window, max_new_tokens=settings.max_new_tokens)
+            generation = engine.chat(message if isinstance(message, str) else str(message or ""), context or "",
+                                     history, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                                     top_k=top_k, max_new_tokens=max_new_tokens,
+                                     repetition_penalty=repetition_penalty, seed=seed)
         except (ModelError, ChatInputError) as error:
             raise gr.Error(str(error), title="Cannot answer", print_exception=False) from None
-        for notice in list(settings.notices) + prompt.notices:
+        for notice in generation.notices:
             gr.Warning(notice)
         try:
-            yield from stream_reply(lm, prompt.input_ids, settings)
-        except ChatInputError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            yield from generation
+        except (ModelError, ChatInputError) as error:  # out of memory; a backend gone mid-reply
+            raise gr.Error(str(error), title="Reply interrupted", print_exception=False) from None
 
     return chat
 

@@ -101,7 +101,7 @@ def test_home_root_parents_and_the_project_are_never_an_output_dir(tmp_path, tin
     assert "your home folder" in _refused(_flags(tiny, data, "~", *extra), "folder of its own")
     assert "your home folder" in _refused(_flags(tiny, data, str(home), *extra), "folder of its own")
     assert "the current folder" in _refused(_flags(tiny, data, ".", *extra), "folder of its own")
-    assert "holds the current folder" in _refused(_flags(tiny, data, "..", *extra), "folder of its own")
+    assert "holds the current folder" in _refused(_flags(tiny, data, "../..", *extra), "folder of its own")
     assert "holds the current folder" in _refused(_flags(tiny, data, "/", *extra), "folder of its own")
     assert "open Dolly's own folder" in _refused(_flags(tiny, data, str(ROOT), *extra), "folder of its own")
     assert snapshot(home) == before
