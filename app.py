@@ -12,7 +12,7 @@ import os
 import sys
 
 from dolly.data import DEFAULT_DATA
-from space.model import DEFAULT_MODEL, DTYPES
+from space.model import DEFAULT_MODEL, DTYPES, QUANTIZE
 
 
 def _env_flag(name: str) -> bool:
@@ -46,7 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Where the chat model runs: auto (the GPU when there is one), cpu, cuda, cuda:N, mps. "
                              "Env: DOLLY_DEVICE.")
     parser.add_argument("--dtype", default=env("DOLLY_DTYPE", "auto"), choices=DTYPES,
-                        help="Weights' precision: auto (bfloat16 on GPU, float32 on CPU). Env: DOLLY_DTYPE.")
+                        help="Precision of the model's float tensors: auto (bfloat16 on GPU, float16 on GPUs without "
+                             "bf16; on CPU bfloat16 with --quantize int8/int4 where the CPU has native bf16, else "
+                             "float32). Env: DOLLY_DTYPE.")
+    parser.add_argument("--quantize", default=env("DOLLY_QUANTIZE", "auto"), choices=QUANTIZE,
+                        help="Weights' format: auto (int8 on CPU, which decodes about 2x faster than bf16 for a "
+                             "negligible quality loss; none on GPU), none, int8 (per channel), int4 (groups of 128: "
+                             "faster still, some quality loss). int8/int4 run on the CPU only. Env: DOLLY_QUANTIZE.")
     parser.add_argument("--concurrency", type=int, default=env("DOLLY_CONCURRENCY", "2"),
                         help="How many chat replies are generated at once (Chat tab, /chat and /v1 together); more "
                              "requests wait. With --backend, raise it: the backend batches. Env: DOLLY_CONCURRENCY.")
@@ -58,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Which of the backend's models to use (default: the one it serves). "
                              "Env: DOLLY_BACKEND_MODEL.")
     args = parser.parse_args(argv)
+    args.quantize = str(args.quantize).strip().lower()
+    if args.quantize not in QUANTIZE:  # argparse checks flags against choices, not env defaults
+        parser.error(f"--quantize (or DOLLY_QUANTIZE) must be one of {', '.join(QUANTIZE)}, got {args.quantize!r}")
     if args.backend and not args.backend.strip().startswith(("http://", "https://")):
         parser.error(f"--backend (or DOLLY_BACKEND) must be an http(s) URL such as http://gpu-host:8000/v1, "
                      f"got {args.backend!r}")
@@ -94,6 +103,7 @@ def launch_options(args) -> dict:
 
     from explorer.links import LegacyPageLinks
     from explorer.tab import CSS
+    from space.tab import CSS as CHAT_CSS
 
     middleware = [Middleware(LegacyPageLinks)]
     if args.auth:  # wrong passwords are rate-limited per client; Gradio alone would check them as fast as sent
@@ -102,7 +112,7 @@ def launch_options(args) -> dict:
         middleware.append(Middleware(LoginRateLimit))
     # Nothing in the app takes an upload, so /gradio_api/upload refuses anything bigger (a client
     # could otherwise fill the disk); Gradio answers 413 and names the limit.
-    return {"css": CSS, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
+    return {"css": CSS + CHAT_CSS, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
 
 
 def check_arity(block_fn, inputs: list) -> None:
@@ -169,7 +179,7 @@ def build_app(args, dataset=None):
 
     from explorer.tab import build_explorer_tab
     from space.model import ModelLoader
-    from space.tab import build_chat_tab, try_in_chat
+    from space.tab import build_chat_tab
 
     from space import openai_api
     from space.backend import BackendEngine
@@ -180,7 +190,8 @@ def build_app(args, dataset=None):
                                concurrency=args.concurrency).start()
     else:
         # The model loads in the background too: the app serves (and the Explorer works) meanwhile.
-        engine = LocalEngine(ModelLoader(args.model, args.device, args.dtype, on_done=_report_model).start(),
+        engine = LocalEngine(ModelLoader(args.model, args.device, args.dtype, on_done=_report_model,
+                                         quantize=args.quantize).start(),
                              concurrency=args.concurrency)
     # Gradio's cache (uploads; exports too, which explorer.export also sweeps): entries older than a
     # day go, hourly.
@@ -192,11 +203,9 @@ def build_app(args, dataset=None):
                 chat = build_chat_tab(engine, concurrency=args.concurrency)
             # ---- Explorer tab (id "explorer") ----
             explorer = build_explorer_tab(demo, dataset, tabs=tabs)
-            # Try in chat: the opened record's instruction and context go to the Chat tab, its human
-            # response to the reference panel beside the chat.
-            explorer.try_in_chat.click(try_in_chat, explorer.selected, chat.try_in_chat_outputs, queue=False,
-                                       api_visibility="private") \
-                .success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, api_visibility="private")
+            # Try in chat: the opened record's instruction is sent in a fresh chat, with its context, and
+            # its human response in the reference panel beside the answer.
+            chat.wire_try_in_chat(explorer.try_in_chat, explorer.selected, tabs)
     # The OpenAI API on the same server, through the same engine (and --concurrency slots) as the chat.
     # Its key only from the environment; with --auth and no key, /v1 stays closed.
     demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,

@@ -13,13 +13,21 @@ own process so peak memory is that size's alone. Per size it measures:
   paging through one selection (cache warm). Baseline in the same run: the obvious pandas code
   (str.contains(case=False) over the three fields), whose ratio to ours is printed;
 - round trip: p50/p95 of gradio_client `/explore` calls against the launched app;
-- start: seconds from `python app.py --data FILE` to the first HTTP 200.
+- start: seconds from `python app.py --data FILE` to the first HTTP 200;
+- concurrency (15k rows; --clients 16): `python app.py` serving, 16 client processes calling
+  `/explore` at once against one client alone (the baseline, same run): p50/p95, calls/s, and the CPU
+  each call costs in the client and in the server; then the same with raw HTTP (one reused
+  connection pool per client) instead of gradio_client, to tell the client's cost from the server's.
+
+Every client waits for the app the way a client should: the dataset loads in the background, so
+`/explore` answers "The dataset is still loading" at first; clients poll until it answers.
 
 Targets (2-core machine): 15k function p95 <= 20 ms, round trip p95 <= 100 ms; 1M function p95 <=
 300 ms; start <= 8 s.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -53,6 +61,22 @@ def data_file(workdir: Path, rows: int) -> Path:
         path.with_suffix(".tmp").rename(path)
         print(f"  generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
     return path
+
+
+def wait_until_ready(client, timeout: float = 600) -> float:
+    """Poll `/explore` until the dataset is there (it loads in the background); returns the seconds
+    waited. A load that failed is an error at once, with the app's own message."""
+    started = time.perf_counter()
+    while True:
+        try:
+            client.predict([], "", 1, api_name="/explore")
+            return time.perf_counter() - started
+        except Exception as error:  # gradio_client's AppError; its message says which
+            if "still loading" not in str(error):
+                raise
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"the dataset did not load within {timeout:.0f} s: {error}") from None
+            time.sleep(0.2)
 
 
 def percentiles(samples):
@@ -149,7 +173,7 @@ def child(path: Path, rows: int, function_queries: int, roundtrip_calls: int) ->
         url = launch(demo)
         try:
             client = Client(url, verbose=False)
-            client.predict([], "", 1, api_name="/explore")  # connection warm-up
+            wait_until_ready(client)  # also the connection's warm-up
             trips = []
             for categories, search, where in queries(index, roundtrip_calls, seed=rows + 2):
                 started = time.perf_counter()
@@ -187,10 +211,124 @@ def echo_round_trip(calls: int):
         demo.close()
 
 
-def start_time(path: Path) -> float:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+def serve(path: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`python app.py --data FILE` on a free port (with `env` added), its dataset loaded; returns
+    (process, url)."""
+    from gradio_client import Client
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--data", str(path), "--port", str(port), *NO_MODEL],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.perf_counter() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                break
+        except OSError:
+            if process.poll() is not None or time.perf_counter() > deadline:
+                stop(process)
+                raise RuntimeError("app.py did not start")
+            time.sleep(0.1)
+    wait_until_ready(Client(url, verbose=False))
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_worker(url: str, how: str, calls: int, seed: int, start, results) -> None:
+    """One client process: connect, wait at the barrier `start`, make `calls` /explore calls; puts
+    (latencies, this process's CPU seconds during the calls) on `results`."""
+    rng = random.Random(seed)
+    from tests.dolly_data import WORDS
+
+    words = [w for w in WORDS if len(w) > 3]
+    if how == "gradio_client":
+        from gradio_client import Client
+
+        client = Client(url, verbose=False)
+        call = lambda search: client.predict([], search, 1, api_name="/explore")  # noqa: E731
+    else:  # raw HTTP, the connection pool reused: what a client that does not rebuild it pays
+        import httpx
+
+        http = httpx.Client(base_url=url, timeout=120)
+
+        def call(search):
+            event = http.post("gradio_api/call/explore", json={"data": [[], search, 1]}).json()["event_id"]
+            body = http.get(f"gradio_api/call/explore/{event}").text
+            assert "event: complete" in body, body[:300]
+    call("river")  # warm-up
+    start.wait()
+    latencies, cpu = [], time.process_time()
+    for _ in range(calls):
+        search = rng.choice(words)
+        began = time.perf_counter()
+        call(search)
+        latencies.append(time.perf_counter() - began)
+    results.put((latencies, time.process_time() - cpu))
+
+
+def concurrency(path: Path, clients: int, calls_alone: int = 40, calls_each: int = 10) -> dict:
+    """One client alone, then `clients` at once, through gradio_client and through raw HTTP, against
+    `python app.py` as shipped (Gradio's queue runs /explore one call at a time); then the same
+    `clients` against an app whose events may all run at once (GRADIO_DEFAULT_CONCURRENCY_LIMIT).
+    Each client is its own process, so clients share no GIL with each other or with the server."""
+    context = multiprocessing.get_context("spawn")
+    out = {}
+    for limit in (None, clients):
+        process, url = serve(path, env={"GRADIO_DEFAULT_CONCURRENCY_LIMIT": str(limit)} if limit else None)
+        try:
+            for how in ("gradio_client", "raw HTTP"):
+                for count, calls in ((1, calls_alone), (clients, calls_each)) if limit is None else ((clients, calls_each),):
+                    start, results = context.Barrier(count + 1), context.Queue()
+                    workers = [context.Process(target=client_worker, args=(url, how, calls, i, start, results))
+                               for i in range(count)]
+                    for worker in workers:
+                        worker.start()
+                    start.wait()
+                    server_cpu, began = cpu_seconds(process.pid), time.perf_counter()
+                    got = [results.get(timeout=600) for _ in workers]
+                    wall = time.perf_counter() - began
+                    server_cpu = None if server_cpu is None else cpu_seconds(process.pid) - server_cpu
+                    for worker in workers:
+                        worker.join()
+                    latencies = [t for times, _ in got for t in times]
+                    p50, p95 = percentiles(latencies)
+                    label = f"{how}, {count} client{'s' if count > 1 else ''}" + (f", concurrency limit {limit}" if limit else "")
+                    out[label] = {
+                        "p50_ms": p50, "p95_ms": p95, "calls_per_s": len(latencies) / wall,
+                        "client_cpu_ms_per_call": sum(cpu for _, cpu in got) / len(latencies) * 1000,
+                        "server_cpu_ms_per_call": None if server_cpu is None else server_cpu / len(latencies) * 1000}
+        finally:
+            stop(process)
+    return out
+
+
+def start_time(path: Path) -> float:
+    port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "app.py", "--data", str(path), "--port", str(port), *NO_MODEL],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -204,17 +342,15 @@ def start_time(path: Path) -> float:
                 time.sleep(0.05)
         raise RuntimeError("app.py did not answer within 300 s")
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[15011, 1_000_000])
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "open-dolly-bench")
+    parser.add_argument("--clients", type=int, default=16,
+                        help="Concurrent clients in the concurrency run (at the smallest size; 0 skips it).")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +392,13 @@ def main():
         print(f"  start (python app.py -> first HTTP 200): {result['start_s']:.1f} s"
               + ("" if goal is None else f"  (target <= {goal} s: {'OK' if result['start_s'] <= goal else 'MISSED'})"))
         print(f"  mean matches per query: {result['mean_matches']:.0f}")
+        if args.clients and rows == min(args.sizes):
+            print(f"  concurrency ({args.clients} client processes vs one alone; python app.py serving):", flush=True)
+            for label, run in concurrency(path, args.clients).items():
+                server = run["server_cpu_ms_per_call"]
+                print(f"    {label}: p50 {run['p50_ms']:.0f} ms, p95 {run['p95_ms']:.0f} ms, "
+                      f"{run['calls_per_s']:.1f} calls/s; CPU per call: client {run['client_cpu_ms_per_call']:.1f} ms, "
+                      f"server {'n/a' if server is None else f'{server:.1f} ms'}", flush=True)
 
 
 if __name__ == "__main__":

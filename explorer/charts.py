@@ -2,8 +2,8 @@
 
 Text lengths in dolly-15k have a long tail (most responses are a few hundred characters, a few
 run to tens of thousands), so equal bins from 0 to the longest put almost every row in the first
-bar. Bins here span 0 to the 98th percentile in round widths (1, 2 or 5 × 10^k), and the tail
-beyond shares one last bar, labelled "≥ N".
+bar. Bins here span the shortest length to the 98th percentile in round widths (1, 2 or 5 × 10^k),
+and the tail beyond shares one last bar, labelled "≥ N".
 """
 from __future__ import annotations
 
@@ -36,16 +36,18 @@ def length_histogram(lengths, max_bins: int = MAX_BINS) -> pd.DataFrame:
                              "rows": pd.Series([], dtype="int64")})
     longest = int(lengths.max())
     cap = int(np.percentile(lengths, TAIL_PERCENTILE))
-    width = _round_width(max(cap + 1, 1) / max_bins)
-    bins = max(1, -(-(cap + 1) // width))  # bins of `width` that cover 0..cap
-    tail = longest >= bins * width  # some rows lie beyond the last full bin
-    counts = np.bincount(np.minimum(lengths // width, bins), minlength=bins + 1)
-    starts = [i * width for i in range(bins)]
+    width = _round_width(max(cap - int(lengths.min()) + 1, 1) / max_bins)
+    first = int(lengths.min()) // width * width  # no run of empty bars below the shortest text
+    bins = max(1, -(-(cap + 1 - first) // width))  # bins of `width` that cover first..cap
+    end = first + bins * width
+    tail = longest >= end  # some rows lie beyond the last full bin
+    counts = np.bincount(np.minimum((lengths - first) // width, bins), minlength=bins + 1)
+    starts = [first + i * width for i in range(bins)]
     pad = len(f"{starts[-1]:,}")
     labels = [f"{start:>{pad},}–{start + width - 1:,}" if width > 1 else f"{start:>{pad},}" for start in starts]
     rows = counts[:bins].tolist()
     if tail:
-        labels.append(f"≥ {bins * width:,}")
-        starts.append(bins * width)
+        labels.append(f"≥ {end:,}")
+        starts.append(end)
         rows.append(int(counts[bins]))
     return pd.DataFrame({"characters": labels, "start": starts, "rows": rows})

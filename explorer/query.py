@@ -188,7 +188,7 @@ class Index:
                         found = pc.match_substring_regex(text, "(?m)" + needle, ignore_case=True)
                     else:
                         found = pc.match_substring_regex(pc.utf8_lower(text), re2_escape(needle))
-                    mask = found if mask is None else pc.or_(mask, found)
+                    mask = found if mask is None else pc.or_kleene(mask, found)
                 mask = pc.fill_null(mask, False)
             else:
                 # RE2 (match_substring_regex) finds a literal 3-10x faster than match_substring

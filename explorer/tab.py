@@ -1,36 +1,149 @@
 """The Explorer screen: browse, search and filter a dolly-shaped dataset; the /explore and /export API.
 
 UI only: every answer comes from explorer.query (an `Index` of the loaded data, which
-explorer.loader loads in the background) and explorer.export.
+explorer.loader loads in the background) and explorer.export; what the screen shows is worded
+and marked up by explorer.view (table, record, summary, page box) and explorer.charts.
 `build_explorer_tab` must be called inside `gr.Tabs()` within the app's `gr.Blocks`.
 """
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
-from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
+from dolly.data import TEXT_FIELDS
+from explorer.charts import length_histogram
 from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
-from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, check_page
+from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError
+from explorer.view import (export_note, highlight, plain_error, record_html, resolve_page,  # noqa: F401 (highlight: re-exported)
+                           summary, table_html)
 
-TABLE_HEADERS = ["row", "category", "instruction", "context", "response"]
-CELL_CHARS = 140  # the table shows the start of each text; the row view shows all of it
 CSS = """
+/* The Explorer's table reads like the Hugging Face Dataset Viewer's: proportional font, compact rows
+   (two lines per cell), columns sized to their content, categories never broken mid-word. */
+.dolly-table-wrap { overflow-x: auto; border: 1px solid var(--border-color-primary); border-radius: 8px; }
+.dolly-table { width: 100%; border-collapse: collapse; font-family: var(--font); font-size: .875rem;
+               line-height: 1.35; table-layout: auto; }
+.dolly-table th { position: sticky; top: 0; z-index: 1; text-align: left; font-weight: 600; padding: .45rem .6rem;
+                  background: var(--background-fill-secondary); border-bottom: 1px solid var(--border-color-primary);
+                  white-space: nowrap; }
+.dolly-table td { padding: .3rem .6rem; vertical-align: top; }
+#explorer-table .dolly-table, #explorer-table .dolly-table tr { border: 0; margin: 0; }
+#explorer-table .dolly-table th, #explorer-table .dolly-table td { border: 0; border-bottom: 1px solid var(--border-color-primary); }
+.dolly-table tr[data-row] { cursor: pointer; }
+.dolly-table tr[data-row]:hover { background: var(--background-fill-secondary); }
+.dolly-table tr.is-open { background: var(--color-accent-soft); box-shadow: inset 3px 0 0 var(--color-accent); }
+.dolly-table .c-row, .dolly-table .c-len { width: 1%; white-space: nowrap; text-align: right;
+                                           font-variant-numeric: tabular-nums; }
+.dolly-table .c-cat { width: 1%; white-space: nowrap; }
+.dolly-table .c-instruction, .dolly-table .c-context, .dolly-table .c-response { min-width: 9rem; }
+.dolly-clamp { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden;
+               overflow-wrap: anywhere; line-height: 1.45; max-height: 2.9em; }
+.dolly-clamp mark { padding: 0; }  /* no padding: a mark on the hidden third line must not peek out */
+.dolly-open { font: inherit; font-variant-numeric: tabular-nums; color: var(--link-text-color, #1d4ed8);
+              background: none; border: 1px solid transparent; border-radius: 4px; padding: 0 .25rem;
+              cursor: pointer; text-decoration: underline; }
+.dolly-open:focus-visible, .dolly-try:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+.dolly-table mark, .dolly-record mark { background: #ffe066; color: #000; border-radius: 2px; padding: 0 1px; }
+.dolly-none td { padding: 1.5rem; text-align: center; }
+.dolly-detail td { background: var(--background-fill-primary); }
+.dolly-try { margin-top: .6rem; font: inherit; font-weight: 600; padding: .45rem 1rem; border-radius: 6px;
+             border: 1px solid var(--button-secondary-border-color, #9ca3af);
+             background: var(--button-secondary-background-fill, #f3f4f6); color: var(--body-text-color); cursor: pointer; }
 .dolly-record { display: flex; flex-direction: column; gap: .6rem; }
-.dolly-record h4 { margin: .2rem 0; font-size: .85rem; text-transform: uppercase; opacity: .7; }
+.dolly-record h4 { margin: .2rem 0; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em;
+                   color: var(--body-text-color); }
 .dolly-text { white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5; max-height: 28rem;
               overflow-y: auto; padding: .5rem .75rem; border-radius: 6px;
               background: var(--background-fill-secondary); }
-.dolly-text.empty { opacity: .5; font-style: italic; }
-.dolly-record mark { background: #ffe066; color: #000; border-radius: 2px; padding: 0 1px; }
-.dolly-meta { font-size: .85rem; opacity: .8; }
+.dolly-text.empty { font-style: italic; }
+.dolly-meta { font-size: .9rem; }
+/* Wide screens: the opened record sits beside the table and follows the scroll (sticky). Phones:
+   it opens right under its row, inside the table, and the side panel keeps only its buttons. */
+@media (min-width: 901px) {
+  #explorer-main { flex-wrap: nowrap; align-items: flex-start; }
+  /* Until a row is opened the panel holds only a hint: the table takes the room. */
+  #explorer-main:has(#explorer-row .dolly-hint) > #explorer-side { flex: 0 0 16rem !important; }
+  #explorer-side { position: sticky; top: .5rem; align-self: flex-start; max-height: calc(100vh - 1rem);
+                   overflow-y: auto; }
+  .dolly-detail { display: none; }
+}
+@media (max-width: 900px) {
+  #explorer-main { flex-direction: column; }
+  #explorer-main > * { width: 100%; }
+  #explorer-row { display: none; }
+  /* rows as cards: number and category on one line, then each text, two lines each */
+  .dolly-table thead { display: none; }
+  .dolly-table, .dolly-table tbody, .dolly-table tr, .dolly-table td { display: block; width: auto; }
+  #explorer-table .dolly-table tr[data-row] { padding: .5rem .6rem; border-bottom: 1px solid var(--border-color-primary); }
+  .dolly-table tr[data-row] td { border: 0; padding: .1rem 0; text-align: left; }
+  .dolly-table tr[data-row] td.c-row, .dolly-table tr[data-row] td.c-len,
+  .dolly-table tr[data-row] td.c-cat { display: inline-block; width: auto; margin-right: .6rem; font-weight: 600; }
+  .dolly-table td.c-len::after { content: " chars"; font-weight: 400; }
+  .dolly-table td[data-label]:has(.dolly-clamp:empty) { display: none; }
+  .dolly-table td[data-label]::before { content: attr(data-label); display: block; font-size: .75rem;
+                                        text-transform: uppercase; }
+  .dolly-detail td { padding: .6rem; border-bottom: 2px solid var(--color-accent); }
+}
+#explorer-page-note:empty { display: none; }
+/* Category chips small enough for Dolly's eight to fit one line on a laptop: more rows in view. */
+#explorer-categories label { padding: .15rem .45rem; margin: 0; font-size: .875rem; }
+#explorer-categories label input { margin-right: .3rem; }
+#explorer-categories .wrap { gap: .3rem; }
+/* The export's file name whole (Gradio cuts it with an ellipsis): it says how many rows it holds. */
+#explorer-file .stem { white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere; }
+#explorer-charts-empty { padding: 1rem; border: 1px dashed var(--border-color-primary); border-radius: 8px; }
+/* Contrast (WCAG AA, 4.5:1): Gradio's default theme has hints and footer text at 1.9:1 on white, and
+   white on its orange (primary buttons) or orange on white (the selected tab) at 2.8:1. A darker
+   orange (#c2410c) is 5.2:1 against white. */
+:root, .gradio-container { --color-accent: #c2410c; --button-primary-background-fill: #c2410c;
+                           --button-primary-background-fill-hover: #9a3412; --button-primary-border-color: #c2410c;
+                           --button-primary-text-color: #ffffff; }
+.info-text { color: #4b5563 !important; opacity: 1 !important; }
+.dark .info-text { color: #d1d5db !important; }
+button[role="tab"].selected { color: #c2410c !important; }
+footer, footer a, footer button, footer span, footer div { color: #4b5563 !important; opacity: 1 !important; }
+.dark footer, .dark footer a, .dark footer button, .dark footer span, .dark footer div { color: #d1d5db !important; }
+"""
+
+# Opening a row: a click anywhere on it (or Enter on its number button) sends its dataset row number;
+# the inline "Try in chat" (phones) presses the real button beside the table. After each re-render
+# the opened row's button gets the focus back (keyboard users keep their place), and on phones the
+# record under the row is scrolled into view when it does not fit.
+TABLE_JS = """
+let lastOpened = null;
+element.addEventListener('click', (event) => {
+  if (event.target.closest('[data-action=try]')) {
+    document.querySelector('#explorer-try-in-chat')?.click();
+    return;
+  }
+  if (event.target.closest('.dolly-detail')) return;
+  const tr = event.target.closest('tr[data-row]');
+  if (!tr) return;
+  const viaButton = !!event.target.closest('.dolly-open');
+  if (!viaButton && String(window.getSelection ? window.getSelection() : '').length > 0) return;  // selecting text
+  lastOpened = viaButton ? tr.dataset.row : null;
+  trigger('click', {row: Number(tr.dataset.row)});
+});
+watch('value', () => {
+  if (lastOpened !== null) {
+    element.querySelector(`tr[data-row="${lastOpened}"] .dolly-open`)?.focus({preventScroll: true});
+  }
+  const detail = element.querySelector('.dolly-detail');
+  if (detail && detail.offsetParent !== null) {
+    const box = detail.getBoundingClientRect();
+    if (box.bottom > window.innerHeight || box.top < 0) detail.scrollIntoView({block: 'nearest'});
+  }
+  const side = document.querySelector('#explorer-side');
+  if (element.querySelector('tr.is-open') && side && side.offsetParent !== null && !detail?.offsetParent) {
+    const box = side.getBoundingClientRect();
+    if (box.top > window.innerHeight || box.bottom < 0) side.scrollIntoView({block: 'nearest'});
+  }
+});
 """
 
 
@@ -39,200 +152,175 @@ class ExplorerTab:
     """What app.py (and the Chat tab's wiring) needs from the Explorer."""
 
     tab: gr.Tab
-    try_in_chat: gr.Button  # in the row view; app.py wires it to the Chat tab
+    try_in_chat: gr.Button  # beside the table (and, on phones, pressed by the one under the row); app.py wires it
     selected: gr.State  # the opened record: {instruction, context, response, category, row, ...} or None
     dataset: DatasetLoader  # the data the tab shows, loading in the background or loaded
-
-
-# -- formatting (plain functions, tested without a browser) -------------------------------------
-def highlight(text: str, search: str, regex: bool) -> str:
-    """`text` as HTML with every match of `search` in <mark>; everything else escaped."""
-    if not text:
-        return ""
-    pattern = None
-    if search:
-        try:
-            pattern = re.compile(search if regex else re.escape(search), re.IGNORECASE | re.MULTILINE)
-        except re.error:
-            pattern = None  # an RE2-only pattern: show the text unmarked rather than fail
-    if pattern is None:
-        return html.escape(text)
-    out, last = [], 0
-    for match in pattern.finditer(text):
-        if match.end() == match.start():
-            continue
-        out.append(html.escape(text[last:match.start()]))
-        out.append(f"<mark>{html.escape(match.group())}</mark>")
-        last = match.end()
-    out.append(html.escape(text[last:]))
-    return "".join(out)
-
-
-def record_html(record: dict | None, search: str = "", regex: bool = False) -> str:
-    if not record:
-        return "<div class='dolly-meta'>Click a row in the table to read the whole record here.</div>"
-    parts = [f"<div class='dolly-record'><div class='dolly-meta'>Row {int(record['row'])} · "
-             f"category <b>{html.escape(str(record['category']))}</b></div>"]
-    for field in TEXT_FIELDS:
-        text = str(record.get(field) or "")
-        body = highlight(text, search, regex) if text else "(empty)"
-        parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}'>{body}</div>")
-    for key, value in record.items():
-        if key not in REQUIRED_COLUMNS and key != "row":
-            parts.append(f"<h4>{html.escape(str(key))}</h4><div class='dolly-text'>{html.escape(str(value))}</div>")
-    return "".join(parts) + "</div>"
-
-
-def _cell(text) -> str:
-    text = " ".join(str(text or "").split())  # one line per cell
-    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
-
-
-def page_frame(records: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([[r["row"], r["category"]] + [_cell(r[f]) for f in TEXT_FIELDS] for r in records],
-                        columns=TABLE_HEADERS)
-
-
-def summary(total: int, page: int, pages: int, all_rows: int) -> str:
-    if all_rows == 0:
-        return "**The dataset is empty.** Load another one with `python app.py --data path/to/file.jsonl`."
-    if total == 0:
-        return "**No matching rows.** Tick other categories or change the search."
-    first = (page - 1) * PAGE_SIZE + 1
-    return (f"**{total:,}** matching rows of {all_rows:,} · showing {first:,}–{min(first + PAGE_SIZE - 1, total):,}"
-            f" · page {page:,} of {pages:,}")
 
 
 def _category_choices(index: Index) -> list[tuple[str, str]]:
     return [(f"{c} ({index.counts[c]:,})", c) for c in index.categories]
 
 
+LOADING_NOTE = "Search, filters, paging and export turn on once the data is there."
+TRY_OFF, TRY_ON = "Try in chat (open a row first)", "Try in chat"
+
+
 # -- the screen ---------------------------------------------------------------------------------
 def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | None = None) -> ExplorerTab:
     """The Explorer tab for the dataset `dataset` loads (started, or loaded already, by the caller).
 
-    The tab is drawn at once; while the data loads it says so and a timer polls `dataset`, filling
-    the view when the data is there. Also registers the public /explore and /export API endpoints,
-    and, on page load, restores a view from the URL's query (switching `tabs` to the Explorer when
-    the link is about it), once the data is there.
+    The tab is drawn at once; while the data loads it says so (its controls off) and a timer polls
+    `dataset`, filling the view when the data is there. Also registers the public /explore and
+    /export API endpoints, and, on page load, restores a view from the URL's query (switching
+    `tabs` to the Explorer when the link is about it), once the data is there.
     """
     state = dataset.state  # what the page shows before its first poll: the data is often there already
     # Exports are written into Gradio's cache, which serves them from there: one stored copy each.
     exports = ExportStore(Path(gr.utils.get_upload_folder()) / "dolly-exports")
     ready = dataset.get() if state == "ready" else None
+    on = ready is not None  # controls start off while the data loads
     with gr.Tab("Explorer", id="explorer") as tab:
         selected = gr.State(None)
+        current = gr.State(1)  # the page on screen (the page box may hold anything the user typed)
         query_state = gr.State("")  # the page's URL query, kept until the data is there to restore it
         filled = gr.State(False)  # whether this page shows the data (so a late poll leaves it alone)
-        loading = gr.Markdown(dataset.status() if state == "loading" else "", visible=state == "loading",
+        loading = gr.Markdown(_loading_md(dataset) if state == "loading" else "", visible=state == "loading",
                               elem_id="explorer-loading")
         failed = gr.Markdown(_error_md(dataset.error) if state == "failed" else "", visible=state == "failed",
                              elem_id="explorer-error")
         timer = gr.Timer(1.0, active=state == "loading")  # polls `dataset` until it is ready or failed
-        with gr.Row(equal_height=False, visible=state != "failed") as body:
-            with gr.Column(scale=1, min_width=280):
-                categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
-                                              info="None ticked = all", elem_id="explorer-categories")
+        with gr.Column(visible=state != "failed", elem_id="explorer-body") as body:
+            with gr.Row(equal_height=True, elem_id="explorer-controls"):
                 search = gr.Textbox(label="Search", placeholder="Text in instruction, context or response; Enter",
-                                    elem_id="explorer-search", max_lines=1)
-                with gr.Row():
-                    regex = gr.Checkbox(label="Regex", value=False, elem_id="explorer-regex", min_width=80)
-                    search_button = gr.Button("Search", variant="primary", elem_id="explorer-search-button", min_width=80)
-                sort = gr.Dropdown(list(SORTS), value=DEFAULT_SORT, label="Sort", elem_id="explorer-sort")
-                with gr.Accordion("Export the selection", open=False):
-                    file_format = gr.Radio(list(FORMATS), value="jsonl", label="Format", elem_id="explorer-format")
-                    export_button = gr.Button("Export", elem_id="explorer-export")
-                    export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file")
-            with gr.Column(scale=3):
-                status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
-                first_page = ready.page(ready.select(), 1) if ready else []
-                table = gr.Dataframe(page_frame(first_page), headers=TABLE_HEADERS, interactive=False, wrap=True,
-                                     max_height=620, elem_id="explorer-table",
-                                     column_widths=["7%", "12%", "27%", "27%", "27%"])
-                with gr.Row():
-                    previous = gr.Button("← Previous", size="sm", elem_id="explorer-previous")
-                    page = gr.Number(value=1, precision=0, minimum=1, label="Page", show_label=False,
-                                     elem_id="explorer-page", min_width=80)
-                    following = gr.Button("Next →", size="sm", elem_id="explorer-next")
-                with gr.Group():
+                                    elem_id="explorer-search", max_lines=1, scale=4, min_width=220, interactive=on)
+                regex = gr.Checkbox(label="Regex", value=False, elem_id="explorer-regex", scale=0, min_width=90,
+                                    interactive=on)
+                search_button = gr.Button("Search", variant="primary", elem_id="explorer-search-button", scale=0,
+                                          min_width=96, interactive=on)
+                sort = gr.Dropdown(list(SORTS), value=DEFAULT_SORT, label="Sort", elem_id="explorer-sort", scale=2,
+                                   min_width=220, interactive=on)
+            categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
+                                          info="None ticked = all", elem_id="explorer-categories", interactive=on)
+            status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
+            with gr.Row(equal_height=False, elem_id="explorer-main"):
+                with gr.Column(scale=2, min_width=0, elem_id="explorer-table-column"):
+                    first_page = ready.page(ready.select(), 1) if ready else []
+                    table = gr.HTML(table_html(first_page, message="The data is still loading."),
+                                    elem_id="explorer-table", js_on_load=TABLE_JS)
+                    with gr.Row(elem_id="explorer-pager", equal_height=True):
+                        previous = gr.Button("← Previous", elem_id="explorer-previous", min_width=140, scale=0,
+                                             interactive=on)
+                        page_box = gr.Textbox("1", label="Page", show_label=False, elem_id="explorer-page", max_lines=1,
+                                              min_width=80, scale=0, interactive=on)
+                        following = gr.Button("Next →", elem_id="explorer-next", min_width=140, scale=0,
+                                              interactive=on)
+                    page_note = gr.Markdown("", elem_id="explorer-page-note")
+                with gr.Column(scale=1, min_width=0, elem_id="explorer-side"):
                     row_view = gr.HTML(record_html(None), elem_id="explorer-row", padding=True)
-                    with gr.Row():
-                        try_in_chat = gr.Button("Try in chat", interactive=False, elem_id="explorer-try-in-chat")
-                        link = gr.Textbox(label="Link to this view", interactive=False, buttons=["copy"],
-                                          elem_id="explorer-link", scale=3)
-                link_query = gr.Textbox(build_query(), visible="hidden", elem_id="explorer-link-query")
-                with gr.Accordion("Charts of the selection", open=True):
+                    try_in_chat = gr.Button(TRY_OFF, interactive=False, elem_id="explorer-try-in-chat")
+                    link = gr.Textbox(label="Link to this view", interactive=False, buttons=["copy"],
+                                      elem_id="explorer-link")
+            link_query = gr.Textbox(build_query(), visible="hidden", elem_id="explorer-link-query")
+            with gr.Accordion("Export the selection", open=False, elem_id="explorer-export-panel"):
+                export_info = gr.Markdown(export_note(ready.num_rows, DEFAULT_SORT) if ready else "",
+                                          elem_id="explorer-export-note")
+                with gr.Row(equal_height=True):
+                    file_format = gr.Radio(list(FORMATS), value="jsonl", label="Format", elem_id="explorer-format",
+                                           interactive=on)
+                    export_button = gr.Button("Export", elem_id="explorer-export", interactive=on)
+                export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file")
+            with gr.Accordion("Charts of the selection", open=True):
+                charts_empty = gr.Markdown("", visible=False, elem_id="explorer-charts-empty")
+                with gr.Column(elem_id="explorer-charts") as chart_box:
                     with gr.Row():
                         chart_categories = gr.BarPlot(x="category", y="rows", title="Rows per category",
-                                                      x_label_angle=-30, height=260, y_lim=[0, None])
+                                                      x_label_angle=-30, height=280, y_lim=[0, None])
                         chart_fields = [gr.BarPlot(x="characters", y="rows", title=f"{field} length (characters)",
-                                                   x_label_angle=-45, height=260, y_lim=[0, None])
+                                                   x_label_angle=-40, height=280, y_lim=[0, None])
                                         for field in TEXT_FIELDS[:1]]
                     with gr.Row():
                         chart_fields += [gr.BarPlot(x="characters", y="rows", title=f"{field} length (characters)",
-                                                    x_label_angle=-45, height=260, y_lim=[0, None])
+                                                    x_label_angle=-40, height=280, y_lim=[0, None])
                                          for field in TEXT_FIELDS[1:]]
 
         view_inputs = [categories, search, regex, sort]
+        other_controls = [search_button, previous, page_box, following, file_format, export_button]
+        view_outputs = [table, status, page_box, current, page_note, link_query, export_info]
+        chart_outputs = [chart_box, charts_empty, chart_categories] + chart_fields
+        private = dict(api_visibility="private")
 
-        def show(cats, text, use_regex, order, page_number=1):
-            """Table, summary and page box for one view; a bad query becomes the summary line."""
+        def show(cats, text, use_regex, order, page_number=1, opened=None, note=""):
+            """Values for `view_outputs`: one page of one view; a bad query becomes the summary line."""
             index = _loaded(dataset)
             try:
                 selection = index.select(cats, text, use_regex, order)
-                number = check_page(page_number, selection.pages)
+                number = min(max(1, int(page_number)), selection.pages)
                 records = index.page(selection, number)
             except QueryError as err:
-                return page_frame([]), f"⚠️ {err}", gr.update(), build_query(cats, text, use_regex, order)
-            return (page_frame(records), summary(selection.total, number, selection.pages, index.num_rows),
-                    number, build_query(cats, text, use_regex, order, number))
+                return (table_html([], message="Fix the search to see rows."), f"⚠️ {err}", "1", 1, "",
+                        build_query(cats, text, use_regex, order), export_note(0, order))
+            row = opened["row"] if opened else None
+            opened = opened if opened and any(r["row"] == row for r in records) else None
+            return (table_html(records, text, use_regex, order, opened),
+                    summary(selection.total, number, selection.pages, index.num_rows), str(number), number, note,
+                    build_query(cats, text, use_regex, order, number, row), export_note(selection.total, order))
 
         def charts(cats, text, use_regex, order):
+            """Values for `chart_outputs`: the charts of this selection, or an empty state saying why none."""
             if dataset.state != "ready":
-                return [gr.update()] * (1 + len(TEXT_FIELDS))  # the poll draws them once the data is there
+                return [gr.update()] * len(chart_outputs)  # the poll draws them once the data is there
             index = dataset.get()
             try:
                 selection = index.select(cats, text, use_regex, order)
             except QueryError:
-                return [gr.update()] * (1 + len(TEXT_FIELDS))
+                return _no_charts(chart_fields, "No charts: the search above is not valid. Fix it to see the selection.")
+            if selection.total == 0:
+                return _no_charts(chart_fields, "No charts: no rows match. Tick other categories or change the search.")
             # Plain frames: returning gr.BarPlot(..., sort=...) here stops later updates from
             # showing (Gradio 6.31). Bars sort by label, which length_histogram makes sortable.
-            return [index.category_counts(selection)] + [index.length_histogram(selection, f) for f in TEXT_FIELDS]
+            return [gr.update(visible=True), gr.update(value="", visible=False), index.category_counts(selection)] + \
+                   [length_histogram(index.lengths[f][selection.rows]) for f in TEXT_FIELDS]
 
-        def open_row(cats, text, use_regex, order, page_number, evt: gr.SelectData):
-            row = evt.row_value[0] if evt.row_value else None
-            if row is None or row == "":
-                return gr.update(), None, gr.update(interactive=False), gr.update()
-            record = _loaded(dataset).record(int(row))
-            return (record_html(record, text, use_regex), record, gr.update(interactive=True),
-                    build_query(cats, text, use_regex, order, page_number, record["row"]))
+        def open_row(cats, text, use_regex, order, page_number, opened, evt: gr.EventData):
+            """Open the clicked row (or close it when it is the open one)."""
+            index = _loaded(dataset)
+            row = getattr(evt, "_data", None) or {}
+            row = row.get("row") if isinstance(row, dict) else None
+            if row is None or (opened and opened["row"] == row):
+                record = None
+            else:
+                record = index.record(int(row))
+            values = show(cats, text, use_regex, order, page_number, record)
+            return (values[0], record_html(record, text, use_regex), record,
+                    gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF), values[5])
 
-        closed_row = [record_html(None), None, gr.update(interactive=False)]
-        view_outputs = [table, status, page, link_query]
-        chart_outputs = [chart_categories] + chart_fields
-        private = dict(api_visibility="private")
+        closed_row = [record_html(None), None, gr.update(interactive=False, value=TRY_OFF)]
+        row_outputs = [row_view, selected, try_in_chat]
 
         def first(cats, text, use_regex, order):
             return (*show(cats, text, use_regex, order, 1), *closed_row)
 
         for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input):
-            trigger(first, view_inputs, view_outputs + [row_view, selected, try_in_chat], **private) \
+            trigger(first, view_inputs, view_outputs + row_outputs, **private) \
                 .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private)
 
         def step(delta):
-            def go(cats, text, use_regex, order, page_number):
-                try:
-                    pages = _loaded(dataset).select(cats, text, use_regex, order).pages
-                except QueryError:
-                    pages = 1  # show() reports the error
-                target = min(max(1, int(page_number or 1) + delta), pages)
-                return show(cats, text, use_regex, order, target)
+            def go(cats, text, use_regex, order, page_number, opened):
+                return show(cats, text, use_regex, order, int(page_number or 1) + delta, opened)
             return go
 
-        previous.click(step(-1), view_inputs + [page], view_outputs, **private)
-        following.click(step(+1), view_inputs + [page], view_outputs, **private)
-        page.submit(step(0), view_inputs + [page], view_outputs, **private)
-        table.select(open_row, view_inputs + [page], [row_view, selected, try_in_chat, link_query], **private)
+        def typed_page(cats, text, use_regex, order, typed, page_number, opened):
+            try:
+                pages = _loaded(dataset).select(cats, text, use_regex, order).pages
+            except QueryError:
+                pages = 1  # show() reports the error
+            number, note = resolve_page(typed, pages, page_number)
+            return show(cats, text, use_regex, order, number, opened, note)
+
+        previous.click(step(-1), view_inputs + [current, selected], view_outputs, **private)
+        following.click(step(+1), view_inputs + [current, selected], view_outputs, **private)
+        page_box.submit(typed_page, view_inputs + [page_box, current, selected], view_outputs, **private)
+        table.click(open_row, view_inputs + [current, selected], [table] + row_outputs + [link_query], **private)
 
         # The address bar follows the view, so copying it (or the box) shares exactly this view.
         link_query.change(None, link_query, link, api_visibility="private", js="""(query) => {
@@ -247,38 +335,44 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         export_button.click(export_view, view_inputs + [file_format], export_file, **private)
 
         def restore(query: str) -> list:
-            """Values for `fill_outputs`: the view a URL query asks for (the data is loaded)."""
+            """Values for `fill_outputs`: the view a URL query asks for (the data is loaded), controls on."""
             index = dataset.get()
             view = parse_query(query, index.counts)
-            updates = [gr.update(choices=_category_choices(index), value=view.categories), view.search, view.regex, view.sort]
-            try:  # a link to a page past the end (the data changed since) opens the last page
-                view.page = min(view.page, index.select(view.categories, view.search, view.regex, view.sort).pages)
-            except QueryError:
-                pass  # show() puts the message in the summary
-            table_value, status_value, page_value, link_value = show(view.categories, view.search, view.regex, view.sort, view.page)
-            record = None
-            if view.row is not None and view.row < index.num_rows:
-                record = index.record(view.row)
-                link_value = build_query(view.categories, view.search, view.regex, view.sort,
-                                         page_value if isinstance(page_value, int) else 1, view.row)
-            outputs = updates + [table_value, status_value, page_value, link_value,
-                                 record_html(record, view.search, view.regex), record, gr.update(interactive=record is not None)]
+            updates = [gr.update(choices=_category_choices(index), value=view.categories, interactive=True),
+                       gr.update(value=view.search, interactive=True), gr.update(value=view.regex, interactive=True),
+                       gr.update(value=view.sort, interactive=True)] + [gr.update(interactive=True)] * len(other_controls)
+            record = index.record(view.row) if view.row is not None and view.row < index.num_rows else None
+            # A link to a page past the end (the data changed since) opens the last page: show() clamps.
+            values = list(show(view.categories, view.search, view.regex, view.sort, view.page, record))
+            values[2] = gr.update(value=values[2], interactive=True)
+            if record is not None:
+                values[5] = build_query(view.categories, view.search, view.regex, view.sort, values[3], view.row)
+            outputs = updates + values + [record_html(record, view.search, view.regex), record,
+                                          gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF)]
             if tabs is not None:
                 outputs.append(gr.Tabs(selected="explorer") if view.explorer else gr.update())
             return outputs
 
-        fill_outputs = view_inputs + view_outputs + [row_view, selected, try_in_chat] + ([tabs] if tabs is not None else [])
+        # page_box is both a control (turned on) and a view output (its value): it is listed once.
+        fill_controls = [c for c in other_controls if c is not page_box]
+        fill_outputs = view_inputs + fill_controls + view_outputs + row_outputs + ([tabs] if tabs is not None else [])
         screen_outputs = [loading, failed, body, timer, filled]
+
+        def fill(query: str) -> list:
+            values = restore(query)
+            del values[len(view_inputs) + other_controls.index(page_box)]
+            return values
 
         def screen(query: str, shown: bool, with_charts: bool) -> list:
             """Everything the page shows for the loader's state now; `shown`: the page has the data already."""
             now = dataset.state
             keep = [gr.update()] * len(fill_outputs)
             keep_charts = [gr.update()] * len(chart_outputs) if with_charts else []
+            about_explorer = tabs is not None and parse_query(query).explorer
+            if about_explorer and now != "ready":
+                keep[-1] = gr.Tabs(selected="explorer")  # the link is about the Explorer: open it, loading or failed
             if now == "loading":
-                if tabs is not None and parse_query(query).explorer:
-                    keep[-1] = gr.Tabs(selected="explorer")  # the link is about the Explorer: open it, loading
-                return keep + keep_charts + [gr.update(value=dataset.status(), visible=True), gr.update(),
+                return keep + keep_charts + [gr.update(value=_loading_md(dataset), visible=True), gr.update(),
                                              gr.update(), gr.Timer(active=True), False]
             if now == "failed":
                 return keep + keep_charts + [gr.update(visible=False), gr.update(value=_error_md(dataset.error), visible=True),
@@ -288,10 +382,10 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             done = [gr.update(visible=False), gr.update(), gr.update(), gr.Timer(active=False), True]
             if shown:
                 return keep + keep_charts + done
-            values = restore(query)
+            values = fill(query)
             if with_charts:
                 choice_update, text, use_regex, order = values[:4]
-                values += charts(choice_update["value"], text, use_regex, order)
+                values += charts(choice_update["value"], text["value"], use_regex["value"], order["value"])
             return values + done
 
         def on_load(request: gr.Request):
@@ -308,6 +402,15 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         _register_api(dataset, exports)
 
     return ExplorerTab(tab, try_in_chat, selected, dataset)
+
+
+def _no_charts(chart_fields, why: str) -> list:
+    """Chart outputs for a selection with nothing to chart: the plots hidden, the reason shown."""
+    return [gr.update(visible=False), gr.update(value=why, visible=True), gr.update()] + [gr.update()] * len(chart_fields)
+
+
+def _loading_md(dataset: DatasetLoader) -> str:
+    return f"{dataset.status()}\n\n{LOADING_NOTE}"
 
 
 def _loaded(dataset: DatasetLoader) -> Index:
@@ -335,7 +438,12 @@ def _first_summary(index: Index) -> str:
 
 
 def _error_md(error: str | None) -> str:
-    return f"### Could not load the dataset\n\n{_md_escape(error or '')}"
+    """The failed load in plain words; the exact error (exception names and all) folded away below."""
+    plain, detail = plain_error(error or "")
+    text = f"### Could not load the dataset\n\n{_md_escape(plain)}"
+    if detail:
+        text += f"\n\n<details><summary>Technical details</summary>\n\n{_md_escape(detail)}\n\n</details>"
+    return text
 
 
 def _md_escape(text: str) -> str:

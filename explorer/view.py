@@ -63,6 +63,8 @@ def cell_preview(text, pattern: re.Pattern | None = None, chars: int = CELL_CHAR
     match = pattern.search(text) if pattern is not None else None
     if match is not None and match.end() > chars - 10:
         start = max(0, min(match.start() - chars // 4, len(text) - chars))  # the match, with some text before
+        space = text.find(" ", start, match.start())
+        start = space + 1 if start and space != -1 else start  # from a word's start
     piece = text[start:start + chars]
     return ("…" if start else "") + mark(piece, pattern) + ("…" if start + chars < len(text) else "")
 
@@ -156,7 +158,7 @@ def resolve_page(typed, pages: int, current: int = 1) -> tuple[int, str]:
     if number < 1:
         return 1, f"Pages start at 1: showing page 1 of {pages:,}."
     if number > pages:
-        return pages, f"There are {pages:,} page{'s' if pages != 1 else ''}: showing the last."
+        return pages, f"There {'are' if pages != 1 else 'is'} {pages:,} page{'s' if pages != 1 else ''}: showing the last."
     whole = int(number)
     if whole != number:
         return whole, f"Pages are whole numbers: showing page {whole:,}."
@@ -171,3 +173,17 @@ def export_note(total: int, sort: str) -> str:
     else:
         order = f"in the table's order ({sort}), not dataset order; pick “dataset order” in Sort for that"
     return f"The file holds the {rows} of the selection, {order}, in the dataset's columns (no row numbers)."
+
+
+# A parenthesised aside that names an exception class ("(ConnectionError: ... (LocalEntryNotFoundError))"),
+# one level of nested parentheses allowed; and a bare "SomeError: " prefix.
+_TECHNICAL_ASIDE = re.compile(r"\s*\((?:[^()]|\([^()]*\))*?\b[A-Z]\w*(?:Error|Exception)\b(?:[^()]|\([^()]*\))*\)")
+_CLASS_PREFIX = re.compile(r"\b[A-Z]\w*(?:Error|Exception): ")
+
+
+def plain_error(message: str) -> tuple[str, str]:
+    """A load error for people: (the message without exception class names, the full message when it
+    differed, for a "Technical details" line; else "")."""
+    message = str(message or "").strip()
+    plain = _CLASS_PREFIX.sub("", _TECHNICAL_ASIDE.sub("", message)).strip()
+    return plain, (message if plain != message else "")

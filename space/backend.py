@@ -80,7 +80,8 @@ class BackendEngine:
         """GET /models: which model to use (--backend-model, or the one the backend serves) and its
         window. True when the backend answered; else the status line says why."""
         try:
-            response = self._client.get("/models", timeout=httpx.Timeout(30.0, connect=CONNECT_TIMEOUT_S))
+            response = self._client.get("/models", timeout=httpx.Timeout(min(READ_TIMEOUT_S, 30.0),
+                                                                         connect=CONNECT_TIMEOUT_S))
             if response.status_code != 200:
                 raise BackendError(self._http_error(response, "listing its models"))
             models = [m for m in response.json().get("data", []) if isinstance(m, dict) and m.get("id")]

@@ -17,6 +17,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from space import zerogpu
 from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, SPECIAL_TOKENS, encode_prompt, encode_text, format_prompt,
                           special_token_id)
 
@@ -55,18 +56,59 @@ class Settings:
         return self.do_sample and self.temperature > 0
 
 
+# What each setting accepts, named in every error about it (API callers cannot see the sliders).
+ACCEPTS = {
+    "do_sample": "true or false",
+    "temperature": "a number, 0 or more (0 = greedy)",
+    "top_p": "a number above 0 and at most 1",
+    "top_k": "a whole number, 0 or more (0 = off)",
+    "max_new_tokens": f"a whole number, 1 or more (more than {MAX_NEW_TOKENS_CAP} is lowered to {MAX_NEW_TOKENS_CAP})",
+    "repetition_penalty": "a number above 0 (1 = none)",
+    "seed": "a whole number: -1 (random) or 0 to 2**63-1",
+}
+
+
 def _number(name, value, cast):
+    """`value` as a float or an exact int. None or "" mean the default; a string holding an exact
+    number is that number ("7" is 7; "7.5" is no whole number); anything else is an error naming
+    `name` and what it accepts. Ints are kept exact (a 19-digit seed must not round)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return cast(DEFAULTS[name])
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ChatInputError(f"{name} must be a number, got {value!r}.") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ChatInputError(f"{name} must be a finite number, got {value!r}.")
-    if cast is int and number != int(number):
-        raise ChatInputError(f"{name} must be a whole number, got {value!r}.")
-    return cast(number)
+    wrong = ChatInputError(f"{name} must be {ACCEPTS[name]}; got {value!r}.")
+    if isinstance(value, bool):  # JSON true/false is not a number, though Python lets bool pass as one
+        raise wrong
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise wrong from None
+    if not isinstance(value, (int, float)):
+        raise wrong
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        raise ChatInputError(f"{name} must be finite, {ACCEPTS[name]}; got {value!r}.")
+    if cast is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise wrong
+        return int(value)
+    return float(value)
+
+
+def _flag(name, value) -> bool:
+    """True/False, also as the strings and 0/1 that forms and JSON send; anything else is an error
+    (a typo must not silently mean greedy)."""
+    if value is None:
+        return bool(DEFAULTS[name])
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ChatInputError(f"{name} must be {ACCEPTS[name]}; got {value!r}.")
 
 
 def validate_settings(do_sample=True, temperature=1.0, top_p=0.92, top_k=0, max_new_tokens=256,
@@ -74,6 +116,7 @@ def validate_settings(do_sample=True, temperature=1.0, top_p=0.92, top_k=0, max_
     """Check and normalise generation settings. Out-of-range values are errors, except max new
     tokens above the server's cap, which is lowered to the cap (and said so)."""
     notices = []
+    do_sample = _flag("do_sample", do_sample)
     temperature = _number("temperature", temperature, float)
     top_p = _number("top_p", top_p, float)
     top_k = _number("top_k", top_k, int)
@@ -95,9 +138,7 @@ def validate_settings(do_sample=True, temperature=1.0, top_p=0.92, top_k=0, max_
         raise ChatInputError(f"repetition_penalty must be above 0 (1 means none), got {repetition_penalty}.")
     if seed < -1 or seed >= 2**63:
         raise ChatInputError(f"seed must be -1 (random) or a whole number from 0 to 2**63-1, got {seed}.")
-    if isinstance(do_sample, str):
-        do_sample = do_sample.strip().lower() in ("1", "true", "yes", "on")
-    return Settings(bool(do_sample), temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
+    return Settings(do_sample, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
                     tuple(notices))
 
 
@@ -316,6 +357,9 @@ def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None
     `min_new_tokens` is for benchmarks, which must time a full-length reply. `usage`, when given, gets
     `completion_tokens` and `finish_reason` ("length" when max_new_tokens ran out, else "stop") for /v1.
     """
+    if not zerogpu.runs_here():  # a ZeroGPU Space: the GPU exists only inside spaces.GPU (space/zerogpu.py)
+        yield from zerogpu.stream(stream_reply, lm, input_ids, settings, stop, min_new_tokens, usage)
+        return
     stop = stop or threading.Event()
     model, tokenizer = lm.model, lm.tokenizer
     streamer = _TokenQueue()

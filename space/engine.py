@@ -29,27 +29,16 @@ class Limiter:
             raise ValueError(f"concurrency must be 1 or more, got {limit}")
         self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
-        self._lock = threading.Lock()
-        self._busy = 0
 
     def acquire(self, cancelled: threading.Event) -> bool:
         """Wait for a slot; False when `cancelled` was set first (the caller went away while queued)."""
         while not self._slots.acquire(timeout=_SLOT_POLL_S):
             if cancelled.is_set():
                 return False
-        with self._lock:
-            self._busy += 1
         return True
 
     def release(self) -> None:
-        with self._lock:
-            self._busy -= 1
         self._slots.release()
-
-    @property
-    def busy(self) -> int:
-        """Replies being generated now."""
-        return self._busy
 
 
 def hold_back_stop(text: str, stops: Iterable[str], final: bool) -> tuple[str, bool]:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from dolly.background import Background, NotReady
 from dolly.source import cached_snapshot, hub_unreachable, is_local
+from space import zerogpu  # first: on a ZeroGPU Space it imports `spaces`, which must come before CUDA starts
 
 DEFAULT_MODEL = "databricks/dolly-v2-3b"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE = ("auto", "none", "int8", "int4")  # space/quantize.py: what each means
 FIX_HINT = "Start the app with a model it can load, e.g. `python app.py --model path/to/checkpoint`."
 
 
@@ -29,6 +31,14 @@ class LoadedModel:
     name: str
     device: str
     dtype: str
+    quantize: str = "none"  # the weights' format: none, int8 or int4
+
+    @property
+    def mode(self) -> str:
+        """How it computes, for the status line: 'bfloat16', or 'int8 weights, bfloat16 activations'."""
+        from space.quantize import describe
+
+        return describe(self.quantize, self.dtype)
 
     @property
     def window(self) -> int:
@@ -56,30 +66,51 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str):
-    """`auto` means bfloat16 on a GPU that supports it (Dolly is published in bf16), else float32:
-    CPUs are slow and sometimes wrong in half precision."""
+def pick_dtype(dtype: str, device: str, quantized: bool = False):
+    """`auto` means bfloat16 on a GPU that supports it (Dolly is published in bf16), float16 on older
+    GPUs (T4, V100). On a CPU, quantized weights compute with bfloat16 activations where the CPU does
+    bf16 natively (AVX512-BF16, AMX), which halves the bytes again; everything else on a CPU is
+    float32, the exact reference (emulated half precision is slow and sometimes wrong there)."""
     import torch
+
+    from space.quantize import native_bf16
 
     dtype = (dtype or "auto").strip().lower()
     if dtype not in DTYPES:
         raise ModelError(f"Unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
     if dtype == "auto":
+        if device.startswith("cuda") and zerogpu.ACTIVE:
+            return torch.bfloat16  # ZeroGPU's cards (H200) have bf16; asking CUDA now would start it too early
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         if device.startswith("cuda") or device == "mps":
             return torch.float16
-        return torch.float32
+        return torch.bfloat16 if quantized and native_bf16() else torch.float32
     return getattr(torch, dtype)
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "auto", on_stage=lambda stage: None) -> LoadedModel:
-    """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix."""
+def pick_quantize(quantize: str, device: str) -> str:
+    """The weights' format that runs on `device` for a --quantize value (space/quantize.py decides)."""
+    from space.quantize import QuantizeError, pick_mode
+
+    try:
+        return pick_mode(quantize, device)
+    except QuantizeError as error:
+        raise ModelError(str(error)) from None
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: str = "none",
+               on_stage=lambda stage: None) -> LoadedModel:
+    """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix.
+
+    `quantize` (app flag default: auto): none, int8, int4, or auto (int8 on a CPU, none on a GPU).
+    """
     name = str(name or "").strip()
     if not name:
         raise ModelError(f"No model given. {FIX_HINT}")
     device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
+    mode = pick_quantize(quantize, device)
+    torch_dtype = pick_dtype(dtype, device, quantized=mode != "none")
     source = name
     if is_local(name):
         path = Path(name).expanduser()
@@ -111,7 +142,17 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", on_stage=la
         on_stage("loading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(source)
         on_stage("loading the weights" if is_local(name) else "downloading and loading the weights")
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        # Quantized weights are made from bf16 ones, never from a float32 copy of the whole model
+        # (twice the memory); float32 activations, where the CPU has no bf16, come after.
+        load_dtype = torch.bfloat16 if mode != "none" else torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
+        if mode != "none":
+            from space.quantize import quantize_model
+
+            quantize_model(model, mode, on_progress=lambda done, total: on_stage(
+                f"quantizing the weights to {mode}: layer {done} of {total}"))
+            if torch_dtype != load_dtype:
+                model.to(torch_dtype)  # float tensors only; the int8/int4 weights stay as they are
         on_stage(f"moving the model to {device}")
         model.to(device)
         model.eval()
@@ -129,7 +170,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", on_stage=la
         raise ModelError(f"Out of memory loading {name}: use a smaller model or --device cpu.") from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # Pythia has no pad token; generate needs one
-    return LoadedModel(model, tokenizer, name, device, str(torch_dtype).removeprefix("torch."))
+    return LoadedModel(model, tokenizer, name, device, str(torch_dtype).removeprefix("torch."), mode)
 
 
 def _first_line(error: BaseException) -> str:
@@ -140,19 +181,35 @@ def _first_line(error: BaseException) -> str:
 class ModelLoader(Background[LoadedModel]):
     """Loads a model in a background thread; the app asks `status()` and `get()` meanwhile."""
 
-    def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None):
-        self.name, self.device, self.dtype = str(name), device, dtype
-        super().__init__(f"model '{self.name}'", lambda stage: load_model(self.name, device, dtype, on_stage=stage),
+    def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None, quantize: str = "none"):
+        self.name, self.device, self.dtype, self.quantize = str(name), device, dtype, quantize
+        super().__init__(f"model '{self.name}'",
+                         lambda stage: load_model(self.name, device, dtype, quantize, on_stage=stage),
                          expected=(ModelError,), on_done=on_done)
 
+    def start(self) -> "ModelLoader":
+        super().start()
+        if zerogpu.ACTIVE:
+            # ZeroGPU takes the model's CUDA tensors over when the app launches: they must be there by then.
+            self.wait()
+        return self
+
+    @property
+    def label(self) -> str:
+        """The model's name for people: a Hub id as it is, a local folder by its own name (the
+        whole path is a detail, and on a server nobody else's business)."""
+        return Path(self.name).name if is_local(self.name) else self.name
+
     def status(self) -> str:
-        """One line of Markdown for the Chat tab."""
+        """Markdown for the Chat tab: one line naming the model, and where a local one came from."""
+        where = f"\n\n<small>Loaded from `{self.name}`</small>" if is_local(self.name) else ""
         if self.state == "ready":
             m = self.get()
-            return f"**Model ready:** {m.name} is ready on {m.device} ({m.dtype}, {m.window}-token window), loaded in {self.elapsed:.0f} s."
+            return (f"**Model ready:** {self.label} is ready on {m.device} ({m.mode}, {m.window}-token window), "
+                    f"loaded in {self.elapsed:.0f} s.{where}")
         if self.state == "failed":
             return f"**The chat model could not be loaded.** {self.error}"
-        return f"**Loading the chat model** {self.name}: {self.stage}… ({self.elapsed:.0f} s)."
+        return f"**Loading the chat model** {self.label}: {self.stage}… ({self.elapsed:.0f} s).{where}"
 
     def get(self) -> LoadedModel:
         """The loaded model, or ModelError saying why there is none (yet)."""

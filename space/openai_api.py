@@ -201,9 +201,21 @@ def _delta(sent: str, text: str) -> str:
     return text[common:] if len(text) > len(sent) else ""
 
 
-async def respond(generation: Generation, stream: bool, include_usage: bool, shape) -> StreamingResponse | JSONResponse:
+async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:
+    """Until the answer starts (queued for a slot, or a whole non-streamed reply): a client that hangs
+    up cancels its reply. Once streaming, Starlette notices by itself and closes the stream."""
+    while not generation.cancelled.is_set():
+        if await request.is_disconnected():
+            generation.cancel()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def respond(request: Request, generation: Generation, stream: bool, include_usage: bool,
+                  shape) -> StreamingResponse | JSONResponse:
     """Run `generation`, answering as OpenAI does. `shape` makes the objects of this endpoint."""
     pump = Pump(generation)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
     try:
         kind, value = await pump.next()  # errors before the first token still get a proper HTTP status
         if kind == "error":
@@ -219,6 +231,8 @@ async def respond(generation: Generation, stream: bool, include_usage: bool, sha
     except BaseException:
         generation.cancel()
         raise
+    finally:
+        watcher.cancel()
 
     first = (kind, value)
 
@@ -345,7 +359,7 @@ def routes(engine, api_key: str | None, login_required: bool) -> list:
         stream, usage = stream_flags(body)
         generation = await asyncio.to_thread(
             lambda: engine.complete(prompt, stop=stop_of(body), **settings_of(body)))
-        return await respond(generation, stream, usage, _Shape("text", model))
+        return await respond(request, generation, stream, usage, _Shape("text", model))
 
     async def chat_completions(request: Request):
         body = await read_body(request)
@@ -355,7 +369,7 @@ def routes(engine, api_key: str | None, login_required: bool) -> list:
         settings = settings_of(body, ("max_completion_tokens", "max_tokens"))
         stop = stop_of(body)
         generation = await asyncio.to_thread(lambda: engine.chat(message, context, history, stop=stop, **settings))
-        return await respond(generation, stream, usage, _Shape("chat", model))
+        return await respond(request, generation, stream, usage, _Shape("chat", model))
 
     router.add_api_route("/models", guarded(models), methods=["GET"])
     router.add_api_route("/completions", guarded(completions), methods=["POST"])

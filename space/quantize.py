@@ -7,9 +7,10 @@ directly. torchao 0.18's `Int8WeightOnlyConfig` is slower than plain bf16 on a C
 torch.compile, its linear does `weight.to(bfloat16)` and then a matmul: every token converts and
 writes a full bf16 copy of every weight, so it moves more bytes than bf16 itself.
 
-The weight-only kernels are matrix-vector kernels: for a prompt (many rows at once) they are several
-times slower than a bf16 matmul, so prefill dequantizes the weight and runs the float matmul
-(`PREFILL_ROWS`). Activations stay in the model's float dtype (bf16 where the CPU has it natively).
+The int8 kernel is a matrix-vector kernel: for a prompt (many rows at once) it is several times
+slower than a matmul, so int8 prefill converts the weight to the activations' dtype and runs the float
+matmul (`PREFILL_ROWS`). Activations stay in the model's float dtype (bf16 where the CPU has it
+natively).
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 MODES = ("auto", "none", "int8", "int4")
-# From this many rows on (a prompt, not one decoded token) a layer dequantizes its weight and runs a
-# float matmul: measured on an AVX-512 EPYC, int8pack_mm at 128 rows was 5x slower than bf16 F.linear.
-PREFILL_ROWS = 8
+# From this many rows on (a prompt, not one decoded token) an int8 layer converts its weight and runs a
+# float matmul: on an AVX-512 EPYC at 128 rows, int8pack_mm took 2.6x as long as that; at 16 rows they
+# were about even.
+PREFILL_ROWS = 16
 INT4_GROUP_SIZES = (128, 64, 32)  # the kernel's group sizes, largest (fewest scales) first that divides K
 
 
@@ -76,6 +78,11 @@ def describe(mode: str, dtype: torch.dtype) -> str:
 
 # --- the quantized linears --------------------------------------------------------------------------
 
+def _row_chunks(n: int, size: int = 4096):
+    """Slices of `size` rows (a multiple of the int4 packing's 64-row blocks) covering n rows."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 class Int8Linear(nn.Module):
     """nn.Linear with int8 weights, one scale per output channel (symmetric: w ≈ q * scale)."""
 
@@ -84,14 +91,15 @@ class Int8Linear(nn.Module):
         weight = linear.weight.detach()
         dtype = weight.dtype
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = weight.float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
-        self.register_buffer("qweight", torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8))
+        qweight = torch.empty(weight.shape, dtype=torch.int8)
+        scale = torch.empty(weight.shape[0], dtype=torch.float32)
+        for rows in _row_chunks(weight.shape[0]):  # float32 temporaries for a slice, never the whole matrix
+            w = weight[rows].float()
+            scale[rows] = w.abs().amax(dim=1).clamp(min=1e-8) / 127
+            qweight[rows] = torch.round(w / scale[rows, None]).clamp_(-127, 127).to(torch.int8)
+        self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale.to(dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-
-    def dequantize(self) -> torch.Tensor:
-        return self.qweight.to(self.scale.dtype) * self.scale[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -110,53 +118,6 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"
 
 
-def _int4_layout(block: int, lanes: bool):
-    """Unpacks the bytes that `_convert_weight_to_int4pack_for_cpu` wrote back to an [N, K] int tensor.
-
-    The kernel packs rows in blocks of `block` (64 with AVX-512, 32 otherwise): in a full block with
-    `lanes`, byte j of column k holds row j (low nibble) and row j + block/2 (high nibble); in the
-    tail block, and in full blocks without lanes, a byte holds two neighbouring rows.
-    """
-    def unpack(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-        flat = packed.reshape(-1)
-        full = n // block
-        parts = []
-        if full:
-            b = flat[: full * k * block // 2].view(full, k, block // 2)
-            low, high = (b & 0xF), (b >> 4)
-            rows = torch.cat([low, high], dim=-1) if lanes else torch.stack([low, high], dim=-1).reshape(full, k, block)
-            parts.append(rows.permute(0, 2, 1).reshape(full * block, k))
-        tail = n - full * block
-        if tail:
-            b = flat[full * k * block // 2:].view(k, tail // 2)
-            rows = torch.stack([b & 0xF, b >> 4], dim=-1).reshape(k, tail)
-            parts.append(rows.t())
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
-    return unpack
-
-
-_unpack_int4 = None
-
-
-def _int4_unpacker():
-    """The unpacker that matches this CPU's packing, found once by packing a known matrix; None when
-    none does (then prompts go through the int4 kernel too: slower, never wrong)."""
-    global _unpack_int4
-    if _unpack_int4 is None:
-        probe = torch.randint(0, 16, (64 * 2 + 16, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1)
-        _unpack_int4 = False
-        for block, lanes in ((64, True), (32, True), (32, False), (64, False)):
-            unpack = _int4_layout(block, lanes)
-            try:
-                if torch.equal(unpack(packed, *probe.shape).to(torch.int32), probe):
-                    _unpack_int4 = unpack
-                    break
-            except RuntimeError:  # a view that does not fit this layout
-                continue
-    return _unpack_int4 or None
-
-
 class Int4Linear(nn.Module):
     """nn.Linear with int4 weights in groups of `group` inputs, each with a scale and a zero point
     (asymmetric: w ≈ (q - 8) * scale + zero), in the layout PyTorch's CPU int4 kernel reads."""
@@ -169,39 +130,32 @@ class Int4Linear(nn.Module):
         self.in_features, self.out_features, self.group = linear.in_features, linear.out_features, group
         # The kernel works on blocks of 16 output rows: pad with zero rows and cut them off the output.
         self.padded = -(-n // 16) * 16
-        w = weight.float()
-        if self.padded != n:
-            w = torch.cat([w, w.new_zeros(self.padded - n, k)])
-        groups = w.reshape(self.padded, k // group, group)
-        low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
-        scale = ((high - low).clamp(min=1e-8) / 15)
-        q = ((groups - low) / scale).round_().clamp_(0, 15).to(torch.int32).reshape(self.padded, k)
-        zero = low + 8 * scale
-        self.register_buffer("qweight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1))
+        packed, scale_zero = [], []
+        # The packing keeps each block of 64 rows together, so packing slices of a multiple of 64 rows and
+        # concatenating them is packing the whole matrix, with float32 temporaries for a slice only.
+        for rows in _row_chunks(self.padded):
+            w = weight[rows.start:min(rows.stop, n)].float()
+            if w.shape[0] < rows.stop - rows.start:
+                w = torch.cat([w, w.new_zeros(rows.stop - rows.start - w.shape[0], k)])
+            groups = w.reshape(-1, k // group, group)
+            low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
+            scale = (high - low).clamp(min=1e-8) / 15
+            q = ((groups - low) / scale).round_().clamp_(0, 15).to(torch.int32).reshape(-1, k)
+            packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1))
+            scale_zero.append(torch.cat([scale, low + 8 * scale], dim=-1).to(dtype))
+        self.register_buffer("qweight", torch.cat(packed))
         # [K/group, N, 2]: scale and zero of each group and output row, as the kernel wants them.
-        self.register_buffer("scale_zero", torch.cat([scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype))
+        self.register_buffer("scale_zero", torch.cat(scale_zero).transpose(0, 1).contiguous())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
-    def dequantize(self) -> torch.Tensor | None:
-        unpack = _int4_unpacker()
-        if unpack is None:
-            return None
-        dtype = self.scale_zero.dtype
-        q = unpack(self.qweight, self.padded, self.in_features).to(dtype)
-        scale, zero = self.scale_zero[..., 0].t(), self.scale_zero[..., 1].t()  # [N, K/group]
-        w = (q.view(self.padded, -1, self.group) - 8) * scale[..., None] + zero[..., None]
-        return w.reshape(self.padded, self.in_features)[: self.out_features]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One kernel for prompts and tokens alike: at 128 rows it measured close to dequantizing the
+        # weight plus a bf16 matmul, since unpacking its nibble layout in PyTorch costs more than it saves.
         rows = x.reshape(-1, self.in_features)
         if rows.dtype != self.scale_zero.dtype:
             rows = rows.to(self.scale_zero.dtype)
-        weight = self.dequantize() if rows.shape[0] >= PREFILL_ROWS else None
-        if weight is not None:
-            out = F.linear(rows, weight)
-        else:
-            out = torch._weight_int4pack_mm_for_cpu(rows.contiguous(), self.qweight, self.group, self.scale_zero)
-            out = out[:, : self.out_features]
+        out = torch._weight_int4pack_mm_for_cpu(rows.contiguous(), self.qweight, self.group, self.scale_zero)
+        out = out[:, : self.out_features]
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -244,17 +198,16 @@ def quantize_model(model: nn.Module, mode: str, on_progress=lambda done, total: 
         if done % 8 == 0:
             gc.collect()
         on_progress(done, len(targets))
+    # What is left float (the input embedding, layer norms, biases) may still be views of the
+    # checkpoint file, memory-mapped by the loader: the whole file then stays mapped, and every page
+    # quantizing read stays counted in this process. Owning copies let the mapping go.
+    with torch.no_grad():
+        for module in model.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                param.data = param.data.clone()
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                if buffer is not None and buffer.is_floating_point():
+                    setattr(module, name, buffer.clone())
     gc.collect()
     return model
 
-
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer: what decoding one token reads (about)."""
-    tensors = list(model.parameters()) + [b for b in model.buffers() if b is not None]
-    seen, total = set(), 0
-    for t in tensors:
-        if t.data_ptr() in seen:  # tied weights count once
-            continue
-        seen.add(t.data_ptr())
-        total += t.numel() * t.element_size()
-    return total

@@ -1,160 +1,429 @@
-"""The Chat tab: Gradio 6's ChatInterface around space/chat.py, a Context box, the generation
-settings, a status line while the model loads, and a panel for the dataset's reference response
-when a record comes over from the Explorer ("Try in chat").
+"""The Chat tab: a conversation with the model behind an engine (space/engine.py), a Context box
+beside the message, the generation settings, a status line while the model loads, and a panel for
+the dataset's reference response when a record comes over from the Explorer ("Try in chat").
 
-Call `build_chat_tab(loader)` inside a `gr.Tab`; it returns the components app.py wires.
+Built from a gr.Chatbot and plain events rather than gr.ChatInterface, because the tab must stay
+usable after every error: a reply that cannot be written becomes a notice in the conversation
+(and the user's text goes back into the box), never a raised error that leaves the input locked.
+The `/chat` API is its own event over the same function of the engine; it does raise its errors,
+since an API caller has no conversation to read them in.
+
+Call `build_chat_tab(engine)` inside a `gr.Tab`; wire the Explorer's button with
+`ChatTab.wire_try_in_chat`.
 """
+import logging
 from dataclasses import dataclass
 
 import gradio as gr
 
-from space.chat import DEFAULTS, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations
-from space.model import ModelError, ModelLoader
+from dolly.source import hub_id
+from space.chat import DEFAULTS, EMPTY_REPLY, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations
+from space.model import ModelError
 
-# One per databricks-dolly-15k category, written for this app: [message, context].
+log = logging.getLogger(__name__)
+
+DATASET_CARD = "https://huggingface.co/datasets/databricks/databricks-dolly-15k"
+
+# One per databricks-dolly-15k category, written for this app: (message, context).
 EXAMPLES = [
-    ["What is the difference between a llama and an alpaca?", ""],  # open_qa
-    ["Why do people enjoy hiking in the mountains?", ""],  # general_qa
-    ["Classify each of these as a fruit or a vegetable: carrot, apple, spinach, mango, leek.", ""],  # classification
-    ["When was the bridge opened, and how long is it?",  # closed_qa
+    ("What is the difference between a llama and an alpaca?", ""),  # open_qa
+    ("Why do people enjoy hiking in the mountains?", ""),  # general_qa
+    ("Classify each of these as a fruit or a vegetable: carrot, apple, spinach, mango, leek.", ""),  # classification
+    ("When was the bridge opened, and how long is it?",  # closed_qa
      "The Millbrook Bridge is a stone arch bridge over the River Alder. Construction began in 1887, and the "
-     "bridge opened to traffic in 1891. It is 214 metres long and carries a single road and a footpath."],
-    ["Give me five ideas for a rainy Sunday afternoon with children.", ""],  # brainstorming
-    ["List the instruments mentioned in the passage, separated by commas.",  # information_extraction
+     "bridge opened to traffic in 1891. It is 214 metres long and carries a single road and a footpath."),
+    ("Give me five ideas for a rainy Sunday afternoon with children.", ""),  # brainstorming
+    ("List the instruments mentioned in the passage, separated by commas.",  # information_extraction
      "The band started as a trio: Ana played the cello, Tom the drums, and Priya the accordion. In 2019 they "
-     "added a trumpet player, and on their second album you can also hear a harmonium."],
-    ["Summarize this in two sentences.",  # summarization
+     "added a trumpet player, and on their second album you can also hear a harmonium."),
+    ("Summarize this in two sentences.",  # summarization
      "Community gardens turn empty city lots into shared plots where neighbours grow vegetables and flowers. "
      "Besides food, they offer shade, a place to meet, and lessons for schoolchildren about where food comes "
-     "from. Cities that support them often see less litter and more people outdoors in the evenings."],
-    ["Write a short poem about a lighthouse keeper's last night on duty.", ""],  # creative_writing
+     "from. Cities that support them often see less litter and more people outdoors in the evenings."),
+    ("Write a short poem about a lighthouse keeper's last night on duty.", ""),  # creative_writing
 ]
 
+HINT = ("**Ask Dolly something**: an instruction or a question. For a question about a passage, paste the "
+        "passage into *Context*. Or start with one of these examples:")
 
-def setting(*args, **kwargs) -> gr.Slider:
-    """A slider whose value reaches space/chat.py unchecked, so that an out-of-range value from an
-    API caller gets the chat's own error naming the setting (and max new tokens is capped) rather
-    than Gradio's anonymous "Value -1 is less than minimum value 0". (Not a gr.Slider subclass:
-    Gradio writes a .pyi stub beside the source of every component class.)"""
-    slider = gr.Slider(*args, **kwargs)
-    slider.preprocess = lambda payload: payload
-    return slider
+# Notices are assistant messages with a metadata title: shown in the conversation, never part of a prompt.
+COULD_NOT_ANSWER = "⚠️ Could not answer"
+STOPPED = "⏹ Stopped"
+NOTE = "ℹ️ Note"
+
+PLACEHOLDERS = {
+    "loading": "The model is still loading (see above); you can type already.",
+    "ready": "Ask Dolly something… (Enter sends, Shift+Enter for a new line)",
+    "failed": "No model to answer: it could not be loaded (see above). Sending explains why.",
+}
+
+CSS = """
+/* The Chat tab: the reference response reads as a card beside (or, on a phone, right under) the answer. */
+#chat-reference-box { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .75rem 1rem;
+                      background: var(--background-fill-secondary); }
+#chat-intro p, #chat-status p { margin: .15rem 0; }
+#chat-status small { color: var(--body-text-color-subdued); }
+#chat-actions { justify-content: flex-end; }
+"""
 
 
-@dataclass
-class ChatTab:
-    chat: gr.ChatInterface
-    message: gr.Textbox
-    context: gr.Textbox
-    reference_box: gr.Column
-    reference: gr.Markdown
-    status: gr.Markdown
+def notice(title: str, text: str) -> dict:
+    return {"role": "assistant", "content": text, "metadata": {"title": title}}
 
-    @property
-    def try_in_chat_outputs(self):
-        """What `try_in_chat(record)` fills, in its order."""
-        return [self.message, self.context, self.reference_box, self.reference]
+
+def is_notice(message) -> bool:
+    metadata = message.get("metadata") if isinstance(message, dict) else getattr(message, "metadata", None)
+    return bool((metadata or {}).get("title"))
+
+
+def conversation(history) -> list:
+    """The messages that are the conversation itself: the user's and the model's, without notices."""
+    return [message for message in history or [] if not is_notice(message)]
+
+
+def _role(message) -> str | None:
+    return message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+
+
+def _text(message) -> str:
+    from space.chat import content_text
+
+    content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
+    return content_text(content)
+
+
+def last_user_turn(history) -> tuple[list, str | None]:
+    """(the history before the last user message, that message's text), or (history, None)."""
+    history = list(history or [])
+    for i in range(len(history) - 1, -1, -1):
+        if _role(history[i]) == "user":
+            return history[:i], _text(history[i])
+    return history, None
+
+
+def mark_stopped(history) -> list:
+    """The history with a 'Stopped' notice after the reply that was cut short (once)."""
+    history = list(history or [])
+    if not history or (is_notice(history[-1]) and history[-1]["metadata"]["title"] == STOPPED):
+        return history
+    return history + [notice(STOPPED, "You stopped this reply; it is shorter than the model would have written.")]
+
+
+def intro(model_id: str) -> str:
+    """The one line on what this is: Dolly 2.0, which model, and where the cards are."""
+    repo = hub_id(model_id)
+    model = f"[{model_id}](https://huggingface.co/{repo})" if repo else f"`{model_id}`"
+    return (f"Chat with **{model}**, a [Dolly 2.0](https://huggingface.co/databricks/dolly-v2-12b)-style model: "
+            f"EleutherAI's Pythia, instruction-tuned on the human-written "
+            f"[databricks-dolly-15k]({DATASET_CARD}) dataset.")
+
+
+def max_new_tokens_limit(window: int | None) -> int:
+    """What the Max new tokens slider may reach: the server's cap, and at most half the model's window
+    (space.chat.fit_to_window), so that a value the slider allows is never lowered with a notice."""
+    return min(MAX_NEW_TOKENS_CAP, max(window // 2, 1)) if window else MAX_NEW_TOKENS_CAP
+
+
+def status_line(engine) -> tuple[str, gr.Timer]:
+    running = active_generations()
+    line = engine.status() + (f" Generating {running} repl{'ies' if running > 1 else 'y'} now." if running else "")
+    # Keep polling while a reply is being generated too, so "Generating…" never outlives its reply.
+    return line, gr.Timer(active=engine.state == "loading" or running > 0)
+
+
+_status = status_line  # the name tests and older callers use
 
 
 def try_in_chat(record):
-    """Values for `ChatTab.try_in_chat_outputs` from an Explorer record (a dict with instruction,
-    context, response, category), or a clear error when no record is open."""
+    """(message, context, reference) from an Explorer record (a dict with instruction, context,
+    response, category), or a clear error when no record is open."""
     if not record:
         raise gr.Error("Open a record in the Explorer first, then press Try in chat.")
     category = str(record.get("category") or "").replace("_", " ")
     response = str(record.get("response") or "").strip() or "_(this record has no response)_"
     reference = (f"### Reference response\n*Written by a person for databricks-dolly-15k"
                  f"{f' ({category})' if category else ''}. Compare it with the model's answer.*\n\n{response}")
-    return (str(record.get("instruction") or ""), str(record.get("context") or ""),
-            gr.Column(visible=True), reference)
+    return str(record.get("instruction") or ""), str(record.get("context") or ""), reference
+
+
+def setting(component):
+    """A settings control whose value reaches space/chat.py unchecked, so that a bad value from an API
+    caller gets the chat's own error naming the setting and its range (and max new tokens is capped)
+    rather than Gradio's anonymous "Value -1 is less than minimum value 0", and a seed sent as "7"
+    is simply 7. (Not a subclass: Gradio writes a .pyi stub beside the source of every component class.)"""
+    component.preprocess = lambda payload: payload
+    return component
+
+
+SETTING_NAMES = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
 
 
 def make_chat_fn(engine):
-    """The function behind the chat box and the /chat API; its name is the endpoint's name.
-    `engine`: space.engine.LocalEngine or space.backend.BackendEngine, the same one /v1 uses."""
+    """The function behind the /chat API; its parameters are the API's, in order."""
 
-    def chat(message: str, history: list, context: str = "", do_sample: bool = DEFAULTS["do_sample"],
+    def chat(message: str, context: str = "", do_sample: bool = DEFAULTS["do_sample"],
              temperature: float = DEFAULTS["temperature"], top_p: float = DEFAULTS["top_p"],
              top_k: int = DEFAULTS["top_k"], max_new_tokens: int = DEFAULTS["max_new_tokens"],
              repetition_penalty: float = DEFAULTS["repetition_penalty"], seed: int = DEFAULTS["seed"]):
         """Ask the Dolly model. `context` is an optional passage (Dolly's `Input:`) for closed QA,
         summarization or extraction. Streams the reply; the last value is the whole reply."""
+        settings = dict(zip(SETTING_NAMES, (do_sample, temperature, top_p, top_k, max_new_tokens,
+                                            repetition_penalty, seed)))
         try:
-            generation = engine.chat(message if isinstance(message, str) else str(message or ""), context or "",
-                                     history, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                                     top_k=top_k, max_new_tokens=max_new_tokens,
-                                     repetition_penalty=repetition_penalty, seed=seed)
+            if not isinstance(message, str):
+                raise ChatInputError(f"message must be text (a string), got {message!r}.")
+            if context is not None and not isinstance(context, str):
+                raise ChatInputError(f"context must be text (a string) or empty, got {context!r}.")
+            generation = engine.chat(message, context or "", (), **settings)
         except (ModelError, ChatInputError) as error:
             raise gr.Error(str(error), title="Cannot answer", print_exception=False) from None
-        for notice in generation.notices:
-            gr.Warning(notice)
+        for text in generation.notices:
+            gr.Warning(text)
         try:
             yield from generation
-        except (ModelError, ChatInputError) as error:  # out of memory; a backend gone mid-reply
-            raise gr.Error(str(error), title="Reply interrupted", print_exception=False) from None
+        except (ModelError, ChatInputError) as error:
+            raise gr.Error(str(error), title="Cannot answer", print_exception=False) from None
+        finally:
+            generation.cancel()
 
     return chat
 
 
-def _status(loader: ModelLoader):
-    running = active_generations()
-    line = loader.status() + (f" Generating {running} repl{'ies' if running > 1 else 'y'} now." if running else "")
-    # Keep polling while a reply is being generated too, so "Generating…" never outlives its reply.
-    return line, gr.Timer(active=loader.state == "loading" or running > 0)
+def make_respond_fn(engine):
+    """The chat box's reply: streams the history with the reply growing in it. Never raises: what
+    goes wrong becomes a notice in the conversation, and when no reply was written at all the user's
+    message goes back into the box (outputs: chatbot, message box)."""
+
+    def respond(pending, history, context, *settings):
+        history = list(history or [])
+        if not pending:
+            yield gr.skip(), gr.skip()
+            return
+        before = history[:-1]  # the last message is `pending`, already shown
+
+        def failed(reason, text=""):
+            if text:  # part of a reply was written: keep it, say why it ends there
+                return before + [history[-1], {"role": "assistant", "content": text}, notice(COULD_NOT_ANSWER, reason)], gr.skip()
+            return before + [notice(COULD_NOT_ANSWER, reason)], pending
+
+        try:
+            generation = engine.chat(pending, context or "", conversation(before), **dict(zip(SETTING_NAMES, settings)))
+        except (ModelError, ChatInputError) as error:
+            yield failed(str(error))
+            return
+        except Exception as error:  # a bug must still leave the chat usable, and be in the log
+            log.exception("chat request failed")
+            yield failed(f"Something went wrong: {type(error).__name__}: {error}")
+            return
+        shown = history + [notice(NOTE, text) for text in generation.notices]
+        text = ""
+        try:
+            yield shown, gr.skip()
+            for text in generation:
+                yield shown + [{"role": "assistant", "content": text}], gr.skip()
+        except (ModelError, ChatInputError) as error:
+            yield failed(str(error), text)
+            return
+        except Exception as error:
+            log.exception("generation failed")
+            yield failed(f"Generation failed: {type(error).__name__}: {error}", text)
+            return
+        finally:
+            generation.cancel()  # Stop or a closed page: generation ends at its next token
+        if not text:
+            yield shown + [{"role": "assistant", "content": EMPTY_REPLY}], gr.skip()
+
+    return respond
 
 
-def build_chat_tab(loader: ModelLoader, concurrency: int = 2) -> ChatTab:
+@dataclass
+class ChatTab:
+    engine: object
+    chatbot: gr.Chatbot
+    message: gr.Textbox
+    context: gr.Textbox
+    controls: list
+    send: gr.Button
+    stop: gr.Button
+    restore: gr.Button
+    reference_box: gr.Column
+    reference: gr.Markdown
+    status: gr.Markdown
+    pending: gr.State  # the message being answered
+    stopped: gr.State  # True once Stop was pressed for the reply being written
+    busy: gr.State  # True from a send until its reply ended, however it ended
+    saved: gr.State  # the conversation Try in chat replaced: (history, context), or None
+    concurrency: int = 2
+
+    def answer(self, dependency):
+        """After `dependency` (which put the user's message in the chat and in `pending`), write the
+        reply, then give the Send button back. The last step runs however the reply ended."""
+        private = dict(api_visibility="private")
+        respond = dependency.success(
+            make_respond_fn(self.engine), [self.pending, self.chatbot, self.context] + self.controls,
+            [self.chatbot, self.message], concurrency_limit=self.concurrency, concurrency_id="dolly-chat",
+            show_progress="hidden", **private)
+        respond.then(self._finish, [self.chatbot, self.stopped],
+                     [self.chatbot, self.stopped, self.busy, self.send, self.stop],
+                     queue=False, show_progress="hidden", **private)
+        self.stop.click(None, cancels=[respond], queue=False, **private)
+        return respond
+
+    @staticmethod
+    def _finish(history, stopped):
+        return (mark_stopped(history) if stopped else gr.skip(), False, False,
+                gr.Button(visible=True), gr.Button(visible=False))
+
+    def wire_try_in_chat(self, button: gr.Button, selected: gr.State, tabs: gr.Tabs | None = None):
+        """Try in chat: a fresh conversation (the earlier one can be restored) with the record's
+        instruction sent at once, its context in the Context box, and the human reference response
+        beside the answer (under it on a phone), scrolled into view."""
+        private = dict(api_visibility="private")
+
+        def start(record, history, context, busy):
+            not_busy(busy)
+            message, record_context, reference = try_in_chat(record)
+            history = list(history or [])
+            saved = (history, context) if history else gr.skip()
+            return ([{"role": "user", "content": message}], message, record_context, reference,
+                    gr.Column(visible=True), saved, gr.Button(visible=bool(history)) if history else gr.skip(),
+                    False, True, gr.Button(visible=False), gr.Button(visible=True), "")
+
+        event = button.click(
+            start, [selected, self.chatbot, self.context, self.busy],
+            [self.chatbot, self.pending, self.context, self.reference, self.reference_box, self.saved, self.restore,
+             self.stopped, self.busy, self.send, self.stop, self.message],
+            queue=False, show_progress="hidden", **private)
+        if tabs is not None:
+            event = event.success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, **private)
+        event = event.success(None, js="() => { requestAnimationFrame(() => document.getElementById("
+                                       "'chat-conversation')?.scrollIntoView({block: 'start'})); }", **private)
+        return self.answer(event)
+
+
+def not_busy(busy):
+    """One reply at a time per conversation: a second would write into the same chat. Raising stops
+    the event chain before anything changed (the text stays in the box); nothing is disabled."""
+    if busy:
+        raise gr.Error("A reply is still being written: wait for it, or press Stop, then send again.",
+                       title="One moment", duration=4, print_exception=False)
+
+
+def _submit(message, history, busy):
+    """Enter or Send: the message goes into the chat at once, the box empties, Stop replaces Send."""
+    not_busy(busy)
+    if not (message or "").strip():
+        return gr.skip(), gr.skip(), "", False, False, gr.skip(), gr.skip()
+    return ("", list(history or []) + [{"role": "user", "content": message}], message, False, True,
+            gr.Button(visible=False), gr.Button(visible=True))
+
+
+def _retry(history, busy):
+    not_busy(busy)
+    before, message = last_user_turn(history)
+    if message is None:
+        return gr.skip(), "", False, False, gr.skip(), gr.skip()
+    return (before + [{"role": "user", "content": message}], message, False, True,
+            gr.Button(visible=False), gr.Button(visible=True))
+
+
+def _undo(history):
+    before, message = last_user_turn(history)
+    if message is None:
+        return gr.skip(), gr.skip()
+    return before, message
+
+
+def _example(busy, evt: gr.SelectData):
+    not_busy(busy)
+    message, context = EXAMPLES[evt.index]
+    return ([{"role": "user", "content": message}], message, context, False, True,
+            gr.Button(visible=False), gr.Button(visible=True))
+
+
+def _tick(engine, seen, max_new_tokens):
+    """The status line, and, when the model's state changes, what depends on it: the Max new tokens
+    bound (the model's window is known once it is loaded) and the message box's placeholder."""
+    line, timer = status_line(engine)
+    state = engine.state
+    if state == seen:
+        return line, timer, gr.skip(), gr.skip(), gr.skip()
+    limit = max_new_tokens_limit(engine.window if state == "ready" else None)
+    try:
+        value = min(int(max_new_tokens), limit)
+    except (TypeError, ValueError):
+        value = min(DEFAULTS["max_new_tokens"], limit)
+    return (line, timer, state, gr.Slider(maximum=limit, value=value),
+            gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])))
+
+
+def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     """The Chat tab's components, rendered into the current Blocks context."""
-    status = gr.Markdown(loader.status(), elem_id="chat-status")
-    timer = gr.Timer(1.0, active=True)  # polls the loader until the model is ready or failed
-    timer.tick(lambda: _status(loader), outputs=[status, timer], queue=False, api_visibility="private",
-               show_progress="hidden")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            context = gr.Textbox(
-                "", label="Context (optional)", lines=2, max_lines=12, elem_id="chat-context",
-                placeholder="A passage for the model to use: for closed QA, summarization or extraction "
-                            "(Dolly's Input). Leave empty for open questions.",
+    private = dict(api_visibility="private")
+    gr.Markdown(intro(engine.model_id), elem_id="chat-intro")
+    status = gr.Markdown(engine.status(), elem_id="chat-status")
+    timer = gr.Timer(1.0, active=True)  # polls the engine until the model is ready or failed
+    seen = gr.State(None)
+    with gr.Row(equal_height=False, elem_id="chat-conversation"):
+        with gr.Column(scale=3, min_width=320):
+            chatbot = gr.Chatbot(
+                label="Conversation with Dolly", show_label=False, height=460, elem_id="chat-chatbot",
+                buttons=["copy"], placeholder=HINT,
+                examples=[{"text": message, "display_text": message + (" (with a passage)" if context else "")}
+                          for message, context in EXAMPLES],
             )
-            controls = [
-                gr.Checkbox(DEFAULTS["do_sample"], label="Sampling (off = greedy, always the same answer)", render=False),
-                setting(0, 2, value=DEFAULTS["temperature"], step=0.05, label="Temperature", render=False),
-                setting(0.05, 1, value=DEFAULTS["top_p"], step=0.01, label="Top-p", render=False),
-                setting(0, 200, value=DEFAULTS["top_k"], step=1, label="Top-k (0 = off)", render=False),
-                setting(1, MAX_NEW_TOKENS_CAP, value=DEFAULTS["max_new_tokens"], step=1, label="Max new tokens",
-                          render=False),
-                setting(1, 2, value=DEFAULTS["repetition_penalty"], step=0.05, label="Repetition penalty",
-                          render=False),
-                gr.Number(DEFAULTS["seed"], precision=0, label="Seed (-1 = random)", render=False),
-            ]
-            chat = gr.ChatInterface(
-                make_chat_fn(loader),
-                chatbot=gr.Chatbot(label="Dolly", height=460, elem_id="chat-chatbot", buttons=["copy"]),
-                textbox=gr.Textbox(placeholder="Ask Dolly something…", submit_btn=True, stop_btn=True,
-                                   label="Message", show_label=False, elem_id="chat-message", scale=7),
-                additional_inputs=[context] + controls,
-                additional_inputs_accordion=gr.Accordion("Generation settings", open=False, render=False),
-                examples=[example + [None] * len(controls) for example in EXAMPLES],  # settings stay as they are
-                examples_label="Examples (one per dolly-15k category)",
-                api_name="chat",
-                concurrency_limit=concurrency,
-                fill_height=False,
-            )
-        with gr.Column(scale=2, visible=False, elem_id="chat-reference-box") as reference_box:
+        with gr.Column(scale=2, min_width=320, visible=False, elem_id="chat-reference-box") as reference_box:
             reference = gr.Markdown(elem_id="chat-reference")
-            hide = gr.Button("Hide reference", size="sm")
-            hide.click(lambda: gr.Column(visible=False), outputs=reference_box, queue=False,
-                       api_visibility="private")
-    _share_concurrency(chat, concurrency)
-    return ChatTab(chat, chat.textbox, context, reference_box, reference, status)
+            hide = gr.Button("Hide reference", size="sm", elem_id="chat-hide-reference")
+    with gr.Row(equal_height=False, elem_id="chat-input"):
+        message = gr.Textbox(label="Message", placeholder=PLACEHOLDERS.get(engine.state, PLACEHOLDERS["ready"]),
+                             lines=2, max_lines=8, scale=3, min_width=260, elem_id="chat-message")
+        context = gr.Textbox(
+            "", label="Context (optional)", lines=2, max_lines=8, scale=2, min_width=260, elem_id="chat-context",
+            placeholder="A passage for the model to use (Dolly's Input): for closed QA, summarization or "
+                        "extraction. Leave empty for open questions.",
+        )
+        with gr.Column(scale=0, min_width=120):
+            send = gr.Button("Send", variant="primary", elem_id="chat-send")
+            stop = gr.Button("Stop", variant="stop", visible=False, elem_id="chat-stop")
+            restore = gr.Button("Restore earlier chat", size="sm", visible=False, elem_id="chat-restore")
+    with gr.Accordion("Generation settings", open=False, elem_id="chat-settings"):
+        with gr.Row():
+            controls = [
+                setting(gr.Checkbox(DEFAULTS["do_sample"], label="Sampling (off = greedy, always the same answer)")),
+                setting(gr.Slider(0, 2, value=DEFAULTS["temperature"], step=0.05, label="Temperature")),
+                setting(gr.Slider(0.05, 1, value=DEFAULTS["top_p"], step=0.01, label="Top-p")),
+                setting(gr.Slider(0, 200, value=DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")),
+                setting(gr.Slider(1, MAX_NEW_TOKENS_CAP, value=DEFAULTS["max_new_tokens"], step=1,
+                                  label="Max new tokens", info="Bounded by what this model's window allows.")),
+                setting(gr.Slider(1, 2, value=DEFAULTS["repetition_penalty"], step=0.05, label="Repetition penalty")),
+                setting(gr.Number(DEFAULTS["seed"], precision=0, label="Seed (-1 = random)")),
+            ]
+    pending, stopped, busy, saved = gr.State(""), gr.State(False), gr.State(False), gr.State(None)
+    tab = ChatTab(engine, chatbot, message, context, controls, send, stop, restore, reference_box, reference,
+                  status, pending, stopped, busy, saved, concurrency)
 
+    timer.tick(lambda seen_state, tokens: _tick(engine, seen_state, tokens), [seen, controls[4]],
+               [status, timer, seen, controls[4], message], queue=False, show_progress="hidden", **private)
+    quick = dict(queue=False, show_progress="hidden", **private)
+    starts = [chatbot, pending, stopped, busy, send, stop]
+    for trigger in (message.submit, send.click):
+        tab.answer(trigger(_submit, [message, chatbot, busy], [message] + starts, **quick))
+    tab.answer(chatbot.retry(_retry, [chatbot, busy], starts, **quick))
+    tab.answer(chatbot.example_select(_example, [busy], starts[:2] + [context] + starts[2:], **quick))
+    chatbot.undo(_undo, [chatbot], [chatbot, message], queue=False, **private)
+    # Clear starts over: the reference and the Context belong to the conversation that was cleared.
+    chatbot.clear(lambda: ("", gr.Column(visible=False), ""), None, [context, reference_box, reference],
+                  queue=False, **private)
+    stop.click(lambda history: (mark_stopped(history), True), [chatbot], [chatbot, stopped], queue=False, **private)
+    hide.click(lambda: gr.Column(visible=False), outputs=reference_box, queue=False, **private)
+    restore.click(lambda pair: (pair[0], pair[1], None, gr.Button(visible=False), gr.Column(visible=False))
+                  if pair else (gr.skip(),) * 5,
+                  [saved], [chatbot, context, saved, restore, reference_box], queue=False, **private)
 
-def _share_concurrency(chat: gr.ChatInterface, limit: int):
-    """ChatInterface gives its chat box, its /chat API and its retry/example events each their own
-    queue slot; put them in one group so --concurrency bounds all generation together."""
-    from gradio.context import Context
-
-    blocks = Context.root_block or chat
-    for fn in blocks.fns.values():
-        if fn.name in ("_submit_fn", "chat") and fn.concurrency_limit == limit:
-            fn.concurrency_id = "dolly-chat"
+    # The /chat API: the same engine call, errors raised for the caller (see the module docstring).
+    api_reply = gr.Textbox(visible=False)
+    gr.Button(visible=False).click(
+        make_chat_fn(engine), [message, context] + controls, api_reply, api_name="chat",
+        concurrency_limit=concurrency, concurrency_id="dolly-chat")
+    return tab

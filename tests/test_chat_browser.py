@@ -1,128 +1,355 @@
-"""The Chat tab in a real browser (Debian's Chromium via Playwright) against the whole app."""
+"""The Chat tab in a real browser (Debian's Chromium via Playwright) against the whole app.
+
+Every step waits for a state (a text, a visible button, a value), never for time, so a busy machine
+only makes it slower: a reply is over when Send is back in place of Stop. Screenshots of the key
+states, at 1440×900 and 390×844, go to tests/screenshots/ (git ignores it) for anyone to look at.
+"""
+import re
+
 import pytest
 from playwright.sync_api import expect
 
 import app
+from space.chat import MAX_INPUT_CHARS
 from tests.conftest import free_port
+from tests.test_explorer_browser import PHONE, WIDE, axe_violations, shot
 from tests.tiny_model import save_scripted_model
 
 SCRIPT = "The capital of the river is"
+TIMEOUT_MS = 60_000  # generous: two cores shared with other work
+MESSAGE = "#chat-message textarea"
+CONTEXT = "#chat-context textarea"
+SIZES = pytest.mark.parametrize("size", [WIDE, PHONE], ids=["1440x900", "390x844"])
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory, dolly_jsonl):
-    model = save_scripted_model(tmp_path_factory.mktemp("scripted"), " " + SCRIPT)
+def serve(model, dolly_jsonl):
     args = app.parse_args(["--model", str(model), "--data", str(dolly_jsonl)])
     demo = app.build_app(args)
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                         **app.launch_options(args))
+    return demo
+
+
+@pytest.fixture(scope="module")
+def scripted_model(tmp_path_factory):
+    return save_scripted_model(tmp_path_factory.mktemp("scripted"), " " + SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def app_url(scripted_model, dolly_jsonl):
+    demo = serve(scripted_model, dolly_jsonl)
     yield demo.local_url
     demo.close()
 
 
-def chat_text(page) -> str:
-    return page.locator("#chat-chatbot").inner_text()
-
-
-def wait_for_text(page, selector, text, timeout=30_000):
-    page.wait_for_function("([sel, text]) => document.querySelector(sel)?.innerText.includes(text)",
-                           arg=[selector, text], timeout=timeout)
-
-
-def test_type_a_message_and_see_the_streamed_reply(page, app_url):
-    page.goto(app_url)
-    wait_for_text(page, "#chat-status", "is ready")  # the status line follows the background load
-    page.locator("#chat-message textarea").fill("What is the capital of the river?")
-    page.locator("#chat-message textarea").press("Enter")
-    wait_for_text(page, "#chat-chatbot", SCRIPT)
-    text = chat_text(page)
-    assert "What is the capital of the river?" in text
-    assert "###" not in text and "<|endoftext|>" not in text
-    page.screenshot(path="/tmp/chat_tab.png", full_page=True)
-    # a second turn: the conversation continues, and the box is ready again
-    page.locator("#chat-message textarea").fill("And again?")
-    page.locator("#chat-message textarea").press("Enter")
-    page.wait_for_function("(s) => document.querySelector('#chat-chatbot').innerText.split(s).length === 3",
-                           arg=SCRIPT, timeout=30_000)
-    # retry answers the last message again, undo takes the last turn back, clear empties the chat
-    chatbot = page.locator("#chat-chatbot")
-    chatbot.get_by_role("button", name="Retry").click()
-    page.wait_for_function("(s) => document.querySelector('#chat-chatbot').innerText.split(s).length === 3",
-                           arg=SCRIPT, timeout=30_000)
-    assert chat_text(page).count("And again?") == 1
-    chatbot.get_by_role("button", name="Undo").click()
-    page.wait_for_function("() => !document.querySelector('#chat-chatbot').innerText.includes('And again?')")
-    assert page.locator("#chat-message textarea").input_value() == "And again?"  # back in the box to edit
-    assert chat_text(page).count(SCRIPT) == 1
-    chatbot.get_by_role("button", name="Clear").click()
-    page.wait_for_function("() => !document.querySelector('#chat-chatbot').innerText.includes('capital')")
-
-
-def test_try_in_chat_brings_the_record_and_its_reference(page, app_url, dolly_records):
-    page.goto(app_url)
-    page.get_by_role("tab", name="Explorer").click()
-    page.wait_for_selector("#explorer-summary")
-    page.locator("#explorer-table .virtual-row").first.locator(".body-cell").nth(2).click()
-    button = page.locator("#explorer-try-in-chat")
-    page.wait_for_function("() => !document.querySelector('#explorer-try-in-chat').disabled")
-    button.click()
-    page.wait_for_selector("#chat-reference-box", state="visible")
-    message = page.locator("#chat-message textarea")
-    page.wait_for_function("() => document.querySelector('#chat-message textarea').value.length > 0")
-    record = next(r for r in dolly_records if r["instruction"] == message.input_value())
-    assert page.locator("#chat-context textarea").input_value() == record["context"]
-    reference = page.locator("#chat-reference").inner_text()
-    assert "Reference response" in reference and record["response"].split()[0] in reference
-    message.press("Enter")
-    wait_for_text(page, "#chat-chatbot", SCRIPT)
-    assert page.locator("#chat-reference-box").is_visible()  # the reference stays beside the answer
-    page.screenshot(path="/tmp/chat_try_in_chat.png", full_page=True)
+@pytest.fixture(scope="module")
+def failed_url(tmp_path_factory, dolly_jsonl):
+    demo = serve(tmp_path_factory.mktemp("empty") / "no-such-checkpoint", dolly_jsonl)
+    yield demo.local_url
+    demo.close()
 
 
 @pytest.fixture(scope="module")
 def looping_url(tmp_path_factory, dolly_jsonl):
     model = save_scripted_model(tmp_path_factory.mktemp("looping"), " The capital of", loop=True,
                                 hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
-    args = app.parse_args(["--model", str(model), "--data", str(dolly_jsonl)])
-    demo = app.build_app(args)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
+    demo = serve(model, dolly_jsonl)
     yield demo.local_url
     demo.close()
 
 
-def test_stop_button_ends_the_generation(page, looping_url):
+@pytest.fixture
+def open_chat(browser):
+    """open_chat(url, size=WIDE, status="is ready"): a new page at `url` once the status line says `status`."""
+    contexts = []
+
+    def open_(url, size=WIDE, status="is ready"):
+        context = browser.new_context(viewport=size)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        page.goto(url)
+        expect(page.locator("#chat-status")).to_contain_text(status)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def chat_text(page) -> str:
+    return page.locator("#chat-chatbot").inner_text()
+
+
+def idle(page):
+    """Wait until no reply is being written: Send is back, Stop gone."""
+    expect(page.locator("#chat-send")).to_be_visible()
+    expect(page.locator("#chat-stop")).to_be_hidden()
+
+
+def send(page, text, context=None):
+    if context is not None:
+        page.locator(CONTEXT).fill(context)
+    page.locator(MESSAGE).fill(text)
+    page.locator(MESSAGE).press("Enter")
+
+
+def replies(page) -> int:
+    return chat_text(page).count(SCRIPT)
+
+
+def wait_replies(page, n):
+    page.wait_for_function("([s, n]) => document.querySelector('#chat-chatbot').innerText.split(s).length - 1 === n",
+                           arg=[SCRIPT, n])
+
+
+# -- point 9: first impression ------------------------------------------------------------------------
+@SIZES
+def test_first_impression_says_what_this_is_and_how_to_start(open_chat, app_url, scripted_model, size):
+    page = open_chat(app_url, size)
+    intro = page.locator("#chat-intro")
+    expect(intro).to_contain_text("Dolly 2.0")
+    expect(intro).to_contain_text(scripted_model.name)  # which model
+    hrefs = intro.locator("a").evaluate_all("links => links.map(a => a.href)")
+    assert "https://huggingface.co/datasets/databricks/databricks-dolly-15k" in hrefs
+    assert any("huggingface.co/databricks/dolly-v2" in href for href in hrefs)
+    # The status line names the model; its path sits only in the small details line.
+    status = page.locator("#chat-status")
+    first_line = status.locator("p").first.inner_text()
+    assert scripted_model.name in first_line and str(scripted_model) not in first_line
+    expect(status.locator("small")).to_contain_text(str(scripted_model))
+    # The empty chat: a hint, and examples that run on click.
+    chatbot = page.locator("#chat-chatbot")
+    expect(chatbot).to_contain_text("Ask Dolly something")
+    assert chatbot.locator("button.example").count() == 8
+    # No label box on the chat that could sit over its messages.
+    assert chatbot.locator("label, .block-label").filter(has_text="Dolly").count() == 0
+    # The Context box sits with the message box it belongs to, not far above the conversation.
+    message_box, context_box = page.locator("#chat-message").bounding_box(), page.locator("#chat-context").bounding_box()
+    chat_box = chatbot.bounding_box()
+    assert message_box["y"] > chat_box["y"] + chat_box["height"] - 1 and context_box["y"] > chat_box["y"]
+    if size == WIDE:  # side by side, on the same line
+        assert abs(context_box["y"] - message_box["y"]) < 5
+    else:  # stacked, right under the message
+        assert 0 <= context_box["y"] - (message_box["y"] + message_box["height"]) < 40
+    shot(page, "p9-first-impression")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    shot(page, "p9-first-impression-bottom")
+
+
+def test_an_example_runs_on_click(open_chat, app_url):
+    page = open_chat(app_url)
+    page.locator("#chat-chatbot button.example").filter(has_text="(with a passage)").first.click()
+    wait_replies(page, 1)
+    idle(page)
+    assert "When was the bridge opened" in chat_text(page)
+    assert "Millbrook Bridge" in page.locator(CONTEXT).input_value()  # its passage went into Context
+
+
+# -- the everyday flow: reply, second turn, retry, undo, clear -----------------------------------------
+def test_reply_retry_undo_and_clear(open_chat, app_url):
+    page = open_chat(app_url)
+    send(page, "What is the capital of the river?")
+    wait_replies(page, 1)
+    idle(page)
+    text = chat_text(page)
+    assert "What is the capital of the river?" in text
+    assert "###" not in text and "<|endoftext|>" not in text
+    send(page, "And again?")
+    wait_replies(page, 2)
+    idle(page)
+    chatbot = page.locator("#chat-chatbot")
+    # retry answers the last message again
+    chatbot.get_by_role("button", name="Retry").last.click()
+    idle(page)
+    wait_replies(page, 2)
+    assert chat_text(page).count("And again?") == 1
+    # undo takes the last turn back, and its message goes back in the box to edit
+    chatbot.get_by_role("button", name="Undo").last.click()
+    expect(page.locator(MESSAGE)).to_have_value("And again?")
+    wait_replies(page, 1)
+    assert "And again?" not in chat_text(page)
+    # clear empties the chat, the Context and the reference with it
+    page.locator(CONTEXT).fill("A passage about rivers.")
+    chatbot.get_by_role("button", name="Clear").click()
+    expect(chatbot).not_to_contain_text("capital")
+    expect(page.locator(CONTEXT)).to_have_value("")
+
+
+# -- point 2: an error never locks the chat -------------------------------------------------------------
+def assert_usable_after_error(page, typed, reason):
+    """The reason stays in the conversation, the text is back in the box, the box and Send work."""
+    notice = page.locator("#chat-chatbot").get_by_text("Could not answer")
+    expect(notice).to_be_visible()
+    expect(page.locator("#chat-chatbot")).to_contain_text(reason)
+    expect(page.locator(MESSAGE)).to_have_value(typed)
+    expect(page.locator(MESSAGE)).to_be_editable()
+    idle(page)
+    assert page.locator("#chat-chatbot .error, #chat-chatbot .status-tracker.error").count() == 0
+
+
+@SIZES
+def test_a_context_over_the_limit_is_explained_in_the_chat_and_nothing_locks(open_chat, app_url, size):
+    page = open_chat(app_url, size)
+    typed = "Summarize this passage."
+    send(page, typed, context="x" * (MAX_INPUT_CHARS + 10))
+    assert_usable_after_error(page, typed, f"the limit is {MAX_INPUT_CHARS:,}")
+    shot(page, "p2-context-too-long")
+    # Long after any toast would have faded, the reason is still there.
+    page.locator(CONTEXT).fill("Rivers flow to the sea.")
+    page.locator(MESSAGE).press("Enter")  # the same text, sent again: it works now
+    wait_replies(page, 1)
+    idle(page)
+    expect(page.locator("#chat-chatbot")).to_contain_text(f"the limit is {MAX_INPUT_CHARS:,}")
+    assert chat_text(page).count(typed) == 1  # the failed attempt is not a turn of the conversation
+    shot(page, "p2-recovered")
+
+
+@SIZES
+def test_without_a_model_the_box_says_so_and_sending_explains(open_chat, failed_url, size):
+    page = open_chat(failed_url, size, status="could not be loaded")
+    expect(page.locator(MESSAGE)).to_have_attribute("placeholder", re.compile("could not be loaded"))
+    for attempt in range(2):  # every time, not only once
+        send(page, "Hello?")
+        assert_usable_after_error(page, "Hello?", "Model folder not found")
+    shot(page, "p2-model-failed")
+
+
+# -- points 10 and 11: max new tokens bounded, notices never stack, a stopped reply says so -------------
+def test_max_new_tokens_is_bounded_by_the_model_and_nothing_stacks(open_chat, app_url):
+    page = open_chat(app_url)
+    page.get_by_text("Generation settings").first.click()
+    number = page.get_by_label("number input for Max new tokens")
+    expect(number).to_have_attribute("max", "256")  # half the scripted model's 512-token window
+    number.fill("256")
+    number.press("Enter")
+    for n in range(1, 4):
+        send(page, f"Question {n}?")
+        wait_replies(page, n)
+        idle(page)
+    assert "Note" not in chat_text(page)  # nothing was lowered, so nothing to say
+    assert page.locator(".toast-body, .toast-wrap .toast").count() == 0
+
+
+def test_stop_ends_the_generation_and_marks_the_reply(open_chat, looping_url):
     from space.chat import generation_threads
 
-    page.goto(looping_url)
-    wait_for_text(page, "#chat-status", "is ready")
+    page = open_chat(looping_url)
     page.get_by_text("Generation settings").first.click()
     max_tokens = page.get_by_label("number input for Max new tokens")
-    max_tokens.wait_for(state="visible")
     max_tokens.fill("1024")  # ~150 rounds of the script: long enough to be stopped
     max_tokens.press("Enter")
     expect(page.get_by_label("range slider for Max new tokens")).to_have_value("1024")
     # Follow this reply's own thread: a reply left over from an earlier test may still be finishing.
     before = generation_threads()
-    page.locator("#chat-message textarea").fill("Talk forever.")
-    page.locator("#chat-message textarea").press("Enter")
-    wait_for_text(page, "#chat-chatbot", "The capital of The capital of")
+    send(page, "Talk forever.")
+    page.wait_for_function("() => document.querySelector('#chat-chatbot').innerText.includes('The capital of The capital of')")
     ours = generation_threads() - before
     assert len(ours) == 1
-    page.locator("#chat-message button.stop-button").click()  # Gradio's stop button has no label to find it by
-    page.wait_for_selector("#chat-message button.stop-button", state="detached", timeout=10_000)
+    # Keyboard alone: from the message box, Tab reaches Context, then Stop (Send is hidden meanwhile).
+    page.locator(MESSAGE).focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "chat-stop"
+    page.keyboard.press("Enter")
+    idle(page)
     thread = ours.pop()
-    thread.join(timeout=5)  # it ends at its next token: well within that, even on a busy machine
+    thread.join(timeout=10)  # it ends at its next token: well within that, even on a busy machine
     assert not thread.is_alive(), "the generate() thread still runs after Stop"
-    # What the server sent before Stop may still be on its way to the page: let it land, then the
-    # reply must not change any more, and must have stopped far short of 1,024 tokens.
-    shown, settled = chat_text(page), 0
-    for _ in range(50):
-        page.wait_for_timeout(100)
-        now = chat_text(page)
-        settled = settled + 1 if now == shown else 0
-        shown = now
-        if settled >= 5:
+    expect(page.locator("#chat-chatbot").get_by_text("Stopped")).to_be_visible()
+    assert chat_text(page).count("capital") < 300  # far short of 1,024 tokens
+    shot(page, "p11-stopped")
+
+
+# -- point 12: Try in chat ------------------------------------------------------------------------------
+@SIZES
+def test_try_in_chat_starts_a_clean_comparison(open_chat, app_url, dolly_records, size):
+    page = open_chat(app_url, size)
+    send(page, "An earlier question.")
+    wait_replies(page, 1)
+    idle(page)
+    page.get_by_role("tab", name="Explorer").click()
+    page.locator("#explorer-table tr[data-row]").first.wait_for()
+    page.locator("#explorer-table tr[data-row]").first.click()
+    button = page.locator("#explorer-try-in-chat")
+    expect(button).to_be_enabled()
+    button.click()
+    # A fresh conversation: the record's instruction is sent at once and answered.
+    expect(page.locator("#chat-reference-box")).to_be_visible()
+    wait_replies(page, 1)
+    idle(page)
+    text = chat_text(page)
+    assert "An earlier question." not in text
+    record = next(r for r in dolly_records if r["instruction"] and r["instruction"].split("\n")[0] in text)
+    assert page.locator(CONTEXT).input_value() == record["context"]
+    reference = page.locator("#chat-reference").inner_text()
+    assert "Reference response" in reference and record["response"].split()[0] in reference
+    # The reference and the answer are in view together, side by side (under it on a phone).
+    chat_box = page.locator("#chat-chatbot").bounding_box()
+    ref_box = page.locator("#chat-reference-box").bounding_box()
+    viewport = page.viewport_size
+    if size == WIDE:
+        assert ref_box["x"] > chat_box["x"] + chat_box["width"] - 1 and abs(ref_box["y"] - chat_box["y"]) < 5
+        assert 0 <= chat_box["y"] < 200 and chat_box["y"] + chat_box["height"] <= viewport["height"]
+    else:
+        assert 0 <= ref_box["y"] - (chat_box["y"] + chat_box["height"]) < 40
+        assert 0 <= chat_box["y"] < 200
+    shot(page, "p12-try-in-chat")
+    # The earlier conversation can be restored.
+    page.locator("#chat-restore").click()
+    expect(page.locator("#chat-chatbot")).to_contain_text("An earlier question.")
+    expect(page.locator("#chat-restore")).to_be_hidden()
+
+
+def test_clear_after_try_in_chat_clears_reference_and_context(open_chat, app_url):
+    page = open_chat(app_url)
+    page.get_by_role("tab", name="Explorer").click()
+    page.locator("#explorer-table tr[data-row]").nth(2).click()
+    expect(page.locator("#explorer-try-in-chat")).to_be_enabled()
+    page.locator("#explorer-try-in-chat").click()
+    wait_replies(page, 1)
+    idle(page)
+    page.locator(CONTEXT).fill("something the record brought")  # whatever it holds now
+    page.locator("#chat-chatbot").get_by_role("button", name="Clear").click()
+    expect(page.locator("#chat-reference-box")).to_be_hidden()
+    expect(page.locator(CONTEXT)).to_have_value("")
+
+
+# -- point 13: accessibility -----------------------------------------------------------------------------
+def test_no_serious_accessibility_violations_empty_and_with_a_reply(open_chat, app_url):
+    page = open_chat(app_url)
+    assert axe_violations(page) == []
+    send(page, "What is the capital?")
+    wait_replies(page, 1)
+    idle(page)
+    assert axe_violations(page) == []
+    page.get_by_text("Generation settings").first.click()
+    expect(page.get_by_label("number input for Max new tokens")).to_be_visible()
+    assert axe_violations(page) == []
+
+
+def test_keyboard_alone_sends_and_runs_an_example(open_chat, app_url):
+    page = open_chat(app_url)
+    # From the top of the page, Tab reaches an example (and Enter runs it) ...
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.classList.contains('example')"):
             break
-    page.wait_for_timeout(1000)
-    assert chat_text(page) == shown and shown.count("capital") < 100
+    else:
+        pytest.fail("Tab never reached an example")
+    page.keyboard.press("Enter")
+    wait_replies(page, 1)
+    idle(page)
+    # ... and the message box, where Enter sends.
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.closest('#chat-message') !== null"):
+            break
+    else:
+        pytest.fail("Tab never reached the message box")
+    page.keyboard.type("Typed without a mouse.")
+    page.keyboard.press("Enter")
+    wait_replies(page, 2)
+    idle(page)
+    assert "Typed without a mouse." in chat_text(page)

@@ -90,7 +90,7 @@ def test_export_returns_every_matching_row(client, dolly_records, file_format):
 
 
 def test_export_errors(client):
-    with pytest.raises(AppError, match=r"Unknown export format 'xml': use one of jsonl, csv, parquet"):
+    with pytest.raises(AppError, match=r"Unknown export format 'xml' \(file_format\): use one of jsonl, csv, parquet"):
         client.predict([], "", "xml", api_name="/export")
     with pytest.raises(AppError, match="Unknown category 'nope'"):
         client.predict(["nope"], "", "csv", api_name="/export")

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Upload the output folder to this Hub model repo (token from HF_TOKEN or "
                           "`hf auth login`).")
     run.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
+    run.add_argument("--eval-tasks", default=None, metavar="LIST",
+                     help="At the end, evaluate the saved model as `python -m train.eval --tasks LIST` does (the "
+                          "dolly-v2 card's lm-eval tasks and/or dolly, on the held-out split) and put the results "
+                          "into the model card before any push.")
+    run.add_argument("--eval-task-data", default=None, metavar="DIR",
+                     help="With --eval-tasks: local files of the lm-eval tasks (as `python -m train.eval --task-data`).")
     # The `deepspeed` launcher appends --local_rank=N; torchrun/accelerate use the LOCAL_RANK variable.
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     return p

@@ -25,6 +25,9 @@ from train.eval_tasks import DOLLY_TASKS, HARNESS_TASKS, check_task_file, gmean,
 
 KNOWN_TASKS = DOLLY_TASKS + ("dolly",)
 CARD = "README.md"
+RESULTS_FILE = "eval_results.json"
+# What an evaluation writes into a model folder (python -m train claims them as the run's files).
+EVAL_FILES = (RESULTS_FILE, Path(RESULTS_FILE).stem + "_dolly.jsonl")
 CPU_BATCH_SIZE = 8
 
 
@@ -108,7 +111,7 @@ def check_inputs(args) -> dict:
         if not output.parent.is_dir():
             raise TrainError(f"--output {args.output}: the folder {output.parent} does not exist.")
     elif local:
-        output = model_dir / "eval_results.json"
+        output = model_dir / RESULTS_FILE
     else:
         output = Path(f"eval_results_{args.model.replace('/', '_')}.json")
     if args.push_to_hub and not hub_id(args.push_to_hub):
@@ -211,7 +214,7 @@ def evaluate(args, plan, *, held_out=None) -> dict:
         results["gmean"] = gmean(r["score"] for r in scores.values())
 
     if generations is not None:
-        path = output.with_name(output.stem + "_dolly.jsonl")
+        path = generations_path(output)
         atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in generations))
         results["tasks"]["dolly"]["generations"] = str(path)
     atomic_write(output, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
@@ -220,6 +223,10 @@ def evaluate(args, plan, *, held_out=None) -> dict:
     print(f"[eval] results: {output}", flush=True)
     update_card(args, plan, results)
     return results
+
+
+def generations_path(output: Path) -> Path:
+    return output.with_name(output.stem + "_dolly.jsonl")
 
 
 def report(results: dict) -> None:
@@ -278,6 +285,25 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_training_eval(args) -> None:
+    """`python -m train --eval-tasks`: the same checks as `python -m train.eval`, before training starts."""
+    tasks = parse_tasks(args.eval_tasks)
+    check_task_data(tasks, args.eval_task_data)
+    if "dolly" in tasks and not args.test_size:
+        raise TrainError("--eval-tasks dolly scores the held-out records, but --test-size 0 holds none out. "
+                         "Give --test-size (e.g. 200) or drop dolly from --eval-tasks.")
+
+
+def evaluate_after_training(args, frame, eval_rows) -> dict:
+    """Evaluate the saved model in args.output_dir; the dolly task gets the records training held out."""
+    eval_args = build_parser().parse_args(["--model", str(args.output_dir), "--tasks", args.eval_tasks]
+                                          + (["--task-data", str(args.eval_task_data)] if args.eval_task_data else []))
+    plan = check_inputs(eval_args)
+    held_out = (frame.iloc[[r["record"] for r in eval_rows]].reset_index(drop=True),
+                f"the split `python -m train` held out of {args.data}", args.data)
+    return evaluate(eval_args, plan, held_out=held_out)
 
 
 def main(argv=None) -> int:

@@ -49,6 +49,10 @@ def main(argv=None) -> int:
 def run(args) -> dict:
     # 1. Everything that can be wrong with the inputs, cheapest first, before any weights load.
     cli.check_flags(args)
+    if args.eval_tasks:  # a typo in a task name or a bad task file costs seconds, not a training run
+        from train.eval import check_training_eval
+
+        check_training_eval(args)
     resume_from = cli.check_output_dir(args)
     frame = cli.select_categories(load_records(args.data, progress=is_main()), args.categories, args.data)
     config = cli.load_model_config(args.base_model)
@@ -198,7 +202,14 @@ def run(args) -> dict:
                    n_eval=len(eval_rows), dropped=dropped, padding=padding, samples=samples).save(out / "README.md")
         cli.settle_manifest(out)
         log(f"saved model, tokenizer and model card to {out}")
-        # 10. Publish. A failure here leaves the local output whole and says so.
+        # 10. Evaluate the saved model (--eval-tasks): the results go into the card before any push.
+        if args.eval_tasks:
+            from train.eval import EVAL_FILES, evaluate_after_training
+
+            cli.claim(out, EVAL_FILES)
+            evaluate_after_training(args, frame, eval_rows)
+            cli.settle_manifest(out)
+        # 11. Publish. A failure here leaves the local output whole and says so.
         if args.push_to_hub:
             from train.hub import push
 

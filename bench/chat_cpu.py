@@ -1,0 +1,372 @@
+"""CPU chat speed by weight format: how fast does a Dolly-sized model answer on this machine?
+
+    python bench/chat_cpu.py                       # pythia-1b and -2.8b shapes, fp32 bf16 int8 int4, /chat
+    python bench/chat_cpu.py --shapes 2.8b --modes int8,bf16 --tokens 32 --no-app
+    python bench/chat_cpu.py --quality DIR         # also: eval loss and greedy agreement of a trained model
+
+For each shape (random init with Pythia's real shapes, the real GPT-NeoX tokenizer from
+../shared/data/pythia-tokenizer, saved once in bf16 under --cache-dir) and each mode, a fresh process
+loads the model through the app's own loader (space/model.load_model) and measures:
+  - prefill: one forward pass over a 128-token prompt (ms, median of --repeats);
+  - decode tokens/s through the app's generation path (space/chat.stream_reply, greedy, forced to
+    --tokens new tokens): (N - 1) / (time for N tokens - time for 1 token);
+  - peak RSS of that process (loading included) against the target 1.5 x weight bytes + 1 GB, where
+    weight bytes are the checkpoint's (bf16) bytes, the form the quantized modes load from;
+  - the bandwidth bound: bytes read per decoded token (every weight and buffer except the input
+    embedding, of which a token reads one row) / the machine's read bandwidth, measured in this run.
+Modes: fp32 (--dtype float32 --quantize none: the old CPU default), bf16 (--dtype bfloat16 --quantize
+none), int8 and int4 (--quantize int8/int4; bf16 activations where the CPU has native bf16).
+The app row: a real `python app.py` per mode on the 1b shape, answering /chat through gradio_client
+(default CPU mode vs `--dtype float32 --quantize none`).
+--quality DIR (a model `python -m train` wrote): eval loss on held-out dolly-shaped records
+(tests/dolly_data, another seed) per mode vs bf16, top-1 agreement with bf16 under teacher forcing,
+and how many of 32 greedy tokens match bf16's before the first difference.
+
+Targets (this issue): 2.8b shape >= 8 tokens/s decode in the default CPU mode and >= 50% of its
+bandwidth bound; peak RSS <= 1.5 x weight bytes + 1 GB; /chat default >= 3x fp32 on the 1b shape.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {  # EleutherAI's configs: hidden, layers, heads, vocab (padded)
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=8),
+    "2.8b": dict(hidden_size=2560, num_hidden_layers=32, num_attention_heads=32),
+}
+MODES = {  # name -> (--dtype, --quantize)
+    "fp32": ("float32", "none"),
+    "bf16": ("bfloat16", "none"),
+    "int8": ("auto", "int8"),
+    "int4": ("auto", "int4"),
+}
+CONTEXT = ("Community gardens turn empty city lots into shared plots where neighbours grow vegetables and flowers. "
+           "Besides food, they offer shade, a place to meet, and lessons for schoolchildren about where food comes "
+           "from. Cities that support them often see less litter and more people outdoors in the evenings. ") * 4
+GB = 1e9
+
+
+def read_bandwidth(size_bytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Bytes/s that a multi-threaded pass reading a 1 GiB buffer achieves (best of `repeats`): what
+    decoding a token does to the weights."""
+    import torch
+
+    x = torch.ones(size_bytes // 4, dtype=torch.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - start)
+    del x
+    return size_bytes / best
+
+
+def in_thread(fn):
+    """Run fn in a worker thread, as Gradio runs the app's handlers (bench/chat.py: on this shared
+    machine torch on the main thread measured much slower under load than in a worker thread)."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(fn()))
+    thread.start()
+    thread.join()
+    if not box:
+        raise RuntimeError("benchmark step failed (see the traceback above)")
+    return box[0]
+
+
+def save_shape(shape: str, cache: Path) -> Path:
+    """A random-init model with `shape`'s real dimensions and Dolly's tokenizer, saved in bf16 (once)."""
+    path = cache / f"pythia-{shape}-shaped"
+    if (path / "config.json").exists():
+        return path
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from dolly.prompt import add_special_tokens
+    from tests.tiny_model import pythia_tokenizer
+
+    tokenizer = pythia_tokenizer()
+    if tokenizer is None:
+        raise SystemExit("The real Pythia tokenizer is not at ../shared/data/pythia-tokenizer; this bench needs it.")
+    add_special_tokens(tokenizer)
+    dims = SHAPES[shape]
+    config = GPTNeoXConfig(vocab_size=50304, intermediate_size=4 * dims["hidden_size"], max_position_embeddings=2048,
+                           rotary_pct=0.25, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           tie_word_embeddings=False, **dims)
+    print(f"saving a random-init pythia-{shape}-shaped model to {path} (once) ...", flush=True)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)  # never a float32 copy: 2.8b is 11 GB in fp32
+    model = GPTNeoXForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    del model
+    return path
+
+
+def decode_bytes(model) -> int:
+    """Bytes read per decoded token: every parameter and buffer once, but only one row of the input
+    embedding (tied weights counted once)."""
+    embed = model.get_input_embeddings().weight
+    seen, total = {embed.data_ptr()}, embed[0].numel() * embed.element_size()
+    for t in list(model.parameters()) + [b for b in model.buffers() if b is not None]:
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def worker(args) -> None:
+    """One mode in a fresh process; prints one JSON line."""
+    import torch
+
+    from space.chat import stream_reply, validate_settings
+    from space.model import load_model
+
+    dtype, quantize = MODES[args.worker]
+    start = time.perf_counter()
+    lm = load_model(args.model, device="cpu", dtype=dtype, quantize=quantize)
+    load_s = time.perf_counter() - start
+    rss_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from dolly.prompt import format_prompt
+
+    ids = lm.tokenizer.encode(format_prompt("Summarize the passage.", CONTEXT), add_special_tokens=False)
+    ids = ids[-args.prompt_tokens:]
+    inputs = torch.tensor([ids])
+
+    def prefill():
+        with torch.inference_mode():
+            t = time.perf_counter()
+            lm.model(input_ids=inputs, use_cache=True)
+            return time.perf_counter() - t
+
+    def reply(n):
+        settings = validate_settings(do_sample=False, max_new_tokens=n)
+        t = time.perf_counter()
+        for _ in stream_reply(lm, ids, settings, min_new_tokens=n):
+            pass
+        return time.perf_counter() - t
+
+    in_thread(prefill), in_thread(lambda: reply(4))  # warm-up
+    prefills, decodes = [], []
+    for _ in range(args.repeats):
+        prefills.append(in_thread(prefill))
+        one = in_thread(lambda: reply(1))
+        full = in_thread(lambda: reply(args.tokens))
+        decodes.append((args.tokens - 1) / max(full - one, 1e-9))
+    print(json.dumps(dict(
+        mode=args.worker, model_mode=lm.mode, load_s=load_s, prefill_ms=statistics.median(prefills) * 1000,
+        decode_tps=statistics.median(decodes), decode_all=decodes, decode_bytes=decode_bytes(lm.model),
+        rss_load=rss_load, rss_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        threads=torch.get_num_threads())), flush=True)
+
+
+def run_worker(mode: str, model: Path, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--model", str(model), "--tokens", str(args.tokens),
+           "--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    for line in reversed(out.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise SystemExit(f"worker {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+
+
+def checkpoint_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+# --- the app, end to end ----------------------------------------------------------------------------
+
+def app_tokens_per_second(model: Path, flags: list, data: Path, tokens: int, repeats: int) -> float:
+    """A real `python app.py` with `flags`; tokens/s of /chat answers (greedy, `tokens` new tokens,
+    counted by re-tokenizing the reply), median of `repeats` after a warm-up answer."""
+    from gradio_client import Client
+    from transformers import AutoTokenizer
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", str(model), "--data", str(data),
+                             "--port", str(port), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 900
+        client = None
+        while client is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"app did not start: {proc.stdout.read()[-2000:]}")
+                time.sleep(1)
+        ask = dict(context="", do_sample=False, max_new_tokens=tokens, api_name="/chat")
+        while True:  # the model loads in the background; the first answer also warms up
+            try:
+                client.predict("Summarize the passage: " + CONTEXT[:400], **ask)
+                break
+            except Exception as error:
+                if "still loading" not in str(error) or time.time() > deadline:
+                    raise SystemExit(f"/chat failed: {error}")
+                time.sleep(1)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        rates = []
+        for i in range(repeats):
+            start = time.perf_counter()
+            text = client.predict(f"Write about gardens, take {i}.", **ask)
+            took = time.perf_counter() - start
+            rates.append(len(tokenizer.encode(text, add_special_tokens=False)) / took)
+        return statistics.median(rates)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- quality of a trained model ---------------------------------------------------------------------
+
+def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16, greedy_tokens: int = 32) -> list:
+    """Eval loss on held-out dolly-shaped records, per mode, against bf16; agreement with bf16."""
+    import torch
+
+    from dolly.prompt import format_example, format_prompt
+    from space.model import load_model
+    from tests.dolly_data import make_records
+
+    held = make_records(records, seed=12345)
+    results, reference = [], {}
+    for mode in ["bf16"] + [m for m in modes if m != "bf16"]:
+        dtype, quantize = MODES[mode]
+        lm = load_model(model_dir, device="cpu", dtype=dtype, quantize=quantize)
+        losses, argmaxes, generations = [], [], []
+        with torch.inference_mode():
+            for r in held:
+                ids = lm.tokenizer.encode(format_example(r["instruction"], r["response"], r["context"]),
+                                          add_special_tokens=False)[:lm.window]
+                x = torch.tensor([ids])
+                logits = lm.model(input_ids=x).logits.float()
+                losses.append(torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:]).item())
+                argmaxes.append(logits[0, :-1].argmax(-1))
+            for r in held[:greedy_prompts]:
+                ids = lm.tokenizer.encode(format_prompt(r["instruction"], r["context"]), add_special_tokens=False)
+                x = torch.tensor([ids])
+                out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=greedy_tokens,
+                                        min_new_tokens=greedy_tokens, do_sample=False,
+                                        pad_token_id=lm.tokenizer.pad_token_id)
+                generations.append(out[0, len(ids):].tolist())
+        loss = statistics.mean(losses)
+        if mode == "bf16":
+            reference = dict(loss=loss, argmaxes=argmaxes, generations=generations)
+        agree = sum((a == b).sum().item() for a, b in zip(argmaxes, reference["argmaxes"])) / \
+            sum(a.numel() for a in argmaxes)
+        same_prefix = []
+        for gen, ref in zip(generations, reference["generations"]):
+            n = next((i for i, (a, b) in enumerate(zip(gen, ref)) if a != b), len(ref))
+            same_prefix.append(n)
+        results.append(dict(mode=mode, model_mode=lm.mode, loss=loss, delta=loss - reference["loss"],
+                            top1_agreement=agree, greedy_identical=sum(n == greedy_tokens for n in same_prefix),
+                            greedy_prompts=len(same_prefix), mean_same_prefix=statistics.mean(same_prefix)))
+        del lm
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="1b,2.8b")
+    parser.add_argument("--modes", default="int8,int4,bf16,fp32")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per decode measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--app-tokens", type=int, default=48, help="new tokens per /chat answer in the app row")
+    parser.add_argument("--no-app", action="store_true", help="skip the app (/chat) comparison")
+    parser.add_argument("--quality", metavar="MODEL_DIR", help="also measure quality on a model python -m train wrote")
+    parser.add_argument("--cache-dir", default=os.environ.get("DOLLY_BENCH_CACHE", "/tmp/dolly-bench-models"),
+                        help="where the random-init models are saved (2 GB + 5.6 GB), reused between runs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    from space.quantize import native_bf16
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    for name in modes:
+        if name not in MODES:
+            parser.error(f"unknown mode {name!r}: use {', '.join(MODES)}")
+    cache = Path(args.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, native bf16: {native_bf16()}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    bandwidth = [read_bandwidth()]
+    print(f"read bandwidth: {bandwidth[0] / GB:.1f} GB/s", flush=True)
+    results = {}
+    for shape in shapes:
+        path = save_shape(shape, cache)
+        weights = checkpoint_bytes(path)
+        print(f"\n### pythia-{shape} shape (random init), checkpoint {weights / GB:.2f} GB bf16; prompt "
+              f"{args.prompt_tokens} tokens, {args.tokens} new tokens, median of {args.repeats}\n", flush=True)
+        print("| mode | runs as | prefill 128 tok (ms) | decode tok/s | bytes/token (GB) | bandwidth bound tok/s "
+              "| % of bound | peak RSS (GB) | RSS target (GB) | load (s) |\n|---|---|---|---|---|---|---|---|---|---|",
+              flush=True)
+        for mode in modes:
+            r = run_worker(mode, path, args)
+            bw = statistics.mean(bandwidth)
+            bound = bw / r["decode_bytes"]
+            # The weight bytes of the form loaded: the bf16 checkpoint, or twice that in float32.
+            loaded = weights * (2 if mode == "fp32" else 1)
+            target = 1.5 * loaded + 1 * GB
+            r.update(bound=bound, rss_target=target)
+            results[(shape, mode)] = r
+            print(f"| {mode} | {r['model_mode']} | {r['prefill_ms']:.0f} | {r['decode_tps']:.2f} | "
+                  f"{r['decode_bytes'] / GB:.2f} | {bound:.1f} | {r['decode_tps'] / bound:.0%} | "
+                  f"{r['rss_peak'] / GB:.2f} | {target / GB:.2f} {'ok' if r['rss_peak'] <= target else 'OVER'} | "
+                  f"{r['load_s']:.0f} |", flush=True)
+        base = results.get((shape, "fp32")) or results.get((shape, "bf16"))
+        if base:
+            print("\nspeed-up of decode over " + base["mode"] + ": " + ", ".join(
+                f"{m} {results[(shape, m)]['decode_tps'] / base['decode_tps']:.2f}x" for m in modes), flush=True)
+    bandwidth.append(read_bandwidth())
+    print(f"\nread bandwidth at the end: {bandwidth[-1] / GB:.1f} GB/s (start {bandwidth[0] / GB:.1f})")
+
+    if not args.no_app and "1b" in shapes:
+        from tests.dolly_data import make_records, write_jsonl
+
+        data = write_jsonl(cache / "dolly-bench.jsonl", make_records(200, seed=0))
+        path = save_shape("1b", cache)
+        fast = app_tokens_per_second(path, [], data, args.app_tokens, args.repeats)
+        slow = app_tokens_per_second(path, ["--dtype", "float32", "--quantize", "none"], data, args.app_tokens,
+                                        args.repeats)
+        print(f"\n/chat on the 1b shape ({args.app_tokens} new tokens, greedy, prompt included): default CPU mode "
+              f"{fast:.2f} tok/s, --dtype float32 --quantize none {slow:.2f} tok/s: {fast / slow:.2f}x (target >= 3x)")
+
+    if args.quality:
+        print(f"\n### quality: {args.quality}\n\n| mode | runs as | eval loss | delta vs bf16 | top-1 agreement with "
+              "bf16 | greedy 32-token replies identical to bf16 | mean tokens before the first difference |"
+              "\n|---|---|---|---|---|---|---|")
+        for q in quality(args.quality, modes):
+            print(f"| {q['mode']} | {q['model_mode']} | {q['loss']:.4f} | {q['delta']:+.4f} | {q['top1_agreement']:.2%} | "
+                  f"{q['greedy_identical']}/{q['greedy_prompts']} | {q['mean_same_prefix']:.1f} |", flush=True)
+
+    if ("2.8b", "int8") in results:
+        r = results[("2.8b", "int8")]
+        ok = r["decode_tps"] >= 8 and r["decode_tps"] >= 0.5 * r["bound"]
+        print(f"\n2.8b default CPU mode (int8): {r['decode_tps']:.2f} tok/s, {r['decode_tps'] / r['bound']:.0%} of "
+              f"the bound: {'targets met' if ok else 'TARGETS NOT MET'} (>= 8 tok/s and >= 50%)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""`--backend URL`: app B generates through app A's /v1 (any OpenAI-compatible server would do).
+
+A serves the tiny looping model of test_chat_api.py, so every reply's text is known from its length.
+A runs in this process where the test follows A's generate() threads (Stop), and as a subprocess
+where it is killed mid-reply.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from gradio_client import Client
+
+import app
+from space import chat
+from space.backend import BackendEngine
+from tests.conftest import free_port, launch
+from tests.test_chat_api import LOOP, expected
+from tests.tiny_model import save_scripted_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def looping_dir(tmp_path_factory):
+    return save_scripted_model(tmp_path_factory.mktemp("looping"), LOOP, loop=True,
+                               hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
+
+
+def wait_for_v1(url: str, model: str, deadline_s: float = 180, process=None) -> None:
+    """Until `url`'s /v1 completes a token (the model has loaded), as a client would find out."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        assert process is None or process.poll() is None, "app A exited while starting"
+        try:
+            answer = httpx.post(f"{url}/v1/completions", json={"model": model, "prompt": "ready?", "max_tokens": 1},
+                                timeout=30)
+            if answer.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, f"{url} did not get ready"
+        time.sleep(0.2)
+
+
+def start_b(backend_url: str, data, *flags):
+    demo = app.build_app(app.parse_args(["--backend", backend_url, "--data", str(data), *flags]))
+    return demo, launch(demo)
+
+
+@pytest.fixture(scope="module")
+def app_a(looping_dir, dolly_jsonl):
+    demo = app.build_app(app.parse_args(["--model", str(looping_dir), "--data", str(dolly_jsonl),
+                                         "--concurrency", "4"]))
+    url = launch(demo).rstrip("/")
+    wait_for_v1(url, looping_dir.name)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_b(app_a, dolly_jsonl):
+    demo, url = start_b(f"{app_a}/v1", dolly_jsonl, "--concurrency", "4")
+    yield url
+    demo.close()
+
+
+def test_the_status_line_names_the_backend_and_its_model(app_a, looping_dir):
+    engine = BackendEngine(f"{app_a}/v1")
+    assert engine.state == "loading" and f"Connecting to the backend** at {app_a}/v1" in engine.status()
+    assert engine.probe()
+    assert engine.status() == (f"**Backend ready:** {looping_dir.name} at {app_a}/v1, 4096-token window. "
+                               "Replies are generated there.")
+    wrong = BackendEngine(f"{app_a}/v1", model="databricks/dolly-v2-12b")
+    assert not wrong.probe() and "does not serve 'databricks/dolly-v2-12b'" in wrong.status()
+    assert f"it serves: {looping_dir.name}" in wrong.status()
+
+
+def test_chat_streams_through_the_backend(app_b, looping_dir):
+    client = Client(app_b, verbose=False)
+    job = client.submit("Tell me more.", "Some context.", max_new_tokens=40, api_name="/chat")
+    final = job.result(timeout=120)
+    outputs = job.outputs()
+    assert len(outputs) >= 10  # streamed from A through B, token by token
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(outputs, outputs[1:]))
+    assert final == expected(looping_dir, 40) and "###" not in final
+
+
+def test_v1_of_the_front_end_answers_through_the_backend(app_b, looping_dir):
+    api = openai.OpenAI(base_url=f"{app_b}v1", api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in api.models.list().data] == [looping_dir.name]
+    stream = api.chat.completions.create(model=looping_dir.name, stream=True, max_tokens=25,
+                                         messages=[{"role": "user", "content": "Hi"}])
+    deltas = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(deltas) >= 5 and "".join(deltas) == expected(looping_dir, 25)
+
+
+def test_stop_closes_the_stream_and_the_backend_stops_generating(app_b):
+    before = chat.generation_threads()  # A runs in this process: its generate() threads are visible
+    client = Client(app_b, verbose=False)
+    job = client.submit("Go on forever.", max_new_tokens=1000, api_name="/chat")
+    deadline = time.monotonic() + 120
+    while len(job.outputs()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ours = chat.generation_threads() - before
+    assert len(ours) == 1
+    job.cancel()
+    thread = ours.pop()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "A still generates after Stop in B"
+
+
+def test_errors_of_the_backend_reach_the_chat_and_b_stays_up(app_a, app_b, looping_dir):
+    client = Client(app_b, verbose=False)
+    # A refuses a prompt longer than its window: B says so, in A's words.
+    with pytest.raises(Exception, match=r"answered HTTP 400 while generating: The prompt is \d+ tokens"):
+        client.predict("word " * 9000, max_new_tokens=5, api_name="/chat")
+    api = openai.OpenAI(base_url=f"{app_b}v1", api_key="unused", max_retries=0, timeout=120)
+    with pytest.raises(openai.BadRequestError, match="answered HTTP 400"):
+        api.completions.create(model=looping_dir.name, prompt="word " * 9000, max_tokens=5)
+    assert client.predict("Still there?", max_new_tokens=7, api_name="/chat") == expected(looping_dir, 7)
+
+
+def test_a_backend_that_cannot_load_its_model_is_a_clear_message(tmp_path, dolly_jsonl):
+    broken = app.build_app(app.parse_args(["--model", str(tmp_path / "no-such-model"), "--data", str(dolly_jsonl)]))
+    broken_url = launch(broken).rstrip("/")
+    front, front_url = start_b(f"{broken_url}/v1", dolly_jsonl)
+    try:
+        client = Client(front_url, verbose=False)
+        with pytest.raises(Exception, match=r"answered HTTP 503 while generating: Model folder not found"):
+            client.predict("Hello?", max_new_tokens=5, api_name="/chat")
+    finally:
+        front.close()
+        broken.close()
+
+
+def test_backend_killed_mid_reply_then_back(looping_dir, dolly_jsonl):
+    port = free_port()
+    a_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "app.py", "--model", str(looping_dir), "--data", str(dolly_jsonl),
+               "--port", str(port), "--concurrency", "2"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("DOLLY_API_KEY", None)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    front = None
+    try:
+        wait_for_v1(a_url, looping_dir.name, process=process)
+        front, front_url = start_b(f"{a_url}/v1", dolly_jsonl)
+        client = Client(front_url, verbose=False)
+        job = client.submit("Go on forever.", max_new_tokens=1000, api_name="/chat")
+        deadline = time.monotonic() + 120
+        while len(job.outputs()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.kill()  # A dies mid-reply
+        process.wait(30)
+        with pytest.raises(Exception, match=r"backend at .* (failed|broke|Cannot connect).*incomplete"):
+            job.result(timeout=120)
+        # B is still up and says what is wrong ...
+        with pytest.raises(Exception, match=f"Cannot connect to the backend at {a_url}/v1"):
+            client.predict("Are you there?", max_new_tokens=3, api_name="/chat")
+        # ... and once A is back, the next message goes through.
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_v1(a_url, looping_dir.name, process=process)
+        assert client.predict("Back?", max_new_tokens=6, api_name="/chat") == expected(looping_dir, 6)
+    finally:
+        if front is not None:
+            front.close()
+        process.kill()
+        process.wait(30)
+
+
+def test_a_backend_that_never_answers_is_a_clear_message(dolly_jsonl, monkeypatch):
+    import socket
+
+    from space import backend
+
+    monkeypatch.setattr(backend, "READ_TIMEOUT_S", 1.0)
+    with socket.socket() as silent:  # accepts connections, never answers: a stuck or overloaded server
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        front, front_url = start_b(url, dolly_jsonl, "--backend-model", "dolly")
+        try:
+            client = Client(front_url, verbose=False)
+            with pytest.raises(Exception, match=f"The backend at {url} did not answer within 1 s"):
+                client.predict("Hello?", max_new_tokens=3, api_name="/chat")
+            with pytest.raises(Exception, match="did not answer within 1 s"):  # still up, still clear
+                client.predict("Hello again?", max_new_tokens=3, api_name="/chat")
+        finally:
+            front.close()
