@@ -103,7 +103,7 @@ def launch_options(args) -> dict:
 
     from explorer.links import LegacyPageLinks
     from explorer.tab import CSS
-    from space.tab import CSS as CHAT_CSS
+    from space.tab import CSS as CHAT_CSS, HEAD as CHAT_HEAD
 
     middleware = [Middleware(LegacyPageLinks)]
     if args.auth:  # wrong passwords are rate-limited per client; Gradio alone would check them as fast as sent
@@ -112,7 +112,7 @@ def launch_options(args) -> dict:
         middleware.append(Middleware(LoginRateLimit))
     # Nothing in the app takes an upload, so /gradio_api/upload refuses anything bigger (a client
     # could otherwise fill the disk); Gradio answers 413 and names the limit.
-    return {"css": CSS + CHAT_CSS, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
+    return {"css": CSS + CHAT_CSS, "head": CHAT_HEAD, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
 
 
 def check_arity(block_fn, inputs: list) -> None:
@@ -230,6 +230,10 @@ def _report_dataset(dataset) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     demo = build_app(args)
+    # After every event Gradio's queue rebuilds a pandas summary of up to the last 10,000 events (for
+    # its monitoring page), a per-call cost that grows with the calls served (bench/RESULTS.md);
+    # every 1,000 events is fresh enough.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     try:
         demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                             prevent_thread_lock=True, **launch_options(args))

@@ -16,8 +16,10 @@ own process so peak memory is that size's alone. Per size it measures:
 - start: seconds from `python app.py --data FILE` to the first HTTP 200;
 - concurrency (15k rows; --clients 16): `python app.py` serving, 16 client processes calling
   `/explore` at once against one client alone (the baseline, same run): p50/p95, calls/s, and the CPU
-  each call costs in the client and in the server; then the same with raw HTTP (one reused
-  connection pool per client) instead of gradio_client, to tell the client's cost from the server's.
+  each call costs in the client and in the server; then the same with gradio_client told not to load
+  the CA bundle (ssl_verify=False) and with raw HTTP (one reused connection pool per client), to tell
+  the client's cost from the server's; then 16 clients against an app whose Gradio queue runs all
+  events at once (GRADIO_DEFAULT_CONCURRENCY_LIMIT=16), to see what the queue's limit of 1 costs.
 
 Every client waits for the app the way a client should: the dataset loads in the background, so
 `/explore` answers "The dataset is still loading" at first; clients poll until it answers.
@@ -266,10 +268,12 @@ def client_worker(url: str, how: str, calls: int, seed: int, start, results) -> 
     from tests.dolly_data import WORDS
 
     words = [w for w in WORDS if len(w) > 3]
-    if how == "gradio_client":
+    if how.startswith("gradio_client"):
         from gradio_client import Client
 
-        client = Client(url, verbose=False)
+        # ssl_verify=False only to show where gradio_client's CPU goes: it builds a new httpx client,
+        # loading the CA bundle, for every request, even over plain http (harmless here: no TLS).
+        client = Client(url, verbose=False, ssl_verify="ssl_verify=False" not in how)
         call = lambda search: client.predict([], search, 1, api_name="/explore")  # noqa: E731
     else:  # raw HTTP, the connection pool reused: what a client that does not rebuild it pays
         import httpx
@@ -301,7 +305,7 @@ def concurrency(path: Path, clients: int, calls_alone: int = 40, calls_each: int
     for limit in (None, clients):
         process, url = serve(path, env={"GRADIO_DEFAULT_CONCURRENCY_LIMIT": str(limit)} if limit else None)
         try:
-            for how in ("gradio_client", "raw HTTP"):
+            for how in ("gradio_client", "gradio_client, ssl_verify=False", "raw HTTP"):
                 for count, calls in ((1, calls_alone), (clients, calls_each)) if limit is None else ((clients, calls_each),):
                     start, results = context.Barrier(count + 1), context.Queue()
                     workers = [context.Process(target=client_worker, args=(url, how, calls, i, start, results))

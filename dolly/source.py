@@ -35,7 +35,10 @@ def hub_offline() -> bool:
     """Whether the user switched the Hub client off (HF_HUB_OFFLINE), to say so in errors."""
     import os
 
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+    from huggingface_hub import constants
+
+    # The Hub client reads the variable once, at import; a later change of the environment counts too.
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def hub_unreachable(timeout: float = 3.0) -> str | None:

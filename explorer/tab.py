@@ -57,8 +57,7 @@ CSS = """
 .dolly-record { display: flex; flex-direction: column; gap: .6rem; }
 .dolly-record h4 { margin: .2rem 0; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em;
                    color: var(--body-text-color); }
-.dolly-text { white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5; max-height: 28rem;
-              overflow-y: auto; padding: .5rem .75rem; border-radius: 6px;
+.dolly-text { white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5; padding: .5rem .75rem; border-radius: 6px;
               background: var(--background-fill-secondary); }
 .dolly-text.empty { font-style: italic; }
 .dolly-meta { font-size: .9rem; }
@@ -115,6 +114,21 @@ footer, footer a, footer button, footer span, footer div { color: #4b5563 !impor
 # the opened row's button gets the focus back (keyboard users keep their place), and on phones the
 # record under the row is scrolled into view when it does not fit.
 TABLE_JS = """
+// Gradio 6.31's dropdowns stay open when Tab moves the focus on: its blur handler closes the list,
+// then its (asynchronous) keydown handler for that Tab opens it again. Escape closes it: send one
+// once the focus has left (after those handlers ran), so the list never hides the next control.
+if (!window.dollyDropdownsCloseOnLeave) {
+  window.dollyDropdownsCloseOnLeave = true;
+  document.addEventListener('focusout', (event) => {
+    const input = event.target;
+    if (!input.matches?.('input[role=combobox]')) return;
+    setTimeout(() => {
+      if (document.activeElement !== input) {
+        input.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));
+      }
+    }, 0);
+  }, true);
+}
 let lastOpened = null;
 element.addEventListener('click', (event) => {
   if (event.target.closest('[data-action=try]')) {

@@ -14,7 +14,11 @@ natively).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import mmap
+import sys
 from pathlib import Path
 
 import torch
@@ -77,6 +81,35 @@ def describe(mode: str, dtype: torch.dtype) -> str:
 
 
 # --- the quantized linears --------------------------------------------------------------------------
+
+def _page_out(tensor: torch.Tensor) -> None:
+    """Ask Linux to drop `tensor`'s pages from this process (madvise MADV_PAGEOUT, Linux 5.4+).
+
+    The loader memory-maps the checkpoint, so a weight's pages are the file's: once quantizing has
+    read them they would stay counted in this process until the whole file is unmapped, and peak
+    memory would be the full bf16 model plus its int8 copy. PAGEOUT is a hint that keeps the
+    contents (a page read again comes back from the file, or from swap), so it is safe on any
+    memory; where it is not available nothing happens.
+    """
+    global _madvise
+    if _madvise is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _madvise = libc.madvise if sys.platform.startswith("linux") else False
+        except (OSError, AttributeError):
+            _madvise = False
+    if not _madvise:
+        return
+    page = mmap.PAGESIZE
+    start = -(-tensor.data_ptr() // page) * page
+    end = (tensor.data_ptr() + tensor.numel() * tensor.element_size()) // page * page
+    if end > start:
+        _madvise(start, end - start, 21)  # MADV_PAGEOUT; an error (old kernel) leaves things as they were
+
+
+_madvise = None
+
 
 def _row_chunks(n: int, size: int = 4096):
     """Slices of `size` rows (a multiple of the int4 packing's 64-row blocks) covering n rows."""
@@ -193,6 +226,7 @@ def quantize_model(model: nn.Module, mode: str, on_progress=lambda done, total: 
                 continue
             replacement = Int4Linear(linear, group)
         setattr(parent, attr, replacement)
+        _page_out(linear.weight.detach())
         linear.weight = None  # drop the float weight now, even if something else still holds the module
         del linear, replacement
         if done % 8 == 0:

@@ -57,13 +57,26 @@ PLACEHOLDERS = {
     "failed": "No model to answer: it could not be loaded (see above). Sending explains why.",
 }
 
+SCROLL_TO_CONVERSATION = """() => { requestAnimationFrame(() =>
+    document.getElementById('chat-conversation')?.scrollIntoView({block: 'start'})); }"""
+
+# Gradio draws the chat's examples as role="list" holding buttons: assistive technology (and axe-core)
+# read that as a broken list. They are a group of buttons; drop the role wherever Gradio draws them.
+HEAD = """<script>
+new MutationObserver(() => document.querySelectorAll('#chat-chatbot .examples[role=list]')
+  .forEach((e) => e.removeAttribute('role'))).observe(document.documentElement, {childList: true, subtree: true});
+</script>"""
+
 CSS = """
 /* The Chat tab: the reference response reads as a card beside (or, on a phone, right under) the answer. */
 #chat-reference-box { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .75rem 1rem;
                       background: var(--background-fill-secondary); }
 #chat-intro p, #chat-status p { margin: .15rem 0; }
-#chat-status small { color: var(--body-text-color-subdued); }
-#chat-actions { justify-content: flex-end; }
+#chat-status small { color: var(--body-text-color); }
+/* Gradio's red stop button has white text at 3.8:1; WCAG AA asks 4.5:1. */
+#chat-stop { background: #b91c1c; border-color: #b91c1c; color: #fff; }
+/* On a phone, four examples fit under the hint without scrolling; the rest are for wider screens. */
+@media (max-width: 640px) { #chat-chatbot button.example:nth-of-type(n+5) { display: none; } }
 """
 
 
@@ -296,9 +309,12 @@ class ChatTab:
             queue=False, show_progress="hidden", **private)
         if tabs is not None:
             event = event.success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, **private)
-        event = event.success(None, js="() => { requestAnimationFrame(() => document.getElementById("
-                                       "'chat-conversation')?.scrollIntoView({block: 'start'})); }", **private)
-        return self.answer(event)
+        event = event.success(None, js=SCROLL_TO_CONVERSATION, **private)
+        respond = self.answer(event)
+        # Again once the answer is written: the page may have shifted under the first scroll while
+        # the tab switched and the answer grew.
+        respond.then(None, js=SCROLL_TO_CONVERSATION, **private)
+        return respond
 
 
 def not_busy(busy):
@@ -377,7 +393,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
             hide = gr.Button("Hide reference", size="sm", elem_id="chat-hide-reference")
     with gr.Row(equal_height=False, elem_id="chat-input"):
         message = gr.Textbox(label="Message", placeholder=PLACEHOLDERS.get(engine.state, PLACEHOLDERS["ready"]),
-                             lines=2, max_lines=8, scale=3, min_width=260, elem_id="chat-message")
+                             lines=1, max_lines=8, scale=3, min_width=260, elem_id="chat-message")  # 1: Enter sends
         context = gr.Textbox(
             "", label="Context (optional)", lines=2, max_lines=8, scale=2, min_width=260, elem_id="chat-context",
             placeholder="A passage for the model to use (Dolly's Input): for closed QA, summarization or "

@@ -236,7 +236,7 @@ def test_loading_errors_say_how_to_fix_them(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 does
-    with pytest.raises(ModelError, match=r"Hugging Face Hub.*--model path/to/checkpoint"):
+    with pytest.raises(ModelError, match=r"Hugging Face Hub.*--model "):
         load_model("databricks/dolly-v2-3b")
     import torch
 
@@ -263,21 +263,131 @@ def test_loader_reports_progress_then_ready_or_the_fix(scripted_dir, tmp_path):
 
 
 def test_status_line_keeps_polling_until_a_running_reply_ends(looping_dir):
-    from space.tab import _status
+    from space.engine import LocalEngine
+    from space.tab import status_line as _status
 
     loader = ModelLoader(str(looping_dir)).start()
     assert loader.wait(60)
-    line, timer = _status(loader)
+    engine = LocalEngine(loader)
+    line, timer = _status(engine)
     assert "Generating" not in line and timer.active is False  # ready and idle: no need to poll
     lm = loader.get()
     stream = stream_reply(lm, build_prompt(lm.tokenizer, "Hello").input_ids, validate_settings(max_new_tokens=1000))
     next(stream)
-    line, timer = _status(loader)
+    line, timer = _status(engine)
     # While a reply runs the timer stays on, so the "Generating" note is cleared once it ends.
     assert "Generating 1 reply now." in line and timer.active is True
     stream.close()
     deadline = time.monotonic() + 10
     while active_generations() and time.monotonic() < deadline:
         time.sleep(0.01)
-    line, timer = _status(loader)
+    line, timer = _status(engine)
     assert "Generating" not in line and timer.active is False
+
+
+# --- settings as API callers send them (issue 7 §5) ---------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(seed="7"), ("seed", 7)),
+    (dict(seed=" 12 "), ("seed", 12)),
+    (dict(seed=2**63 - 1), ("seed", 2**63 - 1)),  # exact: a float would round it out of range
+    (dict(seed="9007199254740993"), ("seed", 9007199254740993)),
+    (dict(top_k="40"), ("top_k", 40)),
+    (dict(top_k=40.0), ("top_k", 40)),
+    (dict(temperature="0.7"), ("temperature", 0.7)),
+    (dict(do_sample="false"), ("do_sample", False)),
+    (dict(do_sample=0), ("do_sample", False)),
+    (dict(do_sample="on"), ("do_sample", True)),
+])
+def test_exact_numbers_and_flags_sent_as_strings_are_accepted(kwargs, expected):
+    name, value = expected
+    got = getattr(validate_settings(**kwargs), name)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seed="abc"), r"seed must be a whole number: -1 \(random\) or 0 to 2\*\*63-1; got 'abc'"),
+    (dict(seed="7.5"), "seed must be a whole number"),
+    (dict(seed=True), "seed must be a whole number"),
+    (dict(do_sample="banana"), "do_sample must be true or false; got 'banana'"),
+    (dict(do_sample=2), "do_sample must be true or false"),
+    (dict(max_new_tokens="lots"), "max_new_tokens must be a whole number, 1 or more"),
+    (dict(top_p=[0.5]), "top_p must be a number above 0 and at most 1"),
+    (dict(repetition_penalty={}), r"repetition_penalty must be a number above 0 \(1 = none\)"),
+])
+def test_values_of_the_wrong_type_name_the_setting_and_what_it_accepts(kwargs, message):
+    with pytest.raises(ChatInputError, match=message):
+        validate_settings(**kwargs)
+
+
+# --- the Chat tab's logic, without a browser ----------------------------------------------------------
+
+def test_notices_are_shown_but_never_part_of_the_prompt(tokenizer):
+    from space.tab import COULD_NOT_ANSWER, NOTE, STOPPED, conversation, notice
+
+    history = [user("first question"), notice(NOTE, "The Context was trimmed."), assistant("first answer"),
+               user("second question"), notice(STOPPED, "You stopped this reply."),
+               notice(COULD_NOT_ANSWER, "The message is too long.")]
+    kept = conversation(history)
+    assert [m["role"] for m in kept] == ["user", "assistant", "user"]
+    prompt = build_prompt(tokenizer, "third question", history=kept)
+    assert "trimmed" not in prompt.text and "stopped" not in prompt.text and "too long" not in prompt.text
+    assert "User: second question" in prompt.text  # the stopped turn is still part of the conversation
+
+
+def test_stop_is_marked_once_and_undo_retry_find_the_last_message():
+    from space.tab import STOPPED, last_user_turn, mark_stopped
+
+    history = [user("q1"), assistant("a1"), user("q2"), assistant("a2 cut sh")]
+    marked = mark_stopped(history)
+    assert marked[-1]["metadata"]["title"] == STOPPED and marked[:-1] == history
+    assert mark_stopped(marked) == marked  # Stop's click and the end of the reply both mark it: once
+    assert last_user_turn(marked) == (history[:2], "q2")
+    assert last_user_turn([]) == ([], None)
+
+
+def test_max_new_tokens_slider_is_bounded_by_the_window():
+    from space.tab import max_new_tokens_limit
+
+    assert max_new_tokens_limit(512) == 256
+    assert max_new_tokens_limit(2048) == min(chat.MAX_NEW_TOKENS_CAP, 1024)
+    assert max_new_tokens_limit(None) == chat.MAX_NEW_TOKENS_CAP  # not loaded yet: the server's cap
+    # and a value the slider allows is never lowered with a notice
+    settings = chat.fit_to_window(validate_settings(max_new_tokens=max_new_tokens_limit(512)), 512)
+    assert settings.notices == ()
+
+
+def test_the_status_line_names_the_model_and_keeps_the_path_for_the_details(scripted_dir):
+    loader = ModelLoader(str(scripted_dir)).start()
+    assert loader.wait(60)
+    first, *details = loader.status().split("\n\n")
+    assert scripted_dir.name in first and str(scripted_dir) not in first
+    assert details and str(scripted_dir) in details[0]
+    hub = ModelLoader("databricks/dolly-v2-3b")
+    assert "databricks/dolly-v2-3b" in hub.status() and "Loaded from" not in hub.status()
+
+
+def test_intro_links_the_model_and_dataset_cards():
+    from space.tab import intro
+
+    line = intro("databricks/dolly-v2-3b")
+    assert "[databricks/dolly-v2-3b](https://huggingface.co/databricks/dolly-v2-3b)" in line
+    assert "https://huggingface.co/datasets/databricks/databricks-dolly-15k" in line and "Dolly 2.0" in line
+    assert "huggingface.co/my-dolly" not in intro("my-dolly")  # a local folder has no card to link
+
+
+def test_a_failed_reply_is_a_notice_and_the_text_goes_back_in_the_box(tmp_path):
+    """The chat box's reply function never raises: the reason is in the conversation, and the user's
+    message is back in the box (the browser tests show the same on the page)."""
+    from space.engine import LocalEngine
+    from space.tab import COULD_NOT_ANSWER, make_respond_fn
+
+    loader = ModelLoader(str(tmp_path / "nowhere")).start()
+    assert loader.wait(60)
+    respond = make_respond_fn(LocalEngine(loader))
+    history = [user("earlier"), assistant("answer"), user("Hello?")]
+    outputs = list(respond("Hello?", history, "", *validate_settings().__dict__.values()))
+    shown, box = outputs[-1]
+    assert shown[:2] == history[:2] and shown[-1]["metadata"]["title"] == COULD_NOT_ANSWER
+    assert "Model folder not found" in shown[-1]["content"]
+    assert box == "Hello?"

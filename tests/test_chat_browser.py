@@ -88,6 +88,11 @@ def idle(page):
     expect(page.locator("#chat-stop")).to_be_hidden()
 
 
+def settled(page):
+    """Wait until the chat's slide-in transitions are over (a notice opens with one), e.g. before a screenshot."""
+    page.wait_for_function("() => !document.querySelector('#chat-chatbot [style*=animation]')")
+
+
 def send(page, text, context=None):
     if context is not None:
         page.locator(CONTEXT).fill(context)
@@ -180,12 +185,14 @@ def test_reply_retry_undo_and_clear(open_chat, app_url):
 # -- point 2: an error never locks the chat -------------------------------------------------------------
 def assert_usable_after_error(page, typed, reason):
     """The reason stays in the conversation, the text is back in the box, the box and Send work."""
-    notice = page.locator("#chat-chatbot").get_by_text("Could not answer")
+    notice = page.locator("#chat-chatbot").get_by_text("Could not answer").last
     expect(notice).to_be_visible()
     expect(page.locator("#chat-chatbot")).to_contain_text(reason)
     expect(page.locator(MESSAGE)).to_have_value(typed)
     expect(page.locator(MESSAGE)).to_be_editable()
     idle(page)
+    settled(page)
+    expect(page.locator("#chat-chatbot").get_by_text(reason).last).to_be_visible()
     assert page.locator("#chat-chatbot .error, #chat-chatbot .status-tracker.error").count() == 0
 
 
@@ -203,6 +210,7 @@ def test_a_context_over_the_limit_is_explained_in_the_chat_and_nothing_locks(ope
     idle(page)
     expect(page.locator("#chat-chatbot")).to_contain_text(f"the limit is {MAX_INPUT_CHARS:,}")
     assert chat_text(page).count(typed) == 1  # the failed attempt is not a turn of the conversation
+    settled(page)
     shot(page, "p2-recovered")
 
 
@@ -257,8 +265,9 @@ def test_stop_ends_the_generation_and_marks_the_reply(open_chat, looping_url):
     thread = ours.pop()
     thread.join(timeout=10)  # it ends at its next token: well within that, even on a busy machine
     assert not thread.is_alive(), "the generate() thread still runs after Stop"
-    expect(page.locator("#chat-chatbot").get_by_text("Stopped")).to_be_visible()
+    expect(page.locator("#chat-chatbot").get_by_text("You stopped this reply")).to_be_visible()
     assert chat_text(page).count("capital") < 300  # far short of 1,024 tokens
+    settled(page)
     shot(page, "p11-stopped")
 
 
@@ -286,6 +295,8 @@ def test_try_in_chat_starts_a_clean_comparison(open_chat, app_url, dolly_records
     reference = page.locator("#chat-reference").inner_text()
     assert "Reference response" in reference and record["response"].split()[0] in reference
     # The reference and the answer are in view together, side by side (under it on a phone).
+    settled(page)
+    shot(page, "p12-try-in-chat")
     chat_box = page.locator("#chat-chatbot").bounding_box()
     ref_box = page.locator("#chat-reference-box").bounding_box()
     viewport = page.viewport_size
@@ -294,8 +305,8 @@ def test_try_in_chat_starts_a_clean_comparison(open_chat, app_url, dolly_records
         assert 0 <= chat_box["y"] < 200 and chat_box["y"] + chat_box["height"] <= viewport["height"]
     else:
         assert 0 <= ref_box["y"] - (chat_box["y"] + chat_box["height"]) < 40
-        assert 0 <= chat_box["y"] < 200
-    shot(page, "p12-try-in-chat")
+        # The answer at the top (as far as the page below it lets it scroll), the reference starting in view.
+        assert 0 <= chat_box["y"] < viewport["height"] / 3 and ref_box["y"] < viewport["height"]
     # The earlier conversation can be restored.
     page.locator("#chat-restore").click()
     expect(page.locator("#chat-chatbot")).to_contain_text("An earlier question.")

@@ -230,7 +230,7 @@ def _arc_with_unknown_key():
     ("not json", ("hellaswag", "{oops\n"), r"hellaswag\.jsonl: line 1 is not valid JSON"),
     ("bad value", ("arc_easy", _arc_with_unknown_key()), r"lm-evaluation-harness failed on the files in --task-data"),
     ("no model", ["--model", "does/not/exist/here"], r"Model folder not found"),
-    ("dolly without records", ["--tasks", "dolly"], r"dolly task needs records.*--data FILE"),
+    ("dolly without records", ["--tasks", "dolly"], r"dolly task needs records: .* has no run_args\.json.*--data FILE"),
     ("push without card", ["--push-to-hub", "me/x", "--tasks", "boolq"], None),
 ])
 def test_bad_input_is_a_clear_error_with_exit_2_and_nothing_written(case, flags, expected, model, task_data,

@@ -148,6 +148,16 @@ def test_filter_search_and_open_a_row(open_page, app_url, dolly_records):
     page.wait_for_function("() => window.location.search.includes('row=')")
     assert "category=summarization" in page.url and "q=river" in page.url
 
+    # Sorting with the mouse: the length becomes a column, the rows follow it.
+    wait_idle(page)
+    page.locator("#explorer-sort input").first.click()
+    page.get_by_role("option", name="context length, shortest first").click()
+    page.wait_for_function("() => document.querySelector('#explorer-table th.c-len')?.textContent === 'context length'")
+    shortest = sorted(wanted, key=lambda i: len(dolly_records[i]["context"]))
+    page.wait_for_function("(r) => document.querySelector('#explorer-table tr[data-row]')?.dataset.row === String(r)",
+                           arg=shortest[0])
+    assert table_rows(page) == shortest[:20]
+
 
 def test_export_shows_the_whole_file_name_and_its_order(open_page, app_url, dolly_records):
     """Point 8: the file name is shown whole, and the panel says the file follows the table's sort."""
@@ -414,10 +424,23 @@ def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, app_u
     sort = page.locator("#explorer-sort input").first
     sort.focus()
     page.keyboard.press("ArrowDown")
-    options = page.locator("ul.options")
+    options = page.locator("#explorer-sort [role=listbox]")
     options.wait_for()
     page.keyboard.press("Tab")
-    options.wait_for(state="detached")
+    options.wait_for(state="hidden")
+    assert sort.get_attribute("aria-expanded") != "true"
+    # ... and picks a sort with the arrow keys and Enter.
+    sort.focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowDown")
+        options.wait_for()
+        active = page.evaluate("() => { const i = document.querySelector('#explorer-sort input');"
+                               " return document.getElementById(i.getAttribute('aria-activedescendant'))?.textContent.replace('✓', '').trim(); }")
+        if active == "instruction length, longest first":
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#explorer-table th.c-len')?.textContent === 'instruction length'")
+    wanted = sorted(wanted, key=lambda i: -len(dolly_records[i]["instruction"]))  # stable: ties in dataset order
     # Paging from the page box.
     box = page.locator("#explorer-page input, #explorer-page textarea").first
     box.focus()
@@ -473,6 +496,8 @@ def test_a_deep_link_opened_while_loading_restores_once_the_data_is_there(open_p
         loading = page.locator("#explorer-loading").inner_text()
         assert str(dolly_jsonl) in loading and "turn on once the data is there" in loading
         page.wait_for_function("() => /\\(\\d+ s so far\\)/.test(document.querySelector('#explorer-loading').innerText)")
+        page.get_by_text("Export the selection").click()  # its controls are drawn once it is open
+        page.locator("#explorer-export").wait_for()
         for selector in CONTROLS:
             assert disabled(page, selector), selector
         shot(page, "p7-loading")

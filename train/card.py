@@ -141,7 +141,7 @@ def eval_section(results: dict) -> str:
     dolly = results["tasks"].get("dolly")
     if dolly:
         parts += [
-            f"Answers to {dolly['n']} held-out dolly-15k instructions ({results.get('dolly_source', '')}), greedy, "
+            f"Answers to {dolly['n']} dolly-15k instructions ({results.get('dolly_source', '')}), greedy, "
             "scored against the human responses: ROUGE-L F1, answer/reference length in words, and for "
             "context categories the share of the answer's content words found in the context.",
             "",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dolly.data import OFFLINE_HINT, DataError
 from dolly.source import hub_id, hub_offline, is_local
-from train.cli import TrainError
+from train.cli import RUN_ARGS_FILE, TrainError
 from train.eval_tasks import DOLLY_TASKS, HARNESS_TASKS, check_task_file, gmean, task_file
 
 KNOWN_TASKS = DOLLY_TASKS + ("dolly",)
@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Results JSON (default: <model dir>/eval_results.json for a local model, else "
                         "./eval_results_<owner>_<name>.json). The dolly task's generations go beside it.")
     p.add_argument("--data", default=None,
-                   help="dolly task records: a dolly-15k-shaped file or Hub id (default: the split `python -m train` "
-                        "held out, recomputed from the model folder's run_args.json).")
+                   help="dolly task records: a dolly-15k-shaped file or Hub id, all of its records; when it is the "
+                        "model's training data, only the split `python -m train` held out (the default, recomputed "
+                        "from the model folder's run_args.json).")
     p.add_argument("--max-new-tokens", type=int, default=256, help="dolly task: answer length limit (greedy).")
     p.add_argument("--batch-size", default="auto",
                    help="lm-eval batch size: a number, or auto (lm-eval's search on a GPU; "
@@ -114,6 +115,10 @@ def check_inputs(args) -> dict:
         output = model_dir / RESULTS_FILE
     else:
         output = Path(f"eval_results_{args.model.replace('/', '_')}.json")
+    if "dolly" in tasks and not args.data and not (model_dir is not None and (model_dir / RUN_ARGS_FILE).is_file()):
+        raise TrainError(f"The dolly task needs records: {args.model} has no {RUN_ARGS_FILE} (written by `python -m "
+                         "train`) to recover its held-out split, so give --data FILE (a dolly-15k-shaped "
+                         ".jsonl/.csv/.parquet, or a Hub id) and maybe --limit N.")
     if args.push_to_hub and not hub_id(args.push_to_hub):
         raise TrainError(f"--push-to-hub takes a Hub repo id like you/dolly-v2-3b (got {args.push_to_hub}).")
     if args.push_to_hub and local and not (model_dir / CARD).is_file():
@@ -156,17 +161,16 @@ def dolly_records(args, plan, tokenizer):
     from train.eval_dolly import held_out_records
 
     model_dir = plan["model_dir"]
-    held = held_out_records(model_dir, tokenizer) if model_dir is not None and not args.data else None
+    # The training data again (or no --data): only its held-out split, never records the model learned.
+    held = held_out_records(model_dir, tokenizer, args.data) if model_dir is not None else None
     if held is not None:
         frame, data = held
         source = f"the split `python -m train` held out of {data}"
     elif args.data:
         frame, data = load_records(args.data), args.data
         source = f"records of {data}"
-    else:
-        raise TrainError("The dolly task needs records: the model folder has no run_args.json (written by "
-                         "`python -m train`) to recover its held-out split, so give --data FILE (a dolly-15k-shaped "
-                         ".jsonl/.csv/.parquet) and maybe --limit N.")
+    else:  # check_inputs rules this out; kept so the function stands on its own
+        raise TrainError(f"The dolly task needs records: give --data FILE (no {RUN_ARGS_FILE} in {args.model}).")
     if args.limit:
         frame = frame.head(args.limit)
         source += f" (first {len(frame)})"
@@ -265,6 +269,8 @@ def update_card(args, plan, results: dict) -> None:
                              f"update it; the results are in {results['output']}.") from None
         card = add_eval_results(text, results, model_name=results["model"])
     else:
+        print(f"[eval] {args.model} is a Hub model: no local card to update (--push-to-hub REPO_ID updates the Hub's).",
+              flush=True)
         return
     if args.push_to_hub:
         print(f"[eval] card pushed: {push_card(card, args.push_to_hub)}", flush=True)

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from dolly.data import load_records
+from dolly.data import DataError, load_records
 from dolly.prompt import SPECIAL_TOKENS, extract_response, format_prompt, special_token_id
 from train.cli import RUN_ARGS_FILE, TrainError
 
@@ -29,9 +29,17 @@ STOPWORDS = frozenset(
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def held_out_records(model_dir: Path, tokenizer):
-    """The records `python -m train` held out for the model in `model_dir`, or None when the folder has
-    no run_args.json (not trained here, or downloaded from the Hub, which does not get that file)."""
+def _same_source(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve() if Path(a).exists() else a == b
+    except OSError:
+        return a == b
+
+
+def held_out_records(model_dir: Path, tokenizer, data: str | None = None):
+    """(records `python -m train` held out for the model in `model_dir`, the training data source), or None
+    when the folder has no run_args.json (not trained here, or downloaded from the Hub: pushes leave it out),
+    or when `data` is another dataset than the one the model was trained on."""
     path = Path(model_dir) / RUN_ARGS_FILE
     if not path.is_file():
         return None
@@ -39,7 +47,14 @@ def held_out_records(model_dir: Path, tokenizer):
     from train.data import split_rows, tokenize_frame
 
     run = json.loads(path.read_text(encoding="utf-8"))
-    frame = select_categories(load_records(run["data"]), run.get("categories"), run["data"])
+    if data is not None and not _same_source(data, run["data"]):
+        return None
+    try:
+        frame = load_records(run["data"])
+    except DataError as err:
+        raise TrainError(f"Could not reload {run['data']}, the training data named in {path}, to recover the held-out "
+                         f"split ({err}) Give the records with --data FILE.") from None
+    frame = select_categories(frame, run.get("categories"), run["data"])
     # Training dropped records over --max-length before splitting; the split is over what was left.
     rows, _ = tokenize_frame(tokenizer, frame, run["max_length"], progress=True)
     if not run.get("test_size"):

@@ -27,6 +27,7 @@ class HarnessTask:
     split: str          # the split lm-eval evaluates (test_split if the YAML has one, else validation_split)
     fields: tuple       # what lm-eval's prompt/metric code reads from each document
     schema: str         # one document, as the Hub dataset has it
+    folder: str         # where lm-eval keeps the task's YAML, under lm_eval/tasks/
 
 
 # Checked against lm-eval 0.4.13's YAMLs (lm_eval/tasks/{openbookqa,arc,winogrande,hellaswag,piqa,super_glue/boolq}).
@@ -34,26 +35,26 @@ HARNESS_TASKS = {t.name: t for t in (
     HarnessTask("openbookqa", "OpenBookQA", "allenai/openbookqa", "main", "test",
                 ("question_stem", "choices", "answerKey"),
                 '{"id": "7-980", "question_stem": "...", "choices": {"text": ["...", "...", "...", "..."], '
-                '"label": ["A", "B", "C", "D"]}, "answerKey": "B"}'),
+                '"label": ["A", "B", "C", "D"]}, "answerKey": "B"}', "openbookqa"),
     HarnessTask("arc_easy", "ARC (Easy)", "allenai/ai2_arc", "ARC-Easy", "test",
                 ("question", "choices", "answerKey"),
                 '{"id": "Mercury_7175875", "question": "...", "choices": {"text": ["...", "..."], '
-                '"label": ["A", "B"]}, "answerKey": "A"}'),
+                '"label": ["A", "B"]}, "answerKey": "A"}', "arc"),
     HarnessTask("winogrande", "WinoGrande", "allenai/winogrande", "winogrande_xl", "validation",
                 ("sentence", "option1", "option2", "answer"),
-                '{"sentence": "... _ ...", "option1": "...", "option2": "...", "answer": "1"}'),
+                '{"sentence": "... _ ...", "option1": "...", "option2": "...", "answer": "1"}', "winogrande"),
     HarnessTask("hellaswag", "HellaSwag", "Rowan/hellaswag", None, "validation",
                 ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
                 '{"activity_label": "...", "ctx_a": "...", "ctx_b": "...", "endings": ["...", "...", "...", "..."], '
-                '"label": "3"}'),
+                '"label": "3"}', "hellaswag"),
     HarnessTask("arc_challenge", "ARC (Challenge)", "allenai/ai2_arc", "ARC-Challenge", "test",
                 ("question", "choices", "answerKey"),
                 '{"id": "Mercury_7175875", "question": "...", "choices": {"text": ["...", "..."], '
-                '"label": ["A", "B"]}, "answerKey": "A"}'),
+                '"label": ["A", "B"]}, "answerKey": "A"}', "arc"),
     HarnessTask("piqa", "PIQA", "baber/piqa", None, "validation", ("goal", "sol1", "sol2", "label"),
-                '{"goal": "...", "sol1": "...", "sol2": "...", "label": 0}'),
+                '{"goal": "...", "sol1": "...", "sol2": "...", "label": 0}', "piqa"),
     HarnessTask("boolq", "BoolQ", "aps/super_glue", "boolq", "validation", ("question", "passage", "label"),
-                '{"question": "...", "passage": "...", "idx": 0, "label": 1}'),
+                '{"question": "...", "passage": "...", "idx": 0, "label": 1}', "super_glue/boolq"),
 )}
 
 # The dolly-v2 model card's table (lm-eval zero-shot), in its order: ascending geometric mean.
@@ -182,9 +183,18 @@ def run_harness(lm, names, *, task_data: Path | None, limit: int | None, workdir
     """Run lm-eval zero-shot on `names` with the loaded model `lm` (an lm_eval HFLM). Returns
     {task: {"acc": .., "acc_norm": .. (if any), "score": .., "metric": .., "n": docs}}."""
     import lm_eval
+    import lm_eval.tasks
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager()
+    # Index only the folders of the tasks asked for: lm-eval's whole index (~15,000 tasks) takes from
+    # 10 s to a minute to build, for seven names.
+    root = Path(lm_eval.tasks.__file__).parent
+    manager = TaskManager(include_defaults=False,
+                          include_path=sorted({str(root / HARNESS_TASKS[name].folder) for name in names}))
+    missing = [name for name in names if name not in manager.task_index]
+    if missing:
+        raise TrainError(f"lm-eval {lm_eval.__version__} has no task {', '.join(missing)} where 0.4.13 keeps it "
+                         f"({root}); install the pinned version: pip install lm-eval==0.4.13.")
     specs = []
     for name in names:
         if task_data is None:
