@@ -83,6 +83,43 @@ def in_thread(fn):
     return box[0]
 
 
+def kernels(repeats: int = 20) -> list:
+    """One 2560x10240 linear (pythia-2.8b's MLP) at 1 row (a decoded token) and 128 rows (a prompt):
+    bf16 F.linear, torchao's Int8WeightOnlyConfig, and this app's Int8Linear / Int4Linear."""
+    import torch
+    from torch import nn
+
+    from space.quantize import Int4Linear, Int8Linear
+
+    torch.manual_seed(0)
+    base = nn.Linear(2560, 10240, bias=False).to(torch.bfloat16)
+    layers = {"bf16 F.linear": base, "int8 (space/quantize.py)": Int8Linear(base),
+              "int4 (space/quantize.py)": Int4Linear(base, 128)}
+    try:
+        import copy
+
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        ao = copy.deepcopy(base)
+        quantize_(ao, Int8WeightOnlyConfig())
+        layers["torchao 0.18 Int8WeightOnlyConfig"] = ao
+    except Exception as error:  # torchao is optional here: only the comparison needs it
+        print(f"(torchao not measured: {type(error).__name__}: {error})")
+    rows = []
+    with torch.inference_mode():
+        for rows_in in (1, 128):
+            x = torch.randn(rows_in, 2560, dtype=torch.bfloat16)
+            for name, layer in layers.items():
+                layer(x)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    layer(x)
+                    times.append(time.perf_counter() - start)
+                rows.append((rows_in, name, statistics.median(times) * 1000))
+    return rows
+
+
 def save_shape(shape: str, cache: Path) -> Path:
     """A random-init model with `shape`'s real dimensions and Dolly's tokenizer, saved in bf16 (once)."""
     path = cache / f"pythia-{shape}-shaped"
@@ -244,6 +281,9 @@ def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16,
     from space.model import load_model
     from tests.dolly_data import make_records
 
+    # Numbers, not speed: one thread, because on a busy machine two OpenMP threads that wait on each
+    # other made a forward pass 18x slower than one thread (measured while writing this).
+    torch.set_num_threads(1)
     held = make_records(records, seed=12345)
     results, reference = [], {}
     for mode in ["bf16"] + [m for m in modes if m != "bf16"]:
@@ -290,6 +330,7 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--app-tokens", type=int, default=48, help="new tokens per /chat answer in the app row")
     parser.add_argument("--no-app", action="store_true", help="skip the app (/chat) comparison")
+    parser.add_argument("--no-kernels", action="store_true", help="skip the single-linear kernel comparison")
     parser.add_argument("--quality", metavar="MODEL_DIR", help="also measure quality on a model python -m train wrote")
     parser.add_argument("--cache-dir", default=os.environ.get("DOLLY_BENCH_CACHE", "/tmp/dolly-bench-models"),
                         help="where the random-init models are saved (2 GB + 5.6 GB), reused between runs")
@@ -312,6 +353,10 @@ def main():
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     bandwidth = [read_bandwidth()]
     print(f"read bandwidth: {bandwidth[0] / GB:.1f} GB/s", flush=True)
+    if not args.no_kernels:
+        print("\n### one 2560x10240 linear (pythia-2.8b's MLP), median ms\n\n| rows | layer | ms |\n|---|---|---|")
+        for rows_in, name, ms in in_thread(kernels):
+            print(f"| {rows_in} | {name} | {ms:.2f} |", flush=True)
     results = {}
     for shape in shapes:
         path = save_shape(shape, cache)

@@ -89,6 +89,8 @@ CSS = """
   .dolly-detail td { padding: .6rem; border-bottom: 2px solid var(--color-accent); }
 }
 #explorer-page-note:empty { display: none; }
+#explorer-pager { align-items: center; }
+#explorer-page input, #explorer-page textarea { text-align: center; }
 /* Category chips small enough for Dolly's eight to fit one line on a laptop: more rows in view. */
 #explorer-categories label { padding: .15rem .45rem; margin: 0; font-size: .875rem; }
 #explorer-categories label input { margin-right: .3rem; }
@@ -221,12 +223,12 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                     first_page = ready.page(ready.select(), 1) if ready else []
                     table = gr.HTML(table_html(first_page, message="The data is still loading."),
                                     elem_id="explorer-table", js_on_load=TABLE_JS)
-                    with gr.Row(elem_id="explorer-pager", equal_height=True):
-                        previous = gr.Button("← Previous", elem_id="explorer-previous", min_width=140, scale=0,
-                                             interactive=on)
+                    with gr.Row(elem_id="explorer-pager", equal_height=False):
+                        previous = gr.Button("← Previous", elem_id="explorer-previous", size="md", min_width=130,
+                                             scale=0, interactive=on)
                         page_box = gr.Textbox("1", label="Page", show_label=False, elem_id="explorer-page", max_lines=1,
-                                              min_width=80, scale=0, interactive=on)
-                        following = gr.Button("Next →", elem_id="explorer-next", min_width=140, scale=0,
+                                              min_width=80, scale=0, interactive=on, container=False)
+                        following = gr.Button("Next →", elem_id="explorer-next", size="md", min_width=130, scale=0,
                                               interactive=on)
                     page_note = gr.Markdown("", elem_id="explorer-page-note")
                 with gr.Column(scale=1, min_width=0, elem_id="explorer-side"):

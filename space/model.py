@@ -15,7 +15,7 @@ from space import zerogpu  # first: on a ZeroGPU Space it imports `spaces`, whic
 DEFAULT_MODEL = "databricks/dolly-v2-3b"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZE = ("auto", "none", "int8", "int4")  # space/quantize.py: what each means
+QUANTIZE = ("auto", "none", "int8", "int4")  # --quantize; space/quantize.py says what each means
 FIX_HINT = "Start the app with a model it can load, e.g. `python app.py --model path/to/checkpoint`."
 
 
@@ -150,7 +150,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: s
             from space.quantize import quantize_model
 
             quantize_model(model, mode, on_progress=lambda done, total: on_stage(
-                f"quantizing the weights to {mode}: layer {done} of {total}"))
+                f"quantizing the weights to {mode}: matrix {done} of {total}"))
             if torch_dtype != load_dtype:
                 model.to(torch_dtype)  # float tensors only; the int8/int4 weights stay as they are
         on_stage(f"moving the model to {device}")

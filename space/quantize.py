@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("auto", "none", "int8", "int4")
+from space.model import QUANTIZE as MODES  # beside --dtype's choices, where app.py reads them without torch
+
 # From this many rows on (a prompt, not one decoded token) an int8 layer converts its weight and runs a
 # float matmul: on an AVX-512 EPYC at 128 rows, int8pack_mm took 2.6x as long as that; at 16 rows they
 # were about even.

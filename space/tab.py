@@ -75,6 +75,9 @@ CSS = """
 #chat-status small { color: var(--body-text-color); }
 /* Gradio's red stop button has white text at 3.8:1; WCAG AA asks 4.5:1. */
 #chat-stop { background: #b91c1c; border-color: #b91c1c; color: #fff; }
+/* The sliders' min and max labels: Gradio draws them at 1.9:1. */
+#chat-settings .min_value, #chat-settings .max_value { color: #4b5563; }
+.dark #chat-settings .min_value, .dark #chat-settings .max_value { color: #d1d5db; }
 /* On a phone, four examples fit under the hint without scrolling; the rest are for wider screens. */
 @media (max-width: 640px) { #chat-chatbot button.example:nth-of-type(n+5) { display: none; } }
 """
@@ -126,9 +129,9 @@ def intro(model_id: str) -> str:
     """The one line on what this is: Dolly 2.0, which model, and where the cards are."""
     repo = hub_id(model_id)
     model = f"[{model_id}](https://huggingface.co/{repo})" if repo else f"`{model_id}`"
-    return (f"Chat with **{model}**, a [Dolly 2.0](https://huggingface.co/databricks/dolly-v2-12b)-style model: "
-            f"EleutherAI's Pythia, instruction-tuned on the human-written "
-            f"[databricks-dolly-15k]({DATASET_CARD}) dataset.")
+    return (f"Chat with **{model}**, a [Dolly 2.0](https://huggingface.co/databricks/dolly-v2-12b) model: "
+            f"EleutherAI's Pythia instruction-tuned on the human-written [databricks-dolly-15k]({DATASET_CARD}) "
+            "dataset. It answers one instruction at a time; earlier turns are passed along as context.")
 
 
 def max_new_tokens_limit(window: int | None) -> int:
@@ -142,9 +145,6 @@ def status_line(engine) -> tuple[str, gr.Timer]:
     line = engine.status() + (f" Generating {running} repl{'ies' if running > 1 else 'y'} now." if running else "")
     # Keep polling while a reply is being generated too, so "Generating…" never outlives its reply.
     return line, gr.Timer(active=engine.state == "loading" or running > 0)
-
-
-_status = status_line  # the name tests and older callers use
 
 
 def try_in_chat(record):

@@ -174,3 +174,45 @@ def test_a_model_that_fails_to_load_leaves_the_explorer_working(tmp_path, dolly_
         assert rows
     finally:
         demo.close()
+
+
+# -- issue 7 §5: every value checked, with a message naming the input ------------------------------------
+def test_a_seed_sent_as_a_string_of_an_exact_number_works(served, looping_dir):
+    _, client = served
+    as_text = client.predict("Hi", max_new_tokens=6, seed="7", api_name="/chat")
+    as_number = client.predict("Hi", max_new_tokens=6, seed=7, api_name="/chat")
+    assert as_text == as_number == expected(looping_dir, 6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seed="abc"), r"seed must be a whole number: -1 \(random\) or 0 to 2\*\*63-1; got 'abc'"),
+    (dict(seed=1.5), "seed must be a whole number"),
+    (dict(do_sample="banana"), "do_sample must be true or false; got 'banana'"),
+    (dict(max_new_tokens="many"), "max_new_tokens must be a whole number, 1 or more"),
+    (dict(temperature="hot"), r"temperature must be a number, 0 or more \(0 = greedy\)"),
+])
+def test_values_of_the_wrong_type_are_errors_that_name_the_input(served, kwargs, message):
+    _, client = served
+    with pytest.raises(Exception, match=message):
+        client.predict("Hi", api_name="/chat", **kwargs)
+    assert client.predict("Still there?", max_new_tokens=3, api_name="/chat")
+
+
+def test_a_missing_message_is_a_clear_error(served):
+    _, client = served
+    with pytest.raises(Exception, match=r"message must be text \(a string\), got None"):
+        client.predict(None, api_name="/chat")
+
+
+def test_the_wrong_number_of_values_is_its_own_error(served):
+    url, client = served
+    with pytest.raises(Exception, match=r"/chat takes 9 input values, in this order: message, context, do_sample"):
+        client.predict(*(["Hi"] + [1] * 14), api_name="/chat")
+    # Over raw HTTP too, where Gradio itself would answer too few values with {"error": null}.
+    import httpx
+
+    for data in ([], ["Hi"] * 15):
+        event = httpx.post(f"{url}gradio_api/call/chat", json={"data": data}, timeout=30).json()["event_id"]
+        answer = httpx.get(f"{url}gradio_api/call/chat/{event}", timeout=60).text
+        assert "event: error" in answer and "/chat takes 9 input values" in answer, answer
+    assert client.predict("Still there?", max_new_tokens=3, api_name="/chat")

@@ -62,7 +62,7 @@ def open_page(browser):
 
 def shot(page, name: str) -> Path:
     size = page.viewport_size
-    path = SCREENSHOTS / f"{name}-{size['width']}x{size['height']}.png"
+    path = SCREENSHOTS / f"explorer-{name}-{size['width']}x{size['height']}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
     return path
@@ -237,6 +237,7 @@ def test_the_page_box_never_breaks_the_table(open_page, app_url):
         assert table_rows(page) == list(range((shown - 1) * 20, shown * 20)), typed
         assert not page.locator(".toast-body, .error").is_visible()
     assert "is not a page number" in note.inner_text()
+    note.scroll_into_view_if_needed()
     shot(page, "p3-page-box-abc")
 
 
@@ -288,6 +289,10 @@ def test_opening_a_row_on_a_phone_shows_it_under_the_row(open_page, app_url, dol
     assert in_viewport(page, "#explorer-table tr.dolly-detail")
     assert detail.locator("[data-action=try]").is_visible()
     shot(page, "p4-row-open")
+    # Its own "Try in chat" does what the one beside the table does: over to the Chat tab.
+    wait_idle(page)
+    detail.locator("[data-action=try]").click()
+    page.wait_for_function("() => document.querySelector('button[role=tab][aria-selected=true]')?.innerText.includes('Chat')")
 
 
 # -- point 5: a table like the Hugging Face viewer's ------------------------------------------------
@@ -456,6 +461,18 @@ def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, app_u
     page.wait_for_function("(r) => document.querySelector('#explorer-row')?.innerText.includes('Row ' + r + ' ')", arg=row)
     page.wait_for_function("() => document.activeElement?.classList.contains('dolly-open')")
     assert page.evaluate("() => document.activeElement.closest('tr').dataset.row") == str(row)
+    # Export: open the panel, pick a format and export, all from the keyboard.
+    accordion = page.locator("#explorer-export-panel button, #explorer-export-panel [role=button]").first
+    accordion.focus()
+    page.keyboard.press("Enter")
+    page.locator("#explorer-export").wait_for()
+    page.locator("#explorer-format input[value=parquet]").focus()
+    page.keyboard.press("Space")
+    assert page.locator("#explorer-format input[value=parquet]").is_checked()
+    page.locator("#explorer-export").focus()
+    page.keyboard.press("Enter")
+    page.locator("#explorer-file a").first.wait_for()
+    assert f"dolly-{len(wanted)}-rows" in page.locator("#explorer-file").text_content()
 
 
 # -- point 7: loading and failing ------------------------------------------------------------------
@@ -528,6 +545,11 @@ def test_a_deep_link_opened_while_loading_restores_once_the_data_is_there(open_p
         demo.close()
 
 
+def wait_explorer_selected(page) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('button[role=tab]')]"
+                           ".some(t => t.innerText.includes('Explorer') && t.getAttribute('aria-selected') === 'true')")
+
+
 def test_a_load_that_fails_shows_plain_words_and_a_deep_link_still_opens_the_tab(open_page, tmp_path):
     release = threading.Event()
     missing = tmp_path / "gone.jsonl"
@@ -541,12 +563,12 @@ def test_a_load_that_fails_shows_plain_words_and_a_deep_link_still_opens_the_tab
         assert "Could not load the dataset" in error
         assert not re.search(r"\b[A-Z]\w+(Error|Exception)\b", error), error  # no exception class names
         page.wait_for_selector("#explorer-table", state="hidden")
-        assert page.get_by_role("tab", name="Explorer").get_attribute("aria-selected") == "true"
+        wait_explorer_selected(page)
         shot(page, "p7-failed")
         # Opened after it failed: the deep link still lands on the Explorer and its message.
         page = open_page(demo.local_url + "?tab=explorer&q=river")
-        page.wait_for_function("() => document.querySelector('#explorer-error')?.offsetParent !== null")
-        assert page.get_by_role("tab", name="Explorer").get_attribute("aria-selected") == "true"
+        wait_explorer_selected(page)
+        page.wait_for_function("() => document.querySelector('#explorer-error')?.innerText.includes('Data file not found')")
     finally:
         release.set()
         demo.close()
@@ -564,7 +586,8 @@ def test_a_hub_failure_is_worded_without_exception_names(open_page, tmp_path):
     demo = launch_with(gated_loader("databricks/databricks-dolly-15k", release, unreachable), "databricks/databricks-dolly-15k")
     try:
         page = open_page(demo.local_url + "?tab=explorer")
-        page.wait_for_function("() => document.querySelector('#explorer-error')?.offsetParent !== null")
+        wait_explorer_selected(page)
+        page.wait_for_function("() => document.querySelector('#explorer-error')?.innerText.includes('Could not load')")
         error = page.locator("#explorer-error").inner_text()
         assert "Could not load" in error and "--data" in error
         assert "LocalEntryNotFoundError" not in error and "ConnectionError" not in error
