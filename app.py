@@ -50,9 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "bf16; on CPU bfloat16 with --quantize int8/int4 where the CPU has native bf16, else "
                              "float32). Env: DOLLY_DTYPE.")
     parser.add_argument("--quantize", default=env("DOLLY_QUANTIZE", "auto"), choices=QUANTIZE,
-                        help="Weights' format: auto (int8 on CPU, which decodes about 2x faster than bf16 for a "
+                        help="Weights' format: auto (int8 on CPU: half of bf16's bytes to read per token, for a "
                              "negligible quality loss; none on GPU), none, int8 (per channel), int4 (groups of 128: "
-                             "faster still, some quality loss). int8/int4 run on the CPU only. Env: DOLLY_QUANTIZE.")
+                             "a quarter, with a measurable quality loss). int8/int4 run on the CPU only. "
+                             "Env: DOLLY_QUANTIZE.")
     parser.add_argument("--concurrency", type=int, default=env("DOLLY_CONCURRENCY", "2"),
                         help="How many chat replies are generated at once (Chat tab, /chat and /v1 together); more "
                              "requests wait. With --backend, raise it: the backend batches. Env: DOLLY_CONCURRENCY.")

@@ -46,10 +46,12 @@ EXAMPLES = [
 HINT = ("**Ask Dolly something**: an instruction or a question. For a question about a passage, paste the "
         "passage into *Context*. Or start with one of these examples:")
 
-# Notices are assistant messages with a metadata title: shown in the conversation, never part of a prompt.
-COULD_NOT_ANSWER = "⚠️ Could not answer"
-STOPPED = "⏹ Stopped"
-NOTE = "ℹ️ Note"
+# Notices are assistant messages marked in their metadata: shown in the conversation as a quoted line,
+# never part of a prompt. (Marked by `id`, not `title`: a title would fold the text into a collapsible box.)
+COULD_NOT_ANSWER = "⚠️ Could not answer."
+STOPPED = "Stopped."
+NOTE = "Note:"
+NOTICE = "notice:"
 
 PLACEHOLDERS = {
     "loading": "The model is still loading (see above); you can type already.",
@@ -84,12 +86,18 @@ CSS = """
 
 
 def notice(title: str, text: str) -> dict:
-    return {"role": "assistant", "content": text, "metadata": {"title": title}}
+    return {"role": "assistant", "content": f"> **{title}** {text}", "metadata": {"id": NOTICE + title}}
+
+
+def notice_title(message) -> str | None:
+    """The title of a notice (COULD_NOT_ANSWER, STOPPED, NOTE), or None for a message of the conversation."""
+    metadata = message.get("metadata") if isinstance(message, dict) else getattr(message, "metadata", None)
+    marker = str((metadata or {}).get("id") or "")
+    return marker[len(NOTICE):] if marker.startswith(NOTICE) else None
 
 
 def is_notice(message) -> bool:
-    metadata = message.get("metadata") if isinstance(message, dict) else getattr(message, "metadata", None)
-    return bool((metadata or {}).get("title"))
+    return notice_title(message) is not None
 
 
 def conversation(history) -> list:
@@ -120,7 +128,7 @@ def last_user_turn(history) -> tuple[list, str | None]:
 def mark_stopped(history) -> list:
     """The history with a 'Stopped' notice after the reply that was cut short (once)."""
     history = list(history or [])
-    if not history or (is_notice(history[-1]) and history[-1]["metadata"]["title"] == STOPPED):
+    if not history or notice_title(history[-1]) == STOPPED:
         return history
     return history + [notice(STOPPED, "You stopped this reply; it is shorter than the model would have written.")]
 

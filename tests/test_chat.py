@@ -336,11 +336,11 @@ def test_notices_are_shown_but_never_part_of_the_prompt(tokenizer):
 
 
 def test_stop_is_marked_once_and_undo_retry_find_the_last_message():
-    from space.tab import STOPPED, last_user_turn, mark_stopped
+    from space.tab import STOPPED, last_user_turn, mark_stopped, notice_title
 
     history = [user("q1"), assistant("a1"), user("q2"), assistant("a2 cut sh")]
     marked = mark_stopped(history)
-    assert marked[-1]["metadata"]["title"] == STOPPED and marked[:-1] == history
+    assert notice_title(marked[-1]) == STOPPED and marked[:-1] == history
     assert mark_stopped(marked) == marked  # Stop's click and the end of the reply both mark it: once
     assert last_user_turn(marked) == (history[:2], "q2")
     assert last_user_turn([]) == ([], None)
@@ -380,7 +380,7 @@ def test_a_failed_reply_is_a_notice_and_the_text_goes_back_in_the_box(tmp_path):
     """The chat box's reply function never raises: the reason is in the conversation, and the user's
     message is back in the box (the browser tests show the same on the page)."""
     from space.engine import LocalEngine
-    from space.tab import COULD_NOT_ANSWER, make_respond_fn
+    from space.tab import COULD_NOT_ANSWER, make_respond_fn, notice_title
 
     loader = ModelLoader(str(tmp_path / "nowhere")).start()
     assert loader.wait(60)
@@ -388,6 +388,6 @@ def test_a_failed_reply_is_a_notice_and_the_text_goes_back_in_the_box(tmp_path):
     history = [user("earlier"), assistant("answer"), user("Hello?")]
     outputs = list(respond("Hello?", history, "", *validate_settings().__dict__.values()))
     shown, box = outputs[-1]
-    assert shown[:2] == history[:2] and shown[-1]["metadata"]["title"] == COULD_NOT_ANSWER
+    assert shown[:2] == history[:2] and notice_title(shown[-1]) == COULD_NOT_ANSWER
     assert "Model folder not found" in shown[-1]["content"]
     assert box == "Hello?"

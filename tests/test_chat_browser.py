@@ -5,6 +5,7 @@ only makes it slower: a reply is over when Send is back in place of Stop. Screen
 states, at 1440×900 and 390×844, go to tests/screenshots/ (git ignores it) for anyone to look at.
 """
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -12,13 +13,14 @@ from playwright.sync_api import expect
 import app
 from space.chat import MAX_INPUT_CHARS
 from tests.conftest import free_port
-from tests.test_explorer_browser import PHONE, WIDE, axe_violations, shot
+from tests.test_explorer_browser import PHONE, WIDE, axe_violations
 from tests.tiny_model import save_scripted_model
 
 SCRIPT = "The capital of the river is"
 TIMEOUT_MS = 60_000  # generous: two cores shared with other work
 MESSAGE = "#chat-message textarea"
 CONTEXT = "#chat-context textarea"
+SCREENSHOTS = Path(__file__).parent / "screenshots"
 SIZES = pytest.mark.parametrize("size", [WIDE, PHONE], ids=["1440x900", "390x844"])
 
 
@@ -76,6 +78,14 @@ def open_chat(browser):
     yield open_
     for context in contexts:
         context.close()
+
+
+def shot(page, name: str) -> Path:
+    size = page.viewport_size
+    path = SCREENSHOTS / f"chat-{name}-{size['width']}x{size['height']}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    return path
 
 
 def chat_text(page) -> str:

@@ -56,6 +56,17 @@ def test_int4_linear_is_within_thirteen_percent_of_float(linear, rows):
     assert relative_error(out, ref_layer(x)) < 0.13
 
 
+def test_matrices_taller_than_a_quantization_slice_come_out_whole():
+    """Quantizing goes 4096 rows at a time (int4 packs each slice); 4096 + 64 + 16 rows cross a slice
+    boundary and end in a short block."""
+    torch.manual_seed(2)
+    layer = nn.Linear(64, 4096 + 64 + 16, bias=False).to(torch.bfloat16)
+    nn.init.normal_(layer.weight, std=0.02)
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    assert relative_error(Int8Linear(layer)(x), layer(x)) < 0.01
+    assert relative_error(Int4Linear(layer, 64)(x), layer(x)) < 0.13
+
+
 def test_int8_prefill_and_decode_paths_agree(linear):
     """A prompt goes through the float matmul, a token through the int8 kernel: same numbers."""
     layer = nn.Linear(256, 200).to(torch.bfloat16)
