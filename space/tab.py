@@ -80,8 +80,8 @@ CSS = """
 /* The sliders' min and max labels: Gradio draws them at 1.9:1. */
 #chat-settings .min_value, #chat-settings .max_value { color: #4b5563; }
 .dark #chat-settings .min_value, .dark #chat-settings .max_value { color: #d1d5db; }
-/* On a phone, four examples fit under the hint without scrolling; the rest are for wider screens. */
-@media (max-width: 640px) { #chat-chatbot button.example:nth-of-type(n+5) { display: none; } }
+/* On a phone, three examples fit under the hint without scrolling; the rest are for wider screens. */
+@media (max-width: 640px) { #chat-chatbot button.example:nth-of-type(n+4) { display: none; } }
 """
 
 

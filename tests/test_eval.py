@@ -58,7 +58,7 @@ def test_the_seven_tasks_run_offline_and_fill_json_table_and_card(model, task_da
     local files; JSON, table and card all say the same."""
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "train.eval", "--model", str(model), "--task-data", str(task_data)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((model / "eval_results.json").read_text())
     assert list(results["tasks"]) == list(DOLLY_TASKS)

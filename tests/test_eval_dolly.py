@@ -78,7 +78,8 @@ def test_grounding_counts_content_words_only():
 def _train_flags(tiny, data, out, *extra):
     return ["--base-model", str(tiny), "--data", str(data), "--output-dir", str(out), "--max-length", "256",
             "--test-size", "16", "--per-device-batch-size", "8", "--warmup-steps", "0", "--logging-steps", "5",
-            "--samples-per-category", "0", "--max-steps", "4", "--save-steps", "4", "--lr", "1e-3", *extra]
+            "--samples-per-category", "0", "--max-steps", "4", "--save-steps", "4", "--lr", "1e-3",
+            "--max-new-tokens", "16", *extra]
 
 
 def test_train_with_eval_tasks_evaluates_before_the_end_and_the_split_is_recovered_later(tmp_path):
@@ -102,14 +103,19 @@ def test_train_with_eval_tasks_evaluates_before_the_end_and_the_split_is_recover
     # Later, on its own: the same held-out records, recomputed from run_args.json with train/data.py.
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "train.eval", "--model", str(out), "--tasks", "dolly",
-                           "--output", str(tmp_path / "later.json")], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=900)
+                           "--max-new-tokens", "16", "--output", str(tmp_path / "later.json")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     during = load_records(str(out / "eval_results_dolly.jsonl"), progress=False)
     later = load_records(str(tmp_path / "later_dolly.jsonl"), progress=False)
     assert sorted(during["instruction"]) == sorted(later["instruction"]) and len(later) == 16
     # Greedy decoding of the same model: the same answers and scores.
     assert sorted(zip(during["instruction"], during["response"])) == sorted(zip(later["instruction"], later["response"]))
+    # --data naming the training file again also means its held-out split, never records the model learned.
+    assert eval_main(["--model", str(out), "--tasks", "dolly", "--data", str(data), "--max-new-tokens", "16",
+                      "--output", str(tmp_path / "again.json")]) == 0
+    assert sorted(load_records(str(tmp_path / "again_dolly.jsonl"), progress=False)["instruction"]) == \
+        sorted(later["instruction"])
 
 
 def test_train_refuses_a_bad_eval_task_before_training(tmp_path, capsys):

@@ -436,11 +436,14 @@ def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, app_u
     assert sort.get_attribute("aria-expanded") != "true"
     # ... and picks a sort with the arrow keys and Enter.
     sort.focus()
+    active_id = "() => document.querySelector('#explorer-sort input').getAttribute('aria-activedescendant')"
     for _ in range(10):
+        before = page.evaluate(active_id)
         page.keyboard.press("ArrowDown")
         options.wait_for()
-        active = page.evaluate("() => { const i = document.querySelector('#explorer-sort input');"
-                               " return document.getElementById(i.getAttribute('aria-activedescendant'))?.textContent.replace('✓', '').trim(); }")
+        # The dropdown moves its active option asynchronously: wait for the move before reading it.
+        page.wait_for_function(f"(before) => ({active_id})() !== before", arg=before)
+        active = page.evaluate(f"() => document.getElementById(({active_id})())?.textContent.replace('✓', '').trim()")
         if active == "instruction length, longest first":
             break
     page.keyboard.press("Enter")

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--logging-steps", type=int, default=10, help="Log the training loss every N steps.")
     run.add_argument("--samples-per-category", type=int, default=2,
                      help="Sample generations printed per category at the end (0 = none).")
-    run.add_argument("--max-new-tokens", type=int, default=128, help="Length limit of those sample generations.")
+    run.add_argument("--max-new-tokens", type=int, default=128,
+                     help="Length limit of those sample generations (and of the dolly task's answers, --eval-tasks).")
     run.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
                      help="Upload the output folder to this Hub model repo (token from HF_TOKEN or "
                           "`hf auth login`).")

@@ -304,7 +304,8 @@ def check_training_eval(args) -> None:
 
 def evaluate_after_training(args, frame, eval_rows) -> dict:
     """Evaluate the saved model in args.output_dir; the dolly task gets the records training held out."""
-    eval_args = build_parser().parse_args(["--model", str(args.output_dir), "--tasks", args.eval_tasks]
+    eval_args = build_parser().parse_args(["--model", str(args.output_dir), "--tasks", args.eval_tasks,
+                                           "--max-new-tokens", str(args.max_new_tokens)]
                                           + (["--task-data", str(args.eval_task_data)] if args.eval_task_data else []))
     plan = check_inputs(eval_args)
     held_out = (frame.iloc[[r["record"] for r in eval_rows]].reset_index(drop=True),
