@@ -150,6 +150,16 @@ def save_shape(shape: str, cache: Path) -> Path:
     return path
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes: VmHWM, the high-water mark of its own memory map.
+    (Not getrusage's ru_maxrss: Linux carries that over from the parent across fork and exec, so a
+    worker started by a parent that built a 2.8b model would report the parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: the best there is
+
+
 def decode_bytes(model) -> int:
     """Bytes read per decoded token: every parameter and buffer once, but only one row of the input
     embedding (tied weights counted once)."""
@@ -173,7 +183,7 @@ def worker(args) -> None:
     start = time.perf_counter()
     lm = load_model(args.model, device="cpu", dtype=dtype, quantize=quantize)
     load_s = time.perf_counter() - start
-    rss_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_load = peak_rss()
     from dolly.prompt import format_prompt
 
     ids = lm.tokenizer.encode(format_prompt("Summarize the passage.", CONTEXT), add_special_tokens=False)
@@ -203,7 +213,7 @@ def worker(args) -> None:
     print(json.dumps(dict(
         mode=args.worker, model_mode=lm.mode, load_s=load_s, prefill_ms=statistics.median(prefills) * 1000,
         decode_tps=statistics.median(decodes), decode_all=decodes, decode_bytes=decode_bytes(lm.model),
-        rss_load=rss_load, rss_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        rss_load=rss_load, rss_peak=peak_rss(),
         threads=torch.get_num_threads())), flush=True)
 
 

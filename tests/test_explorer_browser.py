@@ -110,8 +110,16 @@ def matches(records, needle, categories=None) -> list[int]:
 
 
 def axe_violations(page) -> list[str]:
-    """Serious or critical WCAG 2.1 A/AA violations axe-core finds on the page, as readable lines."""
+    """Serious or critical WCAG 2.1 A/AA violations axe-core finds on the page, as readable lines.
+
+    Run once no event is pending and every fade has ended: mid-fade (Gradio dims an output while its
+    event runs, then fades it back) the text measures at half its contrast.
+    """
     from axe_playwright_python.sync_playwright import Axe
+
+    wait_idle(page)
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running'"
+                           " || a.effect?.getComputedTiming().iterations === Infinity)")
 
     results = Axe().run(page, options=WCAG).response
     return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]} {v['nodes'][0]['failureSummary'][:300]}"
