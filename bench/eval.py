@@ -40,13 +40,13 @@ def child(args) -> None:
     model, tokenizer = load_model(args.model_dir, args.device, dtype)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as work:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = run_harness(lm, list(DOLLY_TASKS), task_data=Path(args.task_data), limit=args.limit,
                               workdir=Path(work))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     docs = sum(r["n"] for r in results.values())
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
-    print(json.dumps({"batch_size": args.batch_size, "seconds": seconds, "docs": docs,
+    print(json.dumps({"batch_size": args.batch_size, "seconds": seconds, "cpu_seconds": cpu, "docs": docs,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "peak_gpu_mib": peak_gpu, "scores": {t: r["score"] for t, r in results.items()}}))
 
@@ -87,13 +87,13 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.device}; load average {load:.1f}; "
           f"pythia-{args.shape} shape, random init, tokenizer: {'GPT-NeoX-20B' if tokenizer else 'small BPE'}")
     base = runs[-1] if len(runs) > 1 else None
-    print("| batch size | documents | seconds | documents/s | peak RSS (MiB) | vs batch 1 |")
-    print("|---|---|---|---|---|---|")
+    print("| batch size | documents | seconds | CPU seconds (all threads) | documents/s | peak RSS (MiB) | vs batch 1 |")
+    print("|---|---|---|---|---|---|---|")
     for run in runs:
         rate = run["docs"] / run["seconds"]
         ratio = f"{rate / (base['docs'] / base['seconds']):.2f}x" if base else ""
         gpu = f" (GPU {run['peak_gpu_mib']:.0f})" if run["peak_gpu_mib"] else ""
-        print(f"| {run['batch_size']} | {run['docs']} | {run['seconds']:.1f} | {rate:.2f} | "
+        print(f"| {run['batch_size']} | {run['docs']} | {run['seconds']:.1f} | {run['cpu_seconds']:.0f} | {rate:.2f} | "
               f"{run['peak_rss_mib']:.0f}{gpu} | {ratio} |")
     if base:
         diff = max(abs(runs[0]["scores"][t] - base["scores"][t]) for t in base["scores"])

@@ -172,7 +172,9 @@ def _load_hub(source: str) -> pd.DataFrame:
     try:
         ds = datasets.load_dataset(source, split="train")
     except Exception as err:
-        reason = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else f"{type(err).__name__}: {err}"
+        # The Hub client's first line says what went wrong; its exception class name means nothing to a user.
+        lines = str(err).strip().splitlines()
+        reason = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else (lines[0][:300] if lines else "no answer")
         raise DataError(
             f"Could not load dataset '{source}' from the Hugging Face Hub ({reason}). "
             f"If the Hub is unreachable, download the data once and load it from a file: {OFFLINE_HINT}"
