@@ -4,6 +4,8 @@ Everything that writes or reads a Dolly prompt imports it from here, so a model 
 `python -m train` and the published databricks/dolly-v2-* models are prompted identically.
 The strings are byte-for-byte those of databrickslabs/dolly (training/consts.py).
 """
+import threading
+import weakref
 
 INTRO_BLURB = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -62,10 +64,39 @@ def format_example(instruction: str, response: str, context: str = "") -> str:
     return format_prompt(instruction, context) + format_completion(response)
 
 
+_plain_backends = weakref.WeakKeyDictionary()
+_plain_lock = threading.Lock()
+
+
+def _encode_plain(tokenizer, text: str) -> list[int]:
+    """Ids of `text` with special tokens read as plain text.
+
+    Not `tokenizer.encode(..., split_special_tokens=True)`: transformers implements that by flipping a
+    flag on the one shared Rust tokenizer, so two requests encoding at once (the app serves several)
+    can each see the other's setting, and a template marker of one prompt came out as plain text. A
+    copy of the backend with the flag set for good is never flipped by anyone.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: no shared Rust state, but keep calls one at a time
+        with _plain_lock:
+            return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+    with _plain_lock:
+        size, plain = _plain_backends.get(tokenizer, (None, None))
+        if plain is None or size != len(tokenizer):  # new, or tokens were added since the copy was made
+            from tokenizers import Tokenizer
+
+            plain = Tokenizer.from_str(backend.to_str())
+            plain.encode_special_tokens = True
+            plain.no_truncation()
+            plain.no_padding()
+            _plain_backends[tokenizer] = (len(tokenizer), plain)
+    return plain.encode(text, add_special_tokens=False).ids
+
+
 def _encode(tokenizer, parts) -> list[int]:
     """Token ids of `parts` in which only the template's markers can be special tokens.
 
-    User text goes through `split_special_tokens=True`, so a message containing `### Response:` is
+    User text is encoded with special tokens split (_encode_plain), so a message containing `### Response:` is
     plain text, never the marker: the prompt's structure is always exactly the template's. Special
     tokens split a text into independently tokenized pieces anyway, so for text without markers the
     ids are the same as tokenizing the joined string.
@@ -77,11 +108,11 @@ def _encode(tokenizer, parts) -> list[int]:
             text += part[0] if isinstance(part, tuple) else part
             continue
         if text:
-            ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+            ids += _encode_plain(tokenizer, text)
             text = ""
         ids.append(marker_id)
     if text:
-        ids += tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+        ids += _encode_plain(tokenizer, text)
     return ids
 
 
@@ -97,7 +128,7 @@ def encode_completion(tokenizer, response: str) -> list[int]:
 
 def encode_text(tokenizer, text: str) -> list[int]:
     """Ids of user text alone (no markers of its own, whatever it contains)."""
-    return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True) if text else []
+    return _encode_plain(tokenizer, text) if text else []
 
 
 def add_special_tokens(tokenizer) -> int:
@@ -116,6 +147,17 @@ def special_token_id(tokenizer, key: str):
     (a base Pythia, say), in which case callers fall back to text matching."""
     ids = tokenizer.encode(key, add_special_tokens=False)
     return ids[0] if len(ids) == 1 else None
+
+
+def stop_token_ids(tokenizer) -> list:
+    """EOS and every Dolly marker that this tokenizer has as one token: the model is done when it
+    writes `### End`, and a new `### Instruction:` would be the model talking to itself."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for key in SPECIAL_TOKENS:
+        token = special_token_id(tokenizer, key)
+        if token is not None and token in tokenizer.all_special_ids and token not in ids:
+            ids.append(token)
+    return ids
 
 
 def extract_response(text: str) -> str:

@@ -18,8 +18,8 @@ from transformers.generation.stopping_criteria import StoppingCriteria, Stopping
 from transformers.generation.streamers import BaseStreamer
 
 from space import zerogpu
-from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, SPECIAL_TOKENS, encode_prompt, encode_text, format_prompt,
-                          special_token_id)
+from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, encode_prompt, encode_text, format_prompt,
+                          stop_token_ids)
 
 # Server-side bounds: whatever a browser or API caller sends, one request costs at most this.
 MAX_NEW_TOKENS_CAP = int(os.environ.get("DOLLY_MAX_NEW_TOKENS", "1024"))
@@ -321,17 +321,6 @@ def generation_threads() -> set:
 def active_generations() -> int:
     """How many replies are being generated now (the status line shows it)."""
     return len(generation_threads())
-
-
-def stop_token_ids(tokenizer) -> list:
-    """EOS and every Dolly marker that this tokenizer has as one token: the model is done when it
-    writes `### End`, and a new `### Instruction:` would be the model talking to itself."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for key in SPECIAL_TOKENS:
-        token = special_token_id(tokenizer, key)
-        if token is not None and token in tokenizer.all_special_ids and token not in ids:
-            ids.append(token)
-    return ids
 
 
 def visible_reply(raw: str, final: bool = False) -> tuple[str, bool]:

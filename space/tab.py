@@ -377,7 +377,9 @@ def _tick(engine, seen, max_new_tokens):
         value = min(int(max_new_tokens), limit)
     except (TypeError, ValueError):
         value = min(DEFAULTS["max_new_tokens"], limit)
-    return (line, timer, state, gr.Slider(maximum=limit, value=value),
+    # Only a value over the new bound is changed: the user may have moved the slider since this tick was sent.
+    slider = gr.Slider(maximum=limit) if value == max_new_tokens else gr.Slider(maximum=limit, value=value)
+    return (line, timer, state, slider,
             gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])))
 
 

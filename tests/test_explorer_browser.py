@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import expect
 
 import app
 from dolly.data import DataError
@@ -477,9 +478,13 @@ def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, app_u
     accordion.focus()
     page.keyboard.press("Enter")
     page.locator("#explorer-export").wait_for()
-    page.locator("#explorer-format input[value=parquet]").focus()
+    parquet = page.locator("#explorer-format input[value=parquet]")
+    parquet.wait_for(state="visible")
+    wait_idle(page)  # the panel opens with an animation: focus what is there once it has settled
+    parquet.focus()
+    page.wait_for_function("() => document.activeElement?.matches('#explorer-format input[value=parquet]')")
     page.keyboard.press("Space")
-    assert page.locator("#explorer-format input[value=parquet]").is_checked()
+    expect(parquet).to_be_checked(timeout=TIMEOUT_MS)
     page.locator("#explorer-export").focus()
     page.keyboard.press("Enter")
     page.locator("#explorer-file a").first.wait_for()

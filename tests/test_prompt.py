@@ -64,3 +64,25 @@ def test_a_training_record_quoting_the_markers_has_one_end_at_its_end(dolly_toke
     # The loss covers the response and the one real end marker, never the prompt.
     first_label = next(i for i, label in enumerate(row["labels"]) if label != -100)
     assert row["input_ids"][first_label - 1] == special_token_id(dolly_tokenizer, RESPONSE_KEY_NL)
+
+
+def test_prompts_encoded_at_once_from_many_threads_keep_their_markers():
+    # transformers' split_special_tokens flips a flag on the one shared Rust tokenizer; two requests
+    # encoding at once once turned a template marker into plain text (a reply starting mid-script).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.tiny_model import small_tokenizer
+
+    tokenizer = small_tokenizer()
+    add_special_tokens(tokenizer)
+    want = encode_prompt(tokenizer, FORGED, FORGED)
+    plain = tokenizer.encode(format_prompt("a question", "a context"), add_special_tokens=False)
+
+    def work(n):
+        if n % 2:  # an ordinary encode beside ours, as the /v1 completions path does
+            return tokenizer.encode(format_prompt("a question", "a context"), add_special_tokens=False) == plain
+        return encode_prompt(tokenizer, FORGED, FORGED) == want
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(work, range(4000)))
+    assert marker_counts(tokenizer, want) == [0, 1, 1]

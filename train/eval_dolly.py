@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from dolly.data import DataError, load_records
-from dolly.prompt import SPECIAL_TOKENS, extract_response, format_prompt, special_token_id
+from dolly.prompt import extract_response, format_prompt, stop_token_ids
 from train.cli import RUN_ARGS_FILE, TrainError
 
 GROUNDED_CATEGORIES = ("closed_qa", "information_extraction", "summarization")
@@ -107,24 +107,13 @@ def summarize(rows) -> dict:
     return summary
 
 
-def stop_ids(tokenizer) -> list:
-    """EOS and the Dolly markers this tokenizer has as single special tokens (`### End` ends the answer;
-    a new `### Instruction:` would be the model talking to itself)."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for key in SPECIAL_TOKENS:
-        token = special_token_id(tokenizer, key)
-        if token is not None and token in tokenizer.all_special_ids and token not in ids:
-            ids.append(token)
-    return ids
-
-
 def generate_answers(model, tokenizer, frame, *, max_new_tokens: int, window: int):
     """Greedy answers, one record at a time (no padding to reason about; a progress bar). Records whose
     prompt leaves no room in the model's window are skipped and counted."""
     import torch
     from tqdm.auto import tqdm
 
-    stops = stop_ids(tokenizer)
+    stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers, skipped = [], 0
     model.eval()

@@ -18,7 +18,7 @@ from train import cli
 from train.cli import TrainError
 from train.data import (LengthGroupedSampler, grouped_order, make_collator, padding_stats, split_rows,
                         to_dataset, tokenize_frame)
-from dolly.prompt import END_KEY, SPECIAL_TOKENS, add_special_tokens, extract_response, format_prompt
+from dolly.prompt import SPECIAL_TOKENS, add_special_tokens, encode_prompt, extract_response, stop_token_ids
 
 # Every GPT-NeoX linear layer, the output head included: the head's rows for the new markers start
 # at an average embedding, and the model must learn to write `### End`.
@@ -269,7 +269,6 @@ def _sample(model, tokenizer, frame, rows, args, device):
     for the model card). Every rank runs this: under ZeRO-3 generation needs all shards."""
     import torch
 
-    end_id = tokenizer.convert_tokens_to_ids(END_KEY)
     picked = {}
     for row in rows:
         if len(picked.setdefault(row["category"], [])) < args.samples_per_category:
@@ -278,13 +277,12 @@ def _sample(model, tokenizer, frame, rows, args, device):
     samples = {}
     for category in sorted(picked):
         for record in picked[category]:
-            prompt = format_prompt(record["instruction"], record["context"])
-            inputs = tokenizer(prompt, return_tensors="pt").to(device)
+            ids = torch.tensor([encode_prompt(tokenizer, record["instruction"], record["context"])], device=device)
             with torch.no_grad():
-                output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
-                                        eos_token_id=[end_id, tokenizer.eos_token_id],
+                output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                        max_new_tokens=args.max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
                                         pad_token_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=False)
+            text = tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=False)
             response = extract_response(text)
             samples.setdefault(category, []).append((record["instruction"][:120], response[:400]))
             log(f"sample [{category}] {record['instruction'][:80]!r} -> {response[:200]!r}")
