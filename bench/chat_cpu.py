@@ -33,12 +33,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.chat import off_main_thread as in_thread  # noqa: E402  (as Gradio runs handlers: in a worker thread)
 
 SHAPES = {  # EleutherAI's configs: hidden, layers, heads, vocab (padded)
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=8),
@@ -69,18 +70,6 @@ def read_bandwidth(size_bytes: int = 1 << 30, repeats: int = 5) -> float:
         best = min(best, time.perf_counter() - start)
     del x
     return size_bytes / best
-
-
-def in_thread(fn):
-    """Run fn in a worker thread, as Gradio runs the app's handlers (bench/chat.py: on this shared
-    machine torch on the main thread measured much slower under load than in a worker thread)."""
-    box = []
-    thread = threading.Thread(target=lambda: box.append(fn()))
-    thread.start()
-    thread.join()
-    if not box:
-        raise RuntimeError("benchmark step failed (see the traceback above)")
-    return box[0]
 
 
 def kernels(repeats: int = 20) -> list:

@@ -17,12 +17,13 @@ bench/RESULTS.md with the card's name, which the output's first line prints.
 import argparse
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.chat import off_main_thread as in_thread  # noqa: E402  (as Gradio runs handlers: in a worker thread)
 
 SHAPES = {  # EleutherAI's configs (dolly-v2-3b is pythia-2.8b, dolly-v2-12b is pythia-12b)
     "70m": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8),  # a smoke test of this script
@@ -30,17 +31,6 @@ SHAPES = {  # EleutherAI's configs (dolly-v2-3b is pythia-2.8b, dolly-v2-12b is 
     "12b": dict(hidden_size=5120, num_hidden_layers=36, num_attention_heads=40),
 }
 TOKENIZER = ROOT.parent / "shared" / "data" / "pythia-tokenizer"
-
-
-def in_thread(fn):
-    """As Gradio runs handlers: in a worker thread."""
-    box = []
-    thread = threading.Thread(target=lambda: box.append(fn()))
-    thread.start()
-    thread.join()
-    if not box:
-        raise RuntimeError("benchmark step failed (see the traceback above)")
-    return box[0]
 
 
 def tokenizer_for(path: Path):

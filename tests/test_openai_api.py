@@ -16,16 +16,10 @@ import app
 from dolly.prompt import format_prompt
 from space import chat
 from tests.conftest import free_port, launch
-from tests.test_chat_api import LOOP, expected
+from tests.test_chat_api import expected, looping_dir  # noqa: F401  (looping_dir: the same fixture as /chat's)
 from tests.tiny_model import save_scripted_model
 
 SCRIPT = " Paris is the capital."
-
-
-@pytest.fixture(scope="module")
-def looping_dir(tmp_path_factory):
-    return save_scripted_model(tmp_path_factory.mktemp("looping"), LOOP, loop=True,
-                               hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
 
 
 @pytest.fixture(scope="module")
