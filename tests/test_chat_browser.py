@@ -374,3 +374,50 @@ def test_keyboard_alone_sends_and_runs_an_example(open_chat, app_url):
     wait_replies(page, 2)
     idle(page)
     assert "Typed without a mouse." in chat_text(page)
+
+
+def tab_to(page, predicate: str, what: str, presses: int = 60) -> None:
+    """Press Tab until `predicate` (JS, of document.activeElement) holds; fail naming `what` if it never does."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(() => {{ const el = document.activeElement; return !!({predicate}); }})()"):
+            return
+    pytest.fail(f"Tab never reached {what}")
+
+
+def test_keyboard_alone_retries_undoes_and_clears(open_chat, app_url):
+    page = open_chat(app_url)
+    page.locator(MESSAGE).focus()
+    page.keyboard.type("First, by keyboard.")
+    page.keyboard.press("Enter")
+    wait_replies(page, 1)
+    idle(page)
+    page.keyboard.type("Second, by keyboard.")
+    page.keyboard.press("Enter")
+    wait_replies(page, 2)
+    idle(page)
+    button = "el.closest('#chat-chatbot') && el.getAttribute('aria-label') === '{}'"
+    page.locator(MESSAGE).focus()
+    tab_to(page, button.format("Retry"), "Retry")
+    page.keyboard.press("Enter")
+    idle(page)
+    wait_replies(page, 2)
+    assert chat_text(page).count("Second, by keyboard.") == 1
+    page.locator(MESSAGE).focus()
+    tab_to(page, button.format("Undo"), "Undo")
+    page.keyboard.press("Enter")
+    expect(page.locator(MESSAGE)).to_have_value("Second, by keyboard.")
+    wait_replies(page, 1)
+    page.locator(MESSAGE).focus()
+    tab_to(page, button.format("Clear"), "Clear")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chat-chatbot")).not_to_contain_text("First, by keyboard.")
+
+
+def test_no_serious_accessibility_violations_on_a_phone(open_chat, app_url):
+    page = open_chat(app_url, size=PHONE)
+    assert axe_violations(page) == []
+    send(page, "What is the capital?")
+    wait_replies(page, 1)
+    idle(page)
+    assert axe_violations(page) == []

@@ -413,14 +413,15 @@ def test_a_bad_regex_is_a_message(open_page, app_url):
 
 
 # -- point 13: accessibility and the keyboard ------------------------------------------------------
-def test_no_serious_accessibility_violations(open_page, app_url):
-    page = open_page(app_url + "?tab=explorer")
+@pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
+def test_no_serious_accessibility_violations(open_page, app_url, size):
+    page = open_page(app_url + "?tab=explorer", size)
     wait_for_total(page, 400)
     page.wait_for_function("() => document.querySelectorAll('#explorer-charts .vega-embed').length >= 4")
     wait_idle(page)
     assert axe_violations(page) == []
     page.locator(ROWS).nth(2).locator(".c-instruction").click()
-    page.wait_for_selector("#explorer-row .dolly-record")
+    page.locator(".dolly-record >> visible=true").first.wait_for()  # beside the table, or under the row on a phone
     wait_idle(page)
     assert axe_violations(page) == []
 
