@@ -5,6 +5,7 @@ download and load; `ModelLoader.status()` says where it is. Every failure become
 says what went wrong and which flag fixes it, never a crash of the app. No trust_remote_code:
 Dolly is a plain GPT-NeoX, and prompt building lives in this project (dolly/prompt.py).
 """
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,9 @@ def pick_quantize(quantize: str, device: str) -> str:
         raise ModelError(str(error)) from None
 
 
+_load_lock = threading.Lock()
+
+
 def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: str = "none",
                on_stage=lambda stage: None) -> LoadedModel:
     """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix.
@@ -145,7 +149,16 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: s
         # Quantized weights are made from bf16 ones, never from a float32 copy of the whole model
         # (twice the memory); float32 activations, where the CPU has no bf16, come after.
         load_dtype = torch.bfloat16 if mode != "none" else torch_dtype
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
+        # from_pretrained sets torch's process-wide default dtype while it builds the model and puts the
+        # old one back after: two loads at once (two apps in one process) could each restore the other's
+        # bf16, leaving every later float32 tensor of the process in bf16. One load at a time, and the
+        # default put back whatever happens.
+        with _load_lock:
+            default_dtype = torch.get_default_dtype()
+            try:
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype)
+            finally:
+                torch.set_default_dtype(default_dtype)
         if mode != "none":
             from space.quantize import quantize_model
 

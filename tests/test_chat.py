@@ -7,7 +7,7 @@ from space import chat
 from space.chat import (EMPTY_REPLY, HISTORY_HEADER, ChatInputError, active_generations, build_prompt, reply,
                         stream_reply, validate_settings, visible_reply)
 from space.model import ModelError, ModelLoader, load_model, pick_device, pick_dtype
-from tests.tiny_model import pythia_tokenizer, save_scripted_model, save_tiny_model
+from tests.tiny_model import pythia_tokenizer, save_scripted_model, save_tiny_model, small_tokenizer
 from dolly.prompt import END_KEY, INPUT_KEY, INSTRUCTION_KEY, RESPONSE_KEY, extract_response, format_prompt
 
 SCRIPT = " The capital of the river is"
@@ -391,3 +391,20 @@ def test_a_failed_reply_is_a_notice_and_the_text_goes_back_in_the_box(tmp_path):
     assert shown[:2] == history[:2] and notice_title(shown[-1]) == COULD_NOT_ANSWER
     assert "Model folder not found" in shown[-1]["content"]
     assert box == "Hello?"
+
+
+def test_two_models_loading_at_once_leave_the_default_dtype_alone(tmp_path):
+    # from_pretrained(dtype=bf16) swaps torch's process-wide default dtype while it builds a model; two
+    # loads interleaved could leave it bf16 for the rest of the process (seen as a flaky CI run).
+    import threading
+
+    import torch
+
+    paths = [save_tiny_model(tmp_path / f"m{i}", small_tokenizer(), dolly_tokens=True) for i in range(2)]
+    for _ in range(20):
+        threads = [threading.Thread(target=load_model, args=(str(p), "cpu", "bfloat16")) for p in paths]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert torch.get_default_dtype() == torch.float32
