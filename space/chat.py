@@ -315,7 +315,7 @@ _active: set = set()
 def generation_threads() -> set:
     """The generate() threads running now, one per reply being written (tests follow one through Stop)."""
     with _active_lock:
-        return {thread for thread in _active if thread.is_alive()}
+        return set(_active)
 
 
 def active_generations() -> int:
@@ -338,46 +338,32 @@ def visible_reply(raw: str, final: bool = False) -> tuple[str, bool]:
 
 
 def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None = None, min_new_tokens: int = 0,
-                 usage: dict | None = None):
+                 usage: dict | None = None, on_end=None):
     """Generate a reply to `input_ids` and yield its visible text each time it grows.
 
     generate() runs in its own thread; closing this generator (Stop, a client gone) sets `stop`,
     and that thread ends at its next token. The last value yielded is the whole reply.
     `min_new_tokens` is for benchmarks, which must time a full-length reply. `usage`, when given, gets
     `completion_tokens` and `finish_reason` ("length" when max_new_tokens ran out, else "stop") for /v1.
+    `on_end()`, when given, is called once generate() has ended, which after a close is one step later:
+    a --concurrency slot must cover that step too, and closing must not wait for it (Gradio closes
+    generators on its event loop).
     """
     if not zerogpu.runs_here():  # a ZeroGPU Space: the GPU exists only inside spaces.GPU (space/zerogpu.py)
-        yield from zerogpu.stream(stream_reply, lm, input_ids, settings, stop, min_new_tokens, usage)
+        try:
+            yield from zerogpu.stream(stream_reply, lm, input_ids, settings, stop, min_new_tokens, usage)
+        finally:
+            if on_end:
+                on_end()  # closing ZeroGPU's stream has ended the worker's generation
         return
     stop = stop or threading.Event()
-    model, tokenizer = lm.model, lm.tokenizer
-    streamer = _TokenQueue()
-    failure = []
-    processors = LogitsProcessorList()
-    if settings.sampling:
-        seed = settings.seed if settings.seed >= 0 else random.SystemRandom().randrange(2**63)
-        processors.append(_SeededSampler(settings, seed))
-    config = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False, repetition_penalty=settings.repetition_penalty,
-        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
-    )
-    inputs = torch.tensor([list(input_ids)], device=model.device)
-
-    def run():
-        try:
-            with torch.inference_mode():
-                model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                               logits_processor=processors, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
-                               streamer=streamer)
-        except BaseException as error:  # reported to the reader, never lost in a thread
-            failure.append(error)
-            streamer.end()
-
-    thread = threading.Thread(target=run, name="dolly-generate", daemon=True)
-    with _active_lock:
-        _active.difference_update([t for t in _active if not t.is_alive()])
-        _active.add(thread)
-    thread.start()
+    tokenizer, streamer, failure = lm.tokenizer, _TokenQueue(), []
+    try:
+        _start_generate(lm, input_ids, settings, min_new_tokens, stop, streamer, failure, on_end)
+    except BaseException:
+        if on_end:
+            on_end()  # nothing runs
+        raise
     generated, shown = [], None
     try:
         while True:
@@ -407,6 +393,47 @@ def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None
             yield final
     finally:
         stop.set()  # Stop pressed, client gone, or done: generate() ends at its next token
+
+
+def _start_generate(lm, input_ids, settings: Settings, min_new_tokens: int, stop: threading.Event,
+                    streamer: _TokenQueue, failure: list, on_end) -> None:
+    """Start generate() in its own thread: its tokens go to `streamer`, an error to `failure`, and
+    `on_end()` is called when it has ended."""
+    model, tokenizer = lm.model, lm.tokenizer
+    processors = LogitsProcessorList()
+    if settings.sampling:
+        seed = settings.seed if settings.seed >= 0 else random.SystemRandom().randrange(2**63)
+        processors.append(_SeededSampler(settings, seed))
+    config = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False, repetition_penalty=settings.repetition_penalty,
+        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    )
+    inputs = torch.tensor([list(input_ids)], device=model.device)
+
+    def run():
+        try:
+            with torch.inference_mode():
+                model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                               logits_processor=processors, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                               streamer=streamer)
+        except BaseException as error:  # reported to the reader, never lost in a thread
+            failure.append(error)
+            streamer.end()
+        finally:
+            with _active_lock:  # no longer counted before its slot is free: never one over --concurrency
+                _active.discard(thread)
+            if on_end:
+                on_end()
+
+    thread = threading.Thread(target=run, name="dolly-generate", daemon=True)
+    with _active_lock:
+        _active.add(thread)
+    try:
+        thread.start()
+    except BaseException:
+        with _active_lock:
+            _active.discard(thread)
+        raise
 
 
 def fit_to_window(settings: Settings, window: int) -> Settings:

@@ -78,6 +78,14 @@ class Generation:
         self.cancelled = threading.Event()
         self._on_cancel: list[Callable[[], None]] = []
         self._cancel_lock = threading.Lock()
+        self._slot_kept = False
+
+    def keep_slot(self) -> Callable[[], None]:
+        """For a producer whose model runs on after it is closed (a generate() thread stops at its next
+        token): the slot is then given back when the producer calls what this returns, not when the
+        iteration ends. Call it (once) while producing."""
+        self._slot_kept = True
+        return self._limiter.release
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Run `callback` (from whichever thread cancels) when this reply is cancelled; at once if it was."""
@@ -115,7 +123,8 @@ class Generation:
                     yield final
         finally:
             self.cancel()
-            self._limiter.release()
+            if not self._slot_kept:
+                self._limiter.release()
 
     def finished(self, finish_reason: str, completion_tokens: int | None) -> None:
         """Producers call this when the model (or backend) ended the reply by itself."""
@@ -194,7 +203,7 @@ class LocalEngine:
         def produce(generation: Generation):
             usage, stop = {}, threading.Event()
             generation.on_cancel(stop.set)  # generate() ends at its next token
-            yield from stream_reply(lm, ids, settings, stop=stop, usage=usage)
+            yield from stream_reply(lm, ids, settings, stop=stop, usage=usage, on_end=generation.keep_slot())
             if usage:
                 generation.finished(usage["finish_reason"], usage["completion_tokens"])
 

@@ -285,6 +285,27 @@ def test_status_line_keeps_polling_until_a_running_reply_ends(looping_dir):
     assert "Generating" not in line and timer.active is False
 
 
+def test_a_concurrency_slot_is_free_only_once_the_model_has_stopped(looping_dir):
+    # A reply ended early (a stop string, Stop, a client gone) used to give its slot back while its
+    # generate() thread still ran one more step: one generation over --concurrency (a flaky CI run).
+    from space.engine import LocalEngine
+
+    loader = ModelLoader(str(looping_dir)).start()
+    assert loader.wait(60)
+    engine = LocalEngine(loader, concurrency=1)
+    for ending in ("stop string", "closed"):
+        generation = engine.chat("Hello", stop=["capital"] if ending == "stop string" else (), max_new_tokens=1000)
+        stream = iter(generation)
+        if ending == "stop string":
+            assert list(stream) == ["The"] and generation.finish_reason == "stop"
+        else:
+            next(stream)
+            stream.close()
+        assert engine.limiter._slots.acquire(timeout=30)  # given back once generate() is over...
+        assert active_generations() == 0, f"generate() still ran after its slot was given back ({ending})"
+        engine.limiter.release()
+
+
 # --- settings as API callers send them (issue 7 §5) ---------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, expected", [
