@@ -223,7 +223,7 @@ def main():
         ("(c) seed-style pipeline, not streamed", f"{c_first * 1000:.0f} ms", f"{args.tokens / c_first:.1f}",
          f"first text {c_first / b_first:.0f}x later than (b) (target >= 10x)"),
     ]
-    print(f"\n| path | first text visible | tokens/s | vs baseline |\n|---|---|---|---|")
+    print("\n| path | first text visible | tokens/s | vs baseline |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(f"\nMemory of the whole app (app.build_app + launch, one chat answered), RSS now / peak: "

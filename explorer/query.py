@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dolly.data import DOLLY_CATEGORIES, TEXT_FIELDS
+from dolly.numbers import whole_number
 
 PAGE_SIZE = 20
 # Between fields in the haystack. A literal match that touches it must contain a newline or a NUL,
@@ -241,20 +242,6 @@ class Index:
             counts.append(int(np.count_nonzero((position >= start) & (position < stop))))
         return pd.DataFrame({"category": self.categories, "rows": counts})
 
-    def length_histogram(self, selection: Selection, field: str, bins: int = 20) -> pd.DataFrame:
-        """Histogram of `field`'s length in characters over `selection`: bin label, start and row count."""
-        lengths = self.lengths[field][selection.rows]
-        if len(lengths) == 0:
-            return pd.DataFrame({"characters": pd.Series([], dtype="str"), "start": [], "rows": []})
-        top = max(int(lengths.max()), 1)
-        edges = np.unique(np.linspace(0, top + 1, bins + 1).astype(np.int64))
-        counts, edges = np.histogram(lengths, bins=edges)
-        # Starts padded with spaces to one width, so sorting the labels as text (as the bar chart
-        # does) keeps them in numeric order.
-        width = len(str(edges[-2]))
-        labels = [f"{edges[i]:>{width}}–{edges[i + 1] - 1}" for i in range(len(counts))]
-        return pd.DataFrame({"characters": labels, "start": edges[:-1], "rows": counts})
-
 
 _RE2_SPECIAL = set("\\.+*?()|[]{}^$")
 
@@ -287,18 +274,10 @@ def check_regex(pattern: str) -> None:
 def check_page(page, pages: int) -> int:
     """`page` as a page number from 1 to `pages`. A whole number, or text or a float that is exactly
     one ("7", 7.0); anything else (1.5, "abc", True, None) is a QueryError naming the range."""
-    number = None
-    if isinstance(page, int) and not isinstance(page, bool):
-        number = page
-    elif isinstance(page, (float, str)) and not isinstance(page, bool):
-        try:
-            value = float(page.strip() if isinstance(page, str) else page)
-        except ValueError:
-            value = float("nan")
-        if value.is_integer():
-            number = int(value)
-    if number is None:
-        raise QueryError(f"page must be a whole number from 1 to {pages}, got {page!r:.80}.")
+    try:
+        number = whole_number(page)
+    except ValueError:
+        raise QueryError(f"page must be a whole number from 1 to {pages}, got {page!r:.80}.") from None
     if not 1 <= number <= pages:
         raise QueryError(f"Page {number} is out of range: this selection has page(s) 1 to {pages}.")
     return number

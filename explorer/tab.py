@@ -19,8 +19,7 @@ from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
 from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError
-from explorer.view import (export_note, highlight, plain_error, record_html, resolve_page,  # noqa: F401 (highlight: re-exported)
-                           summary, table_html)
+from explorer.view import export_note, plain_error, record_html, resolve_page, summary, table_html
 
 CSS = """
 /* The Explorer's table reads like the Hugging Face Dataset Viewer's: proportional font, compact rows

@@ -18,6 +18,7 @@ from transformers.generation.stopping_criteria import StoppingCriteria, Stopping
 from transformers.generation.streamers import BaseStreamer
 
 from space import zerogpu
+from dolly.numbers import exact_number, whole_number
 from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, encode_prompt, encode_text, format_prompt,
                           stop_token_ids)
 
@@ -74,27 +75,11 @@ def _number(name, value, cast):
     `name` and what it accepts. Ints are kept exact (a 19-digit seed must not round)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return cast(DEFAULTS[name])
-    wrong = ChatInputError(f"{name} must be {ACCEPTS[name]}; got {value!r}.")
-    if isinstance(value, bool):  # JSON true/false is not a number, though Python lets bool pass as one
-        raise wrong
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                raise wrong from None
-    if not isinstance(value, (int, float)):
-        raise wrong
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        raise ChatInputError(f"{name} must be finite, {ACCEPTS[name]}; got {value!r}.")
-    if cast is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise wrong
-        return int(value)
-    return float(value)
+    try:
+        return whole_number(value) if cast is int else float(exact_number(value))
+    except ValueError as error:
+        finite = "finite, " if "finite" in str(error) else ""
+        raise ChatInputError(f"{name} must be {finite}{ACCEPTS[name]}; got {value!r}.") from None
 
 
 def _flag(name, value) -> bool:

@@ -26,16 +26,36 @@ def dolly_jsonl(tmp_path_factory, dolly_records) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "dolly.jsonl", dolly_records)
 
 
+# The Chat tab loads its model in the background; a missing local folder fails at once, offline,
+# instead of retrying the unreachable Hub. Tests of the Explorer alone start the app with it.
+NO_MODEL = ["--model", "/nonexistent/dolly-model"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def launch(demo):
-    """Launch a gr.Blocks on a free local port without blocking; returns its URL. Close with demo.close()."""
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    return demo.local_url
+def serve(*argv, dataset=None):
+    """The app as `python app.py ARGV` starts it (build_app, then launch with app.py's own options and
+    --auth), on a free local port, without blocking. Its URL is demo.local_url; close it with demo.close().
+    `dataset`: an Explorer DatasetLoader to use instead of loading --data (tests that gate or pre-load it)."""
+    import app
+
+    args = app.parse_args([str(arg) for arg in argv])
+    demo = app.build_app(args, dataset=dataset)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), auth=args.auth, prevent_thread_lock=True,
+                        quiet=True, **app.launch_options(args))
+    return demo
+
+
+@pytest.fixture(scope="module")
+def explorer_url(dolly_jsonl):
+    """The app serving the test data, no model: for tests of the Explorer."""
+    demo = serve("--data", dolly_jsonl, *NO_MODEL)
+    yield demo.local_url
+    demo.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import app
-from tests.conftest import free_port
+from tests.conftest import serve
 from tests.tiny_model import save_tiny_model
 
 # /chat's inputs in order, with good values: the message, then context and the settings.
@@ -87,10 +86,7 @@ TOO_FEW = [  # raw HTTP only
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, dolly_jsonl):
     model = save_tiny_model(tmp_path_factory.mktemp("model"))
-    args = app.parse_args(["--model", str(model), "--data", str(dolly_jsonl)])
-    demo = app.build_app(args)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
+    demo = serve("--model", model, "--data", dolly_jsonl)
     client = Client(demo.local_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
     deadline = time.monotonic() + 120
     for endpoint, values in GOOD.items():  # model and data load in the background: wait as a client would

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import app
 from dolly.login_limit import MAX_FAILURES
-from tests.conftest import free_port
+from tests.conftest import NO_MODEL, free_port, serve
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_MODEL = ["--model", "/nonexistent/dolly-model"]
 
 
 def run_app(*flags, env=None, timeout=120):
@@ -56,10 +54,7 @@ def _login(url, password):
 def test_failed_logins_are_rate_limited_per_client(dolly_jsonl):
     from explorer.loader import DatasetLoader
 
-    args = app.parse_args(["--data", str(dolly_jsonl), "--auth", "alice:s3cret", *NO_MODEL])
-    demo = app.build_app(args, dataset=DatasetLoader(str(dolly_jsonl)))
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), auth=args.auth, prevent_thread_lock=True,
-                        quiet=True, **app.launch_options(args))
+    demo = serve("--data", dolly_jsonl, "--auth", "alice:s3cret", *NO_MODEL, dataset=DatasetLoader(str(dolly_jsonl)))
     try:
         url = demo.local_url
         assert _login(url, "s3cret") == 200  # the right password works

@@ -15,10 +15,10 @@ import openai
 import pytest
 from gradio_client import Client
 
-import app
 from space import chat
 from space.backend import BackendEngine
-from tests.conftest import free_port, launch
+from tests.conftest import free_port, serve
+from tests.generations import stop_and_check
 from tests.test_chat_api import LOOP, expected
 from tests.tiny_model import save_scripted_model
 
@@ -48,15 +48,14 @@ def wait_for_v1(url: str, model: str, deadline_s: float = 180, process=None) -> 
 
 
 def start_b(backend_url: str, data, *flags):
-    demo = app.build_app(app.parse_args(["--backend", backend_url, "--data", str(data), *flags]))
-    return demo, launch(demo)
+    demo = serve("--backend", backend_url, "--data", data, *flags)
+    return demo, demo.local_url
 
 
 @pytest.fixture(scope="module")
 def app_a(looping_dir, dolly_jsonl):
-    demo = app.build_app(app.parse_args(["--model", str(looping_dir), "--data", str(dolly_jsonl),
-                                         "--concurrency", "4"]))
-    url = launch(demo).rstrip("/")
+    demo = serve("--model", looping_dir, "--data", dolly_jsonl, "--concurrency", "4")
+    url = demo.local_url.rstrip("/")
     wait_for_v1(url, looping_dir.name)
     yield url
     demo.close()
@@ -106,12 +105,7 @@ def test_stop_closes_the_stream_and_the_backend_stops_generating(app_b):
     deadline = time.monotonic() + 120
     while len(job.outputs()) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    ours = chat.generation_threads() - before
-    assert len(ours) == 1
-    job.cancel()
-    thread = ours.pop()
-    thread.join(timeout=60)
-    assert not thread.is_alive(), "A still generates after Stop in B"
+    stop_and_check(job.cancel, before)  # A still generating after Stop in B fails here
 
 
 def test_errors_of_the_backend_reach_the_chat_and_b_stays_up(app_a, app_b, looping_dir):
@@ -126,8 +120,8 @@ def test_errors_of_the_backend_reach_the_chat_and_b_stays_up(app_a, app_b, loopi
 
 
 def test_a_backend_that_cannot_load_its_model_is_a_clear_message(tmp_path, dolly_jsonl):
-    broken = app.build_app(app.parse_args(["--model", str(tmp_path / "no-such-model"), "--data", str(dolly_jsonl)]))
-    broken_url = launch(broken).rstrip("/")
+    broken = serve("--model", tmp_path / "no-such-model", "--data", dolly_jsonl)
+    broken_url = broken.local_url.rstrip("/")
     front, front_url = start_b(f"{broken_url}/v1", dolly_jsonl)
     try:
         client = Client(front_url, verbose=False)

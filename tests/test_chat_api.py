@@ -10,9 +10,9 @@ import time
 import pytest
 from gradio_client import Client
 
-import app
 from space import chat
-from tests.conftest import launch
+from tests.conftest import serve
+from tests.generations import PeakGenerations, stop_and_check
 from tests.tiny_model import save_scripted_model
 
 LOOP = " The capital of"
@@ -26,9 +26,8 @@ def looping_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(looping_dir, dolly_jsonl):
-    demo = app.build_app(app.parse_args(["--model", str(looping_dir), "--data", str(dolly_jsonl),
-                                         "--concurrency", "4"]))
-    url = launch(demo)
+    demo = serve("--model", looping_dir, "--data", dolly_jsonl, "--concurrency", "4")
+    url = demo.local_url
     client = Client(url, verbose=False)
     deadline = time.monotonic() + 120
     while True:  # the model loads in the background; wait as a user would
@@ -77,12 +76,7 @@ def test_stop_ends_the_generation(served):
     deadline = time.monotonic() + 60
     while len(job.outputs()) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    ours = chat.generation_threads() - before
-    assert len(ours) == 1
-    job.cancel()
-    thread = ours.pop()
-    thread.join(timeout=10)
-    assert not thread.is_alive(), "the generate() thread still runs after Stop"
+    stop_and_check(job.cancel, before, timeout=10)
     time.sleep(0.5)  # what was already on its way may still arrive ...
     streamed = len(job.outputs())
     time.sleep(0.5)
@@ -101,24 +95,14 @@ def test_eight_concurrent_clients_each_get_their_own_answer(served, looping_dir)
         except Exception as error:  # reported below, not lost in a thread
             errors.append(error)
 
-    running, done = [], threading.Event()
-
-    def watch():  # how many replies generate at once: never more than --concurrency 4
-        while not done.is_set():
-            running.append(chat.active_generations())
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(180)
-    done.set()
-    watcher.join()
+    with PeakGenerations() as peak:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
     assert not errors
-    assert 1 <= max(running) <= 4
+    assert 1 <= peak.max <= 4  # never more than --concurrency 4 at once
     for n in range(8):
         final, outputs = results[n]
         assert final == expected(looping_dir, 5 + 3 * n)
@@ -156,9 +140,9 @@ def test_too_long_message_is_a_clear_error(served):
 
 
 def test_a_model_that_fails_to_load_leaves_the_explorer_working(tmp_path, dolly_jsonl, dolly_records):
-    demo = app.build_app(app.parse_args(["--model", str(tmp_path / "no-such-checkpoint"), "--data", str(dolly_jsonl)]))
+    demo = serve("--model", tmp_path / "no-such-checkpoint", "--data", dolly_jsonl)
     try:
-        client = Client(launch(demo), verbose=False)
+        client = Client(demo.local_url, verbose=False)
         deadline = time.monotonic() + 30
         while True:
             try:

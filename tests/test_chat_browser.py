@@ -10,26 +10,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-import app
 from space.chat import MAX_INPUT_CHARS
-from tests.conftest import free_port
-from tests.test_explorer_browser import PHONE, WIDE, axe_violations
+from tests.conftest import serve
+from tests.browser import PHONE, WIDE, axe_violations, page_opener, screenshot
 from tests.tiny_model import save_scripted_model
 
 SCRIPT = "The capital of the river is"
-TIMEOUT_MS = 60_000  # generous: two cores shared with other work
 MESSAGE = "#chat-message textarea"
 CONTEXT = "#chat-context textarea"
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 SIZES = pytest.mark.parametrize("size", [WIDE, PHONE], ids=["1440x900", "390x844"])
-
-
-def serve(model, dolly_jsonl):
-    args = app.parse_args(["--model", str(model), "--data", str(dolly_jsonl)])
-    demo = app.build_app(args)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
-    return demo
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +28,14 @@ def scripted_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(scripted_model, dolly_jsonl):
-    demo = serve(scripted_model, dolly_jsonl)
+    demo = serve("--model", scripted_model, "--data", dolly_jsonl)
     yield demo.local_url
     demo.close()
 
 
 @pytest.fixture(scope="module")
 def failed_url(tmp_path_factory, dolly_jsonl):
-    demo = serve(tmp_path_factory.mktemp("empty") / "no-such-checkpoint", dolly_jsonl)
+    demo = serve("--model", tmp_path_factory.mktemp("empty") / "no-such-checkpoint", "--data", dolly_jsonl)
     yield demo.local_url
     demo.close()
 
@@ -55,7 +44,7 @@ def failed_url(tmp_path_factory, dolly_jsonl):
 def looping_url(tmp_path_factory, dolly_jsonl):
     model = save_scripted_model(tmp_path_factory.mktemp("looping"), " The capital of", loop=True,
                                 hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
-    demo = serve(model, dolly_jsonl)
+    demo = serve("--model", model, "--data", dolly_jsonl)
     yield demo.local_url
     demo.close()
 
@@ -63,29 +52,15 @@ def looping_url(tmp_path_factory, dolly_jsonl):
 @pytest.fixture
 def open_chat(browser):
     """open_chat(url, size=WIDE, status="is ready"): a new page at `url` once the status line says `status`."""
-    contexts = []
-
-    def open_(url, size=WIDE, status="is ready"):
-        context = browser.new_context(viewport=size)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        expect.set_options(timeout=TIMEOUT_MS)
-        page.goto(url)
+    def ready(page, status="is ready"):
         expect(page.locator("#chat-status")).to_contain_text(status)
-        return page
 
-    yield open_
-    for context in contexts:
-        context.close()
+    with page_opener(browser, ready) as open_:
+        yield open_
 
 
 def shot(page, name: str) -> Path:
-    size = page.viewport_size
-    path = SCREENSHOTS / f"chat-{name}-{size['width']}x{size['height']}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path))
-    return path
+    return screenshot(page, f"chat-{name}")
 
 
 def chat_text(page) -> str:

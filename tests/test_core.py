@@ -70,3 +70,30 @@ def test_the_tools_import_the_core_and_never_each_other():
             assert not others, f"{path.relative_to(ROOT)} imports {sorted(others)}: share it through dolly/ instead"
     for path in (ROOT / "dolly").rglob("*.py"):
         assert not imports_of(path) & set(TOOLS), f"{path.relative_to(ROOT)}: the core must not import a tool"
+
+
+@pytest.mark.parametrize("value, expected", [
+    (7, 7), (7.0, 7), ("7", 7), (" 7 ", 7), ("7.0", 7), ("1e3", 1000), (-1, -1),
+    (2**63 - 1, 2**63 - 1), ("9007199254740993", 9007199254740993),  # exact: through a float it would round
+])
+def test_whole_numbers_as_forms_and_clients_send_them(value, expected):
+    from dolly.numbers import whole_number
+
+    number = whole_number(value)
+    assert number == expected and type(number) is int
+
+
+@pytest.mark.parametrize("value", [7.5, "7.5", "abc", "", True, False, None, [7], float("nan"), "inf", float("-inf")])
+def test_what_is_no_whole_number(value):
+    from dolly.numbers import whole_number
+
+    with pytest.raises(ValueError):
+        whole_number(value)
+
+
+def test_exact_numbers_keep_their_kind():
+    from dolly.numbers import exact_number
+
+    assert exact_number(" 0.5 ") == 0.5 and exact_number("2") == 2 and type(exact_number("2")) is int
+    with pytest.raises(ValueError, match="finite"):
+        exact_number("nan")

@@ -17,11 +17,8 @@ import app
 from dolly.data import REQUIRED_COLUMNS, load_records
 from explorer.loader import DatasetLoader, build_index
 from explorer.query import PAGE_SIZE
-from tests.conftest import free_port, launch
+from tests.conftest import NO_MODEL, free_port, serve
 
-# The Chat tab loads its model in the background; a missing local folder fails at once, offline,
-# instead of retrying the unreachable Hub. The Explorer does not need a model.
-NO_MODEL = ["--model", "/nonexistent/dolly-model"]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Names the Explorer's UI handlers would get if they leaked into the API.
@@ -37,9 +34,8 @@ def loaded(source) -> DatasetLoader:
 
 @pytest.fixture(scope="module")
 def client(dolly_jsonl, tmp_path_factory):
-    demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]), dataset=loaded(dolly_jsonl))
-    url = launch(demo)
-    yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    demo = serve("--data", dolly_jsonl, *NO_MODEL, dataset=loaded(dolly_jsonl))
+    yield Client(demo.local_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
     demo.close()
 
 
@@ -99,10 +95,10 @@ def test_export_errors(client):
 
 def test_app_starts_when_the_data_does_not_load(tmp_path):
     missing = tmp_path / "missing.jsonl"
-    demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]), dataset=loaded(missing))
+    demo = serve("--data", missing, *NO_MODEL, dataset=loaded(missing))
     texts = [block.value for block in demo.blocks.values() if type(block).__name__ == "Markdown"]
     assert any("Could not load the dataset" in str(t) and "missing" in str(t) for t in texts)
-    url = launch(demo)
+    url = demo.local_url
     try:
         with urllib.request.urlopen(url) as response:
             assert response.status == 200
@@ -115,10 +111,10 @@ def test_app_starts_when_the_data_does_not_load(tmp_path):
 def test_an_empty_dataset_is_an_empty_state_not_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    demo = app.build_app(app.parse_args(["--data", str(empty), *NO_MODEL]), dataset=loaded(empty))
+    demo = serve("--data", empty, *NO_MODEL, dataset=loaded(empty))
     texts = [str(block.value) for block in demo.blocks.values() if type(block).__name__ == "Markdown"]
     assert any("The dataset is empty" in t for t in texts)
-    url = launch(demo)
+    url = demo.local_url
     try:
         assert Client(url, verbose=False).predict([], "", 1, api_name="/explore") == ([], 0)
     finally:
@@ -139,8 +135,8 @@ def held_loader(source):
 
 def test_explore_and_export_say_the_dataset_is_still_loading_then_work(dolly_jsonl, dolly_records):
     dataset, release = held_loader(dolly_jsonl)
-    demo = app.build_app(app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL]), dataset=dataset)
-    url = launch(demo)
+    demo = serve("--data", dolly_jsonl, *NO_MODEL, dataset=dataset)
+    url = demo.local_url
     try:
         with urllib.request.urlopen(url) as response:  # the page is served while the data loads
             assert response.status == 200
@@ -163,8 +159,8 @@ def test_explore_and_export_say_the_dataset_is_still_loading_then_work(dolly_jso
 def test_a_dataset_that_fails_while_the_app_serves_gives_todays_error(tmp_path):
     missing = tmp_path / "gone.jsonl"
     dataset, release = held_loader(missing)
-    demo = app.build_app(app.parse_args(["--data", str(missing), *NO_MODEL]), dataset=dataset)
-    url = launch(demo)
+    demo = serve("--data", missing, *NO_MODEL, dataset=dataset)
+    url = demo.local_url
     try:
         client = Client(url, verbose=False)
         with pytest.raises(AppError, match="still loading"):
@@ -181,11 +177,8 @@ def test_a_dataset_that_fails_while_the_app_serves_gives_todays_error(tmp_path):
 
 
 def test_auth_is_required_when_set(dolly_jsonl):
-    args = app.parse_args(["--data", str(dolly_jsonl), "--auth", "alice:s3:cret", *NO_MODEL])
-    assert args.auth == ("alice", "s3:cret")
-    demo = app.build_app(args, dataset=loaded(dolly_jsonl))
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), auth=args.auth,
-                        prevent_thread_lock=True, quiet=True)
+    assert app.parse_args(["--auth", "alice:s3:cret"]).auth == ("alice", "s3:cret")
+    demo = serve("--data", dolly_jsonl, "--auth", "alice:s3:cret", *NO_MODEL, dataset=loaded(dolly_jsonl))
     try:
         with pytest.raises(Exception):
             Client(demo.local_url, verbose=False)

@@ -14,59 +14,24 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-import app
 from dolly.data import DataError
 from explorer.loader import DatasetLoader, build_index
-from tests.conftest import free_port
+from tests.browser import PHONE, TIMEOUT_MS, WIDE, axe_violations, page_opener, screenshot, wait_idle
+from tests.conftest import NO_MODEL, serve
 
-# The Chat tab loads its model in the background; a missing local folder fails at once, offline,
-# instead of retrying the unreachable Hub. The Explorer does not need a model.
-NO_MODEL = ["--model", "/nonexistent/dolly-model"]
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-WIDE = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
-TIMEOUT_MS = 60_000  # generous: two cores shared with other work
 ROWS = "#explorer-table tr[data-row]"
 SEARCH = "#explorer-search textarea, #explorer-search input"
-# The WCAG 2.1 A/AA rules axe-core knows.
-WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
-
-
-@pytest.fixture(scope="module")
-def app_url(dolly_jsonl):
-    args = app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL])
-    demo = app.build_app(args)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
-    yield demo.local_url
-    demo.close()
 
 
 @pytest.fixture
 def open_page(browser):
     """open_page(url, size=WIDE): a new page of that viewport size, at `url`, with the app drawn."""
-    contexts = []
-
-    def open_(url, size=WIDE):
-        context = browser.new_context(viewport=size)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        page.get_by_role("tab", name="Explorer").wait_for()
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
+    with page_opener(browser, lambda page: page.get_by_role("tab", name="Explorer").wait_for()) as open_:
+        yield open_
 
 
 def shot(page, name: str) -> Path:
-    size = page.viewport_size
-    path = SCREENSHOTS / f"explorer-{name}-{size['width']}x{size['height']}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path))
-    return path
+    return screenshot(page, f"explorer-{name}")
 
 
 def summary(page) -> str:
@@ -90,11 +55,6 @@ def wait_for_total(page, total: int) -> None:
     wait_summary(page, rf"^{total:,} matching rows".replace(",", "\\,"))
 
 
-def wait_idle(page) -> None:
-    """Wait until no Gradio event is running (its status tracker would take the next click)."""
-    page.wait_for_function("() => !document.querySelector('.pending, .generating')")
-
-
 def search_for(page, text: str) -> None:
     box = page.locator(SEARCH).first
     box.fill(text)
@@ -110,26 +70,9 @@ def matches(records, needle, categories=None) -> list[int]:
             and any(needle in r[f].lower() for f in ("instruction", "context", "response"))]
 
 
-def axe_violations(page) -> list[str]:
-    """Serious or critical WCAG 2.1 A/AA violations axe-core finds on the page, as readable lines.
-
-    Run once no event is pending and every fade has ended: mid-fade (Gradio dims an output while its
-    event runs, then fades it back) the text measures at half its contrast.
-    """
-    from axe_playwright_python.sync_playwright import Axe
-
-    wait_idle(page)
-    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running'"
-                           " || a.effect?.getComputedTiming().iterations === Infinity)")
-
-    results = Axe().run(page, options=WCAG).response
-    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]} {v['nodes'][0]['failureSummary'][:300]}"
-            for v in results["violations"] if v["impact"] in ("serious", "critical")]
-
-
 # -- browse, search, open, export -----------------------------------------------------------------
-def test_filter_search_and_open_a_row(open_page, app_url, dolly_records):
-    page = open_page(app_url)
+def test_filter_search_and_open_a_row(open_page, explorer_url, dolly_records):
+    page = open_page(explorer_url)
     page.get_by_role("tab", name="Explorer").click()
     wait_for_total(page, 400)
 
@@ -168,9 +111,9 @@ def test_filter_search_and_open_a_row(open_page, app_url, dolly_records):
     assert table_rows(page) == shortest[:20]
 
 
-def test_export_shows_the_whole_file_name_and_its_order(open_page, app_url, dolly_records):
+def test_export_shows_the_whole_file_name_and_its_order(open_page, explorer_url, dolly_records):
     """Point 8: the file name is shown whole, and the panel says the file follows the table's sort."""
-    page = open_page(app_url + "?tab=explorer&category=closed_qa&sort=" + quote("response length, longest first"))
+    page = open_page(explorer_url + "?tab=explorer&category=closed_qa&sort=" + quote("response length, longest first"))
     closed = [i for i, r in enumerate(dolly_records) if r["category"] == "closed_qa"]
     wait_for_total(page, len(closed))
     page.get_by_text("Export the selection").click()
@@ -199,11 +142,11 @@ def test_export_shows_the_whole_file_name_and_its_order(open_page, app_url, doll
 
 # -- point 1: links with a page --------------------------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
-def test_links_with_a_page_open_and_reload(open_page, app_url, size):
+def test_links_with_a_page_open_and_reload(open_page, explorer_url, size):
     # Links shared before the page moved to `p=` still open (Gradio owns `page=`).
-    page = open_page(app_url + "?page=1", size)
+    page = open_page(explorer_url + "?page=1", size)
     wait_summary(page, r"page 1 of 20")
-    page = open_page(app_url + "?tab=explorer&page=2", size)
+    page = open_page(explorer_url + "?tab=explorer&page=2", size)
     wait_summary(page, r"showing 21–40 · page 2 of 20")
     assert "p=2" in page.url and "page=" not in page.url
     assert page.locator("#explorer-page input, #explorer-page textarea").first.input_value() == "2"
@@ -219,8 +162,8 @@ def test_links_with_a_page_open_and_reload(open_page, app_url, size):
 
 
 # -- point 3: the page box -------------------------------------------------------------------------
-def test_the_page_box_never_breaks_the_table(open_page, app_url):
-    page = open_page(app_url + "?tab=explorer&p=3")
+def test_the_page_box_never_breaks_the_table(open_page, explorer_url):
+    page = open_page(explorer_url + "?tab=explorer&p=3")
     wait_summary(page, r"page 3 of 20")
     box = page.locator("#explorer-page input, #explorer-page textarea").first
     note = page.locator("#explorer-page-note")
@@ -257,8 +200,8 @@ def in_viewport(page, selector: str) -> bool:
                          selector)
 
 
-def test_opening_a_row_on_a_wide_screen_shows_it_beside_the_table(open_page, app_url, dolly_records):
-    page = open_page(app_url + "?tab=explorer")
+def test_opening_a_row_on_a_wide_screen_shows_it_beside_the_table(open_page, explorer_url, dolly_records):
+    page = open_page(explorer_url + "?tab=explorer")
     wait_for_total(page, 400)
     wait_idle(page)
     # A row far down the page: the record appears in the panel beside the table, in view.
@@ -281,8 +224,8 @@ def test_opening_a_row_on_a_wide_screen_shows_it_beside_the_table(open_page, app
     assert "Click a row" in page.locator("#explorer-row").inner_text()
 
 
-def test_opening_a_row_on_a_phone_shows_it_under_the_row(open_page, app_url, dolly_records):
-    page = open_page(app_url + "?tab=explorer", PHONE)
+def test_opening_a_row_on_a_phone_shows_it_under_the_row(open_page, explorer_url, dolly_records):
+    page = open_page(explorer_url + "?tab=explorer", PHONE)
     wait_for_total(page, 400)
     wait_idle(page)
     row = page.locator(ROWS).nth(6)
@@ -306,8 +249,8 @@ def test_opening_a_row_on_a_phone_shows_it_under_the_row(open_page, app_url, dol
 
 # -- point 5: a table like the Hugging Face viewer's ------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
-def test_the_table_reads_like_the_dataset_viewer(open_page, app_url, dolly_records, size):
-    page = open_page(app_url + "?tab=explorer&q=river", size)
+def test_the_table_reads_like_the_dataset_viewer(open_page, explorer_url, dolly_records, size):
+    page = open_page(explorer_url + "?tab=explorer&q=river", size)
     wanted = matches(dolly_records, "river")
     wait_for_total(page, len(wanted))
     shot(page, "p5-table")
@@ -333,7 +276,7 @@ def test_the_table_reads_like_the_dataset_viewer(open_page, app_url, dolly_recor
         assert widths["c-row"] < 70 and widths["c-cat"] < widest_category + 40, (widths, widest_category)
         assert min(widths["c-instruction"], widths["c-context"], widths["c-response"]) > widths["c-cat"], widths
     # Sorted by a length: that length is a column, longest first.
-    page.goto(app_url + "?tab=explorer&sort=" + quote("response length, longest first"))
+    page.goto(explorer_url + "?tab=explorer&sort=" + quote("response length, longest first"))
     page.wait_for_selector("#explorer-table th.c-len", state="attached")
     assert page.locator("#explorer-table th.c-len").text_content().strip() == "response length"
     lengths = [int(t.replace(",", "").split()[0]) for t in page.locator("#explorer-table td.c-len").all_inner_texts()]
@@ -349,8 +292,8 @@ def charts_shown(page) -> bool:
 
 
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
-def test_charts_follow_the_valid_selection(open_page, app_url, size):
-    page = open_page(app_url + "?tab=explorer&q=river", size)
+def test_charts_follow_the_valid_selection(open_page, explorer_url, size):
+    page = open_page(explorer_url + "?tab=explorer&q=river", size)
     page.wait_for_function("() => document.querySelectorAll('#explorer-charts .vega-embed').length >= 4")
     # The length histograms have readable, few bins (the tail shares one bar), in numeric order.
     page.locator("#explorer-charts").scroll_into_view_if_needed()
@@ -395,15 +338,15 @@ def museum_row(dolly_records) -> int:
     return next(i for i, r in enumerate(dolly_records) if r["category"] == "closed_qa" and "museum" in r["response"].lower())
 
 
-def test_a_deep_link_restores_the_view(open_page, app_url, dolly_records):
+def test_a_deep_link_restores_the_view(open_page, explorer_url, dolly_records):
     row = museum_row(dolly_records)
-    page = open_page(f"{app_url}?category=closed_qa&q={quote('museum')}&row={row}")
+    page = open_page(f"{explorer_url}?category=closed_qa&q={quote('museum')}&row={row}")
     page.wait_for_selector("#explorer-row mark")
     assert_museum_view_restored(page, dolly_records, row)
 
 
-def test_a_bad_regex_is_a_message(open_page, app_url):
-    page = open_page(app_url + "?tab=explorer")
+def test_a_bad_regex_is_a_message(open_page, explorer_url):
+    page = open_page(explorer_url + "?tab=explorer")
     wait_for_total(page, 400)
     wait_idle(page)
     page.locator("#explorer-regex input[type=checkbox]").check()
@@ -414,8 +357,8 @@ def test_a_bad_regex_is_a_message(open_page, app_url):
 
 # -- point 13: accessibility and the keyboard ------------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
-def test_no_serious_accessibility_violations(open_page, app_url, size):
-    page = open_page(app_url + "?tab=explorer", size)
+def test_no_serious_accessibility_violations(open_page, explorer_url, size):
+    page = open_page(explorer_url + "?tab=explorer", size)
     wait_for_total(page, 400)
     page.wait_for_function("() => document.querySelectorAll('#explorer-charts .vega-embed').length >= 4")
     wait_idle(page)
@@ -426,8 +369,8 @@ def test_no_serious_accessibility_violations(open_page, app_url, size):
     assert axe_violations(page) == []
 
 
-def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, app_url, dolly_records):
-    page = open_page(app_url + "?tab=explorer")
+def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, explorer_url, dolly_records):
+    page = open_page(explorer_url + "?tab=explorer")
     wait_for_total(page, 400)
     wait_idle(page)
     page.locator(SEARCH).first.focus()
@@ -494,11 +437,7 @@ def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, app_u
 
 # -- point 7: loading and failing ------------------------------------------------------------------
 def launch_with(dataset, source):
-    args = app.parse_args(["--data", str(source), *NO_MODEL])
-    demo = app.build_app(args, dataset=dataset)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
-    return demo
+    return serve("--data", source, *NO_MODEL, dataset=dataset)
 
 
 def gated_loader(source, release, load=build_index):

@@ -3,7 +3,6 @@
 Crashes are real: a child process is killed with SIGKILL in the middle of writing an export, and
 the next start-up must remove what it left, and nothing else.
 """
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pytest
 from gradio_client import Client
@@ -22,10 +20,9 @@ from gradio_client import Client
 import app
 from dolly.data import load_records
 from explorer.export import ExportStore
-from tests.conftest import free_port
+from tests.conftest import NO_MODEL, serve
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_MODEL = ["--model", "/nonexistent/dolly-model"]
 
 
 def table(rows: int) -> pa.Table:
@@ -141,10 +138,7 @@ def served_app(tmp_path, dolly_jsonl, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    args = app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL])
-    demo = app.build_app(args)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
+    demo = serve("--data", dolly_jsonl, *NO_MODEL)
     yield demo
     demo.close()
 

@@ -2,11 +2,7 @@
 import httpx
 import pytest
 
-import app
 from explorer.links import build_query, legacy_page_redirect, parse_query
-from tests.conftest import free_port
-
-NO_MODEL = ["--model", "/nonexistent/dolly-model"]
 
 
 def test_the_page_travels_as_p():
@@ -38,26 +34,16 @@ def test_only_page_loads_are_rewritten():
     assert legacy_page_redirect("GET", "/space/", "page=2") == "?p=2"  # served under a root path
 
 
-@pytest.fixture(scope="module")
-def app_url(dolly_jsonl):
-    args = app.parse_args(["--data", str(dolly_jsonl), *NO_MODEL])
-    demo = app.build_app(args)
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **app.launch_options(args))
-    yield demo.local_url
-    demo.close()
-
-
 @pytest.mark.parametrize("query", ["?page=1", "?tab=explorer&page=2", "?category=closed_qa&page=3&row=5"])
-def test_the_server_answers_legacy_links_with_the_same_view(app_url, query):
+def test_the_server_answers_legacy_links_with_the_same_view(explorer_url, query):
     with httpx.Client(timeout=60) as client:
-        first = client.get(app_url + query)
+        first = client.get(explorer_url + query)
         assert first.status_code == 307, first.text[:300]
         target = first.headers["location"]
         assert "page=" not in target and target.startswith("?")
         assert parse_query(target).page == int(query.split("page=")[1].split("&")[0])
-        page = client.get(app_url + query, follow_redirects=True)
+        page = client.get(explorer_url + query, follow_redirects=True)
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert "p=" in str(page.url) and "page=" not in str(page.url)
         # Links in the new form are served as they are.
-        assert client.get(app_url + "?tab=explorer&p=2").status_code == 200
+        assert client.get(explorer_url + "?tab=explorer&p=2").status_code == 200

@@ -12,10 +12,10 @@ import openai
 import pytest
 from gradio_client import Client
 
-import app
 from dolly.prompt import format_prompt
 from space import chat
-from tests.conftest import free_port, launch
+from tests.conftest import serve
+from tests.generations import PeakGenerations, stop_and_check
 from tests.test_chat_api import expected, looping_dir  # noqa: F401  (looping_dir: the same fixture as /chat's)
 from tests.tiny_model import save_scripted_model
 
@@ -27,15 +27,13 @@ def scripted_dir(tmp_path_factory):
     return save_scripted_model(tmp_path_factory.mktemp("scripted"), SCRIPT)
 
 
-def start(model_dir, data, *flags, auth=None, key="unused"):
-    """build_app + launch; unless /v1 is closed (a login and no key), wait as a user would until the
+def start(model_dir, data, *flags, key="unused"):
+    """The app launched; unless /v1 is closed (--auth and no key), wait as a user would until the
     model has loaded. Returns (demo, url)."""
-    demo = app.build_app(app.parse_args(["--model", str(model_dir), "--data", str(data), *flags]))
-    if auth:
-        demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            auth=auth)
-        return demo, demo.local_url
-    url = launch(demo)
+    demo = serve("--model", model_dir, "--data", data, *flags)
+    url = demo.local_url
+    if "--auth" in flags:
+        return demo, url
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -146,12 +144,7 @@ def test_closing_the_stream_stops_the_generation(served, looping_dir):
         received += bool(chunk.choices and chunk.choices[0].delta.content)
         if received == 3:
             break
-    ours = chat.generation_threads() - before
-    assert len(ours) == 1
-    stream.close()
-    thread = ours.pop()
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "generate() still runs after the client closed the stream"
+    stop_and_check(stream.close, before, timeout=30)
 
 
 def test_a_client_hanging_up_on_a_whole_reply_stops_the_generation(served, looping_dir):
@@ -251,25 +244,15 @@ def test_eight_concurrent_streams_each_get_their_own_answer_within_the_shared_li
         except Exception as error:
             errors.append(error)
 
-    running, done = [], threading.Event()
-
-    def watch():
-        while not done.is_set():
-            running.append(chat.active_generations())
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
     threads += [threading.Thread(target=ask_chat_tab, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(240)
-    done.set()
-    watcher.join()
+    with PeakGenerations() as peak:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(240)
     assert not errors
-    assert 1 <= max(running) <= 4
+    assert 1 <= peak.max <= 4
     for n in range(8):
         assert results[n] == expected(looping_dir, 5 + 3 * n)
     assert results["chat0"] == results["chat1"] == expected(looping_dir, 30)
@@ -308,7 +291,7 @@ def test_with_an_api_key_v1_requires_it(scripted_dir, dolly_jsonl, monkeypatch):
 
 def test_a_login_without_an_api_key_closes_v1(scripted_dir, dolly_jsonl, monkeypatch):
     monkeypatch.delenv("DOLLY_API_KEY", raising=False)
-    demo, url = start(scripted_dir, dolly_jsonl, "--auth", "alice:pw", auth=("alice", "pw"))
+    demo, url = start(scripted_dir, dolly_jsonl, "--auth", "alice:pw")
     try:
         api = client(url)
         with pytest.raises(openai.AuthenticationError, match="requires a login"):

@@ -15,24 +15,13 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from tests.dolly_data import make_records, write_jsonl
-from tests.tiny_model import save_tiny_model
+from tests.test_train_cli import data, tiny  # noqa: F401  (the same tiny model and data as the CLI tests)
 from train import cli
 from train.cli import MANIFEST_FILE, TrainError, parse_args
 from train.train import main, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_fakeSECRETtoken0987654321"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", max_positions=256)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_jsonl(tmp_path_factory.mktemp("data") / "dolly.jsonl", make_records(40, seed=0, chars_per_row=120))
 
 
 def _flags(tiny, data, out, *extra):

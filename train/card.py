@@ -198,31 +198,3 @@ def add_eval_results(card_text: str, results: dict, model_name: str) -> ModelCar
     else:
         body = body.rstrip("\n") + "\n\n" + section + "\n"
     return ModelCard(f"---\n{card.data.to_yaml()}\n---\n{body}")
-
-
-def push_card(card: ModelCard, repo_id: str) -> str:
-    """Upload the card as README.md of the model repo `repo_id`; the token comes from HF_TOKEN or the
-    login cache, as for `python -m train --push-to-hub` (train/hub.py), and is never printed."""
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from train.cli import TrainError
-
-    token = get_token()
-    if not token:
-        raise TrainError("No Hugging Face token for --push-to-hub: set HF_TOKEN or run `hf auth login`. "
-                         "The results JSON and the local card are written.")
-    try:
-        info = HfApi(token=token).upload_file(
-            path_or_fileobj=str(card).encode("utf-8"), path_in_repo="README.md", repo_id=repo_id, repo_type="model",
-            commit_message="Add evaluation results (open Dolly: python -m train.eval)")
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else None
-        why = (f"the Hub refused the token (HTTP {status}): it needs write access to {repo_id}" if status in (401, 403)
-               else f"the Hub answered HTTP {status}")
-        raise TrainError(f"Could not push the model card to {repo_id}: {why}. The results JSON and the local card "
-                         "are written.") from None
-    except Exception as err:  # connection refused, DNS, timeouts, offline mode
-        raise TrainError(f"Could not reach the Hugging Face Hub to push the card to {repo_id} "
-                         f"({type(err).__name__}). The results JSON and the local card are written.") from None
-    return str(info)

@@ -244,7 +244,8 @@ def report(results: dict) -> None:
 
 def update_card(args, plan, results: dict) -> None:
     """Into the local card (and the Hub's with --push-to-hub); never with --limit (partial numbers)."""
-    from train.card import add_eval_results, push_card
+    from train.card import add_eval_results
+    from train.hub import push_card
 
     if args.limit:
         print("[eval] --limit: the model card was not updated (partial results).", flush=True)

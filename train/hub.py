@@ -1,6 +1,7 @@
 """`--push-to-hub`: upload the output folder with huggingface_hub. The token comes from HF_TOKEN or
 the login cache (huggingface_hub's own lookup) and is never printed."""
 import shlex
+from contextlib import contextmanager
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
@@ -39,21 +40,42 @@ def push(folder: str, repo_id: str, private: bool = False) -> str:
     if not token:
         raise TrainError(f"{NO_TOKEN} {keep}")
     api = HfApi(token=token)
-    try:
+    with _hub_errors("", repo_id, keep):
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model", ignore_patterns=IGNORE,
                           commit_message="Upload model trained with open Dolly (python -m train)")
+    return str(url)
+
+
+def push_card(card, repo_id: str) -> str:
+    """Upload a model card (`python -m train.eval --push-to-hub`) as README.md of the model repo `repo_id`;
+    return the commit URL. Raises TrainError."""
+    keep = "The results JSON and the local card are written."
+    token = get_token()
+    if not token:
+        raise TrainError(f"{NO_TOKEN} {keep}")
+    with _hub_errors("the model card ", repo_id, keep):
+        info = HfApi(token=token).upload_file(
+            path_or_fileobj=str(card).encode("utf-8"), path_in_repo="README.md", repo_id=repo_id, repo_type="model",
+            commit_message="Add evaluation results (open Dolly: python -m train.eval)")
+    return str(info)
+
+
+@contextmanager
+def _hub_errors(what: str, repo_id: str, keep: str):
+    """A failed push as a TrainError that says why and what is kept (`keep`), never the token."""
+    try:
+        yield
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         if status in (401, 403):
             why = f"the Hub refused the token (HTTP {status}): it needs write access to {repo_id}"
         else:
             why = f"the Hub answered HTTP {status}: {_first_line(err)}"
-        raise TrainError(f"Could not push to {repo_id}: {why}. {keep}") from None
+        raise TrainError(f"Could not push {what}to {repo_id}: {why}. {keep}") from None
     except Exception as err:  # connection refused, DNS, timeouts, offline mode
-        raise TrainError(f"Could not reach the Hugging Face Hub to push {repo_id} ({type(err).__name__}: "
+        raise TrainError(f"Could not reach the Hugging Face Hub to push {what}to {repo_id} ({type(err).__name__}: "
                          f"{_first_line(err)}). {keep}") from None
-    return str(url)
 
 
 def _first_line(err) -> str:

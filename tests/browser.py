@@ -1,0 +1,70 @@
+"""What the browser tests share: the viewport sizes, opening pages, screenshots and axe-core.
+
+Every helper waits for a state (a selector, a text, a value), never for time, so a busy machine only
+makes a test slower. Screenshots go to tests/screenshots/ (git ignores it) for anyone to look at.
+"""
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+WIDE = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 60_000  # generous: two cores shared with other work
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+# The WCAG 2.1 A/AA rules axe-core knows.
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+
+
+@contextmanager
+def page_opener(browser, ready):
+    """Yields open(url, size=WIDE, **kwargs): a new page of that viewport size at `url`, returned once
+    `ready(page, **kwargs)` has returned. Every page opened is closed at the end."""
+    contexts = []
+
+    def open_(url, size=WIDE, **kwargs):
+        context = browser.new_context(viewport=size)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        page.goto(url)
+        ready(page, **kwargs)
+        return page
+
+    try:
+        yield open_
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """tests/screenshots/NAME-WxH.png of what the page shows now."""
+    size = page.viewport_size
+    path = SCREENSHOTS / f"{name}-{size['width']}x{size['height']}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    return path
+
+
+def wait_idle(page) -> None:
+    """Wait until no Gradio event is running (its status tracker would take the next click)."""
+    page.wait_for_function("() => !document.querySelector('.pending, .generating')")
+
+
+def axe_violations(page) -> list[str]:
+    """Serious or critical WCAG 2.1 A/AA violations axe-core finds on the page, as readable lines.
+
+    Run once no event is pending and every fade has ended: mid-fade (Gradio dims an output while its
+    event runs, then fades it back) the text measures at half its contrast.
+    """
+    from axe_playwright_python.sync_playwright import Axe
+
+    wait_idle(page)
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running'"
+                           " || a.effect?.getComputedTiming().iterations === Infinity)")
+
+    results = Axe().run(page, options=WCAG).response
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]} {v['nodes'][0]['failureSummary'][:300]}"
+            for v in results["violations"] if v["impact"] in ("serious", "critical")]
