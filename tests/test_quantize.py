@@ -78,6 +78,34 @@ def test_int8_prefill_and_decode_paths_agree(linear):
     assert relative_error(together, one_by_one) < 0.01
 
 
+def test_int8_prompts_at_once_in_several_threads_keep_their_own_weights():
+    """A prompt converts int8 weights into a buffer its thread reuses; layers of other shapes in turn
+    and prompts in other threads at the same moment must each see their own weight."""
+    import threading
+
+    torch.manual_seed(3)
+    layers = [Int8Linear(nn.Linear(k, n, bias=False).to(torch.bfloat16)) for k, n in ((256, 512), (512, 256), (64, 96))]
+    chain = lambda x: layers[1](layers[0](x))  # noqa: E731
+    x = torch.randn(PREFILL_ROWS + 8, 256, dtype=torch.bfloat16)
+    y = torch.randn(PREFILL_ROWS, 64, dtype=torch.bfloat16)
+    expected_x, expected_y = chain(x), layers[2](y)
+    failures = []
+
+    def run(fn, arg, expected):
+        for _ in range(200):
+            if not torch.equal(fn(arg), expected):
+                failures.append(fn)
+                return
+
+    threads = [threading.Thread(target=run, args=(chain, x, expected_x)) for _ in range(2)]
+    threads.append(threading.Thread(target=run, args=(layers[2], y, expected_y)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
 def test_int4_group_is_the_largest_the_kernel_takes():
     assert int4_group(2560) == 128 and int4_group(64) == 64 and int4_group(96) == 32 and int4_group(100) is None
 
