@@ -54,6 +54,21 @@ def format_prompt(instruction: str, context: str = "") -> str:
     return _text(_prompt_parts(instruction, context))
 
 
+def defuse_markers(text: str) -> str:
+    """`text` with each copy of Dolly's markers in it made plain text for any tokenizer: the space after
+    `###` becomes a no-break space (the same to a reader, never the special token)."""
+    for key in (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY):
+        text = text.replace(key, key.replace("### ", "###\u00a0", 1))
+    return text
+
+
+def format_prompt_text(instruction: str, context: str = "") -> str:
+    """format_prompt for a server that tokenizes the whole prompt itself (`--backend`), and so would read
+    a marker the user typed as Dolly's special token: the user's text is defused first, and only the
+    template's own markers stay markers. (With a tokenizer at hand, encode_prompt does this exactly.)"""
+    return format_prompt(defuse_markers(instruction), defuse_markers(context))
+
+
 def format_completion(response: str) -> str:
     """What the model learns to write after the prompt: the response, then the end marker."""
     return _text(_completion_parts(response))

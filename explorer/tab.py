@@ -462,7 +462,11 @@ def _error_md(error: str | None) -> str:
 
 
 def _md_escape(text: str) -> str:
-    return re.sub(r"([\\`*_{}\[\]<>()#+\-!|])", r"\\\1", text)
+    """`text` shown as written, not read as Markdown; only its `code` spans (the commands a message
+    tells people to run) stay code."""
+    pieces = re.split(r"(`[^`\n]+`)", text)
+    return "".join(piece if i % 2 else re.sub(r"([\\`*_{}\[\]<>()#+\-!|])", r"\\\1", piece)
+                   for i, piece in enumerate(pieces))
 
 
 # -- the API ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import httpx
 
-from dolly.prompt import END_KEY, format_prompt
+from dolly.prompt import END_KEY, format_prompt_text
 from space.chat import ChatInputError, conversation_input, fit_to_window, history_turns, validate_settings, visible_reply
 from space.engine import Generation, Limiter, check_texts
 from space.model import ModelError
@@ -165,7 +165,8 @@ class BackendEngine:
         """Dolly's prompt for a chat message, folded as the Chat tab folds it, completed by the backend.
 
         There is no tokenizer here, so the conversation is not trimmed to the window: a backend that
-        finds the prompt too long says so, and that message reaches the chat.
+        finds the prompt too long says so, and that message reaches the chat. Markers the user typed are
+        defused, since the backend's tokenizer reads the whole prompt.
         """
         self.ensure_ready()
         checked = self._settings(settings)
@@ -174,7 +175,7 @@ class BackendEngine:
             raise ChatInputError("The message is empty: type an instruction or a question.")
         check_texts(message=message, Context=context or "")
         turns = history_turns(history)
-        prompt = format_prompt(message, conversation_input(context or "", turns) if turns else (context or ""))
+        prompt = format_prompt_text(message, conversation_input(context or "", turns) if turns else (context or ""))
         return self._generation(prompt, checked, stop, list(checked.notices))
 
     def complete(self, prompt: str, stop: Iterable[str] = (), **settings) -> Generation:

@@ -535,8 +535,9 @@ def test_a_hub_failure_is_worded_without_exception_names(open_page, tmp_path):
     def unreachable(path):
         raise DataError("Could not load dataset 'databricks/databricks-dolly-15k' from the Hugging Face Hub "
                         "(ConnectionError: Couldn't reach 'databricks/databricks-dolly-15k' on the Hub "
-                        "(LocalEntryNotFoundError)). If the Hub is unreachable, download the data once and load "
-                        "it from a file: python app.py --data path/to/databricks-dolly-15k.jsonl")
+                        "(LocalEntryNotFoundError)). Download it once (`hf download databricks/databricks-dolly-15k "
+                        "--repo-type dataset --local-dir ./databricks-dolly-15k`) and load it from a file: "
+                        "python app.py --data path/to/databricks-dolly-15k.jsonl")
     release = threading.Event()
     release.set()
     demo = launch_with(gated_loader("databricks/databricks-dolly-15k", release, unreachable), "databricks/databricks-dolly-15k")
@@ -547,5 +548,8 @@ def test_a_hub_failure_is_worded_without_exception_names(open_page, tmp_path):
         error = page.locator("#explorer-error").inner_text()
         assert "Could not load" in error and "--data" in error
         assert "LocalEntryNotFoundError" not in error and "ConnectionError" not in error
+        # The command to run is shown as code, without the message's backticks.
+        assert "`" not in error
+        assert page.locator("#explorer-error code").first.inner_text().startswith("hf download databricks/")
     finally:
         demo.close()
