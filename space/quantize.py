@@ -1,7 +1,8 @@
 """Weight-only quantization for fast chat on a CPU: int8 per output channel, or int4 in groups.
 
-Decoding one token reads every weight once, so on a CPU its speed is memory bandwidth divided by
-the weights' bytes: int8 weights are half of bf16's bytes, int4 a quarter. PyTorch ships the kernels
+Decoding one token reads every weight once, so on a CPU its speed is at most memory bandwidth divided
+by the weights' bytes: int8 weights are half of bf16's bytes, int4 a quarter. (On two cores the int8
+kernel is limited by arithmetic before memory: bench/RESULTS.md.) PyTorch ships the kernels
 (`torch._weight_int8pack_mm`, `torch._weight_int4pack_mm_for_cpu`); these modules call them
 directly. torchao 0.18's `Int8WeightOnlyConfig` is slower than plain bf16 on a CPU because, without
 torch.compile, its linear does `weight.to(bfloat16)` and then a matmul: every token converts and
