@@ -367,19 +367,26 @@ def _example(busy, evt: gr.SelectData):
 
 def _tick(engine, seen, max_new_tokens):
     """The status line, and, when the model's state changes, what depends on it: the Max new tokens
-    bound (the model's window is known once it is loaded) and the message box's placeholder."""
+    bound (the model's window is known once it is loaded) and the message box's placeholder.
+    `seen`: (the state, the slider's bound) as of the last change; None at first, when the slider's
+    bound is the server's cap."""
     line, timer = status_line(engine)
     state = engine.state
-    if state == seen:
+    seen_state, seen_limit = seen or (None, MAX_NEW_TOKENS_CAP)
+    if state == seen_state:
         return line, timer, gr.skip(), gr.skip(), gr.skip()
     limit = max_new_tokens_limit(engine.window if state == "ready" else None)
     try:
         value = min(int(max_new_tokens), limit)
     except (TypeError, ValueError):
         value = min(DEFAULTS["max_new_tokens"], limit)
-    # Only a value over the new bound is changed: the user may have moved the slider since this tick was sent.
-    slider = gr.Slider(maximum=limit) if value == max_new_tokens else gr.Slider(maximum=limit, value=value)
-    return (line, timer, state, slider,
+    # Only what changed is sent: redrawing the slider wipes a value the user is typing into its box, and
+    # only a value over the new bound is changed (the user may have moved it since this tick was sent).
+    if value != max_new_tokens:
+        slider = gr.Slider(maximum=limit, value=value)
+    else:
+        slider = gr.Slider(maximum=limit) if limit != seen_limit else gr.skip()
+    return (line, timer, (state, limit), slider,
             gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])))
 
 

@@ -378,6 +378,28 @@ def test_max_new_tokens_slider_is_bounded_by_the_window():
     assert settings.notices == ()
 
 
+def test_the_status_tick_redraws_the_slider_only_when_its_bound_changes(looping_dir, scripted_dir):
+    # Redrawing the slider wipes a number the user is typing into its box (a flaky browser test): when the
+    # model's window allows the server's cap anyway, the tick that says "ready" leaves the slider alone.
+    import gradio as gr
+
+    from space.engine import LocalEngine
+    from space.tab import _tick
+
+    engines = {}
+    for name, path in (("big", looping_dir), ("small", scripted_dir)):  # windows 4096 and 512
+        loader = ModelLoader(str(path)).start()
+        assert loader.wait(60)
+        engines[name] = LocalEngine(loader)
+    *_, seen, slider, _ = _tick(engines["big"], None, 256)
+    assert seen == ("ready", chat.MAX_NEW_TOKENS_CAP) and slider == gr.skip()
+    assert _tick(engines["big"], seen, 700)[3] == gr.skip()  # no change of state: nothing but the line
+    *_, seen, slider, _ = _tick(engines["small"], None, 100)  # a smaller bound is sent, the value kept
+    assert seen == ("ready", 256) and slider != gr.skip() and slider.maximum == 256 and "value" not in slider.constructor_args
+    *_, seen, slider, _ = _tick(engines["small"], ("loading", chat.MAX_NEW_TOKENS_CAP), 900)  # over it: lowered
+    assert slider.maximum == 256 and slider.value == 256
+
+
 def test_the_status_line_names_the_model_and_keeps_the_path_for_the_details(scripted_dir):
     loader = ModelLoader(str(scripted_dir)).start()
     assert loader.wait(60)

@@ -225,15 +225,29 @@ def test_max_new_tokens_is_bounded_by_the_model_and_nothing_stacks(open_chat, ap
     assert page.locator(".toast-body, .toast-wrap .toast").count() == 0
 
 
+def set_max_new_tokens(page, value: str) -> None:
+    """Type `value` into Max new tokens' box and confirm it, as a person would; typed in the instant the
+    settings open (before their inputs are live), it can be lost, so it is typed again until the
+    slider shows it."""
+    box = page.get_by_label("number input for Max new tokens")
+    slider = page.get_by_label("range slider for Max new tokens")
+    for _ in range(20):
+        box.fill(value)
+        box.press("Enter")
+        try:
+            expect(slider).to_have_value(value, timeout=3_000)
+            return
+        except AssertionError:
+            continue
+    expect(slider).to_have_value(value)
+
+
 def test_stop_ends_the_generation_and_marks_the_reply(open_chat, looping_url):
     from space.chat import generation_threads
 
     page = open_chat(looping_url)
     page.get_by_text("Generation settings").first.click()
-    max_tokens = page.get_by_label("number input for Max new tokens")
-    max_tokens.fill("1024")  # ~150 rounds of the script: long enough to be stopped
-    max_tokens.press("Enter")
-    expect(page.get_by_label("range slider for Max new tokens")).to_have_value("1024")
+    set_max_new_tokens(page, "1024")  # ~150 rounds of the script: long enough to be stopped
     # Follow this reply's own thread: a reply left over from an earlier test may still be finishing.
     before = generation_threads()
     send(page, "Talk forever.")
