@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from dolly.data import DataError, load_records
-from dolly.prompt import extract_response, format_prompt, stop_token_ids
+from dolly.prompt import encode_prompt, extract_response, stop_token_ids
 from train.cli import RUN_ARGS_FILE, TrainError
 
 GROUNDED_CATEGORIES = ("closed_qa", "information_extraction", "summarization")
@@ -118,8 +118,7 @@ def generate_answers(model, tokenizer, frame, *, max_new_tokens: int, window: in
     answers, skipped = [], 0
     model.eval()
     for record in tqdm(frame.to_dict("records"), desc="dolly: generating", unit=" records"):
-        ids = tokenizer(format_prompt(record["instruction"], record["context"]), return_tensors="pt",
-                        add_special_tokens=False)["input_ids"].to(model.device)
+        ids = torch.tensor([encode_prompt(tokenizer, record["instruction"], record["context"])], device=model.device)
         room = min(max_new_tokens, window - ids.shape[1])
         if room < 1:
             skipped += 1
