@@ -147,6 +147,7 @@ def _blocks(**kwargs):
 
     class DollyBlocks(gr.Blocks):
         v1_routes: list = []  # the OpenAI API (space/openai_api.py), served by the app launch() creates
+        on_close: list = []  # what the app started beside the server, stopped with it (a backend's rechecks)
 
         def validate_inputs(self, block_fn, inputs):
             check_arity(block_fn, inputs)
@@ -157,6 +158,11 @@ def _blocks(**kwargs):
             app_kwargs = dict(app_kwargs or {})
             app_kwargs["routes"] = list(app_kwargs.get("routes") or []) + list(self.v1_routes)
             return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
+
+        def close(self, *args, **kwargs):
+            super().close(*args, **kwargs)
+            for stop in self.on_close:
+                stop()
 
     return DollyBlocks(**kwargs)
 
@@ -211,6 +217,8 @@ def build_app(args, dataset=None):
     # Its key only from the environment; with --auth and no key, /v1 stays closed.
     demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,
                                        login_required=args.auth is not None)
+    if isinstance(engine, BackendEngine):
+        demo.on_close = [engine.close]
     return demo
 
 

@@ -6,7 +6,9 @@ conversation), streams the answer back and stops at `### End`. A serving engine 
 of many app replicas on one GPU (continuous batching), which one process generating alone cannot.
 
 The backend may be down, slow or answering errors: each becomes a message that says so, the app
-keeps serving, and the next request tries again (a backend that comes back is used at once).
+keeps serving, and the next request tries again (a backend that comes back is used at once). While
+it is not answering, the app also asks it again every RECHECK_S seconds, so the status line says it
+is back without anyone having to send a message first.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from space.model import ModelError
 # a while for the first token of a long prompt; a longer silence means it is stuck).
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = float(os.environ.get("DOLLY_BACKEND_TIMEOUT", "120"))
+RECHECK_S = 10.0  # while the backend is not answering, how often to ask it again
 RETRY_HINT = "The app keeps running; try again once the backend is back."
 
 
@@ -55,7 +58,8 @@ class BackendEngine:
 
     kind = "backend"
 
-    def __init__(self, url: str, key: str | None = None, model: str | None = None, concurrency: int = 2):
+    def __init__(self, url: str, key: str | None = None, model: str | None = None, concurrency: int = 2,
+                 recheck_s: float | None = None):
         url = (url or "").strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"--backend must be an http(s) URL such as http://gpu-host:8000/v1, got {url!r}")
@@ -68,6 +72,9 @@ class BackendEngine:
         self._client = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(
             READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S), limits=httpx.Limits(max_connections=None))
         self._state, self._error, self._lock = "loading", None, threading.Lock()
+        self.recheck_s = RECHECK_S if recheck_s is None else recheck_s
+        self._rechecking = False  # a thread asks the backend again every recheck_s while it is failed
+        self._closed = threading.Event()
 
     # --- what the backend serves -------------------------------------------------------------------
 
@@ -111,6 +118,27 @@ class BackendEngine:
     def _set(self, state: str, error: str | None) -> None:
         with self._lock:
             self._state, self._error = state, error
+            start = state == "failed" and not self._rechecking and not self._closed.is_set()
+            self._rechecking = self._rechecking or start
+        if start:
+            threading.Thread(target=self._recheck, name="recheck backend", daemon=True).start()
+
+    def _recheck(self) -> None:
+        """Ask the backend again every recheck_s seconds until it answers (or the app closes)."""
+        while not self._closed.wait(self.recheck_s):
+            self.probe()
+            with self._lock:  # checked and cleared under the lock _set starts it under: never none while failed
+                if self._state != "failed":
+                    self._rechecking = False
+                    return
+        with self._lock:
+            self._rechecking = False
+
+    @property
+    def may_change(self) -> bool:
+        """Whether the state may change by itself (connecting, or asking again): the Chat tab keeps
+        polling the status line while it may."""
+        return self._state == "loading" or self._rechecking
 
     @property
     def state(self) -> str:
@@ -130,7 +158,8 @@ class BackendEngine:
             window = f", {self.window}-token window" if self.window else ""
             return f"**Backend ready:** {self.model} at {self.url}{window}. Replies are generated there."
         if self._state == "failed":
-            return f"**The backend is not answering.** {self._error} Each new message tries again."
+            return (f"**The backend is not answering.** {self._error} The app asks it again every "
+                    f"{self.recheck_s:g} s, and with each new message.")
         return f"**Connecting to the backend** at {self.url}…"
 
     def ensure_ready(self) -> None:
@@ -265,5 +294,6 @@ class BackendEngine:
         raise BackendError(f"{message} {RETRY_HINT}")
 
     def close(self) -> None:
+        self._closed.set()
         self._client.close()
 

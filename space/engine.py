@@ -158,6 +158,11 @@ class LocalEngine:
         return self.loader.status()
 
     @property
+    def may_change(self) -> bool:
+        """Whether the state may change by itself: only while the model loads."""
+        return self.loader.state == "loading"
+
+    @property
     def model_id(self) -> str:
         """The model's name for /v1 callers: a Hub id as it is, a local folder by its name only
         (the server's paths are nobody's business)."""

@@ -152,7 +152,7 @@ def status_line(engine) -> tuple[str, gr.Timer]:
     running = active_generations()
     line = engine.status() + (f" Generating {running} repl{'ies' if running > 1 else 'y'} now." if running else "")
     # Keep polling while a reply is being generated too, so "Generating…" never outlives its reply.
-    return line, gr.Timer(active=engine.state == "loading" or running > 0)
+    return line, gr.Timer(active=engine.may_change or running > 0)
 
 
 def try_in_chat(record):
@@ -395,7 +395,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     private = dict(api_visibility="private")
     gr.Markdown(intro(engine.model_id), elem_id="chat-intro")
     status = gr.Markdown(engine.status(), elem_id="chat-status")
-    timer = gr.Timer(1.0, active=True)  # polls the engine until the model is ready or failed
+    timer = gr.Timer(1.0, active=True)  # polls the engine while its state may change (status_line)
     seen = gr.State(None)
     with gr.Row(equal_height=False, elem_id="chat-conversation"):
         with gr.Column(scale=3, min_width=320):

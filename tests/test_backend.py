@@ -47,6 +47,15 @@ def wait_for_v1(url: str, model: str, deadline_s: float = 180, process=None) -> 
         time.sleep(0.2)
 
 
+def start_a(model_dir, data, port: int) -> subprocess.Popen:
+    """App A as its own process (`python app.py`), so that a test can kill it."""
+    command = [sys.executable, "app.py", "--model", str(model_dir), "--data", str(data),
+               "--port", str(port), "--concurrency", "2"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("DOLLY_API_KEY", None)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def start_b(backend_url: str, data, *flags):
     demo = serve("--backend", backend_url, "--data", data, *flags)
     return demo, demo.local_url
@@ -135,11 +144,7 @@ def test_a_backend_that_cannot_load_its_model_is_a_clear_message(tmp_path, dolly
 def test_backend_killed_mid_reply_then_back(looping_dir, dolly_jsonl):
     port = free_port()
     a_url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "app.py", "--model", str(looping_dir), "--data", str(dolly_jsonl),
-               "--port", str(port), "--concurrency", "2"]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    env.pop("DOLLY_API_KEY", None)
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_a(looping_dir, dolly_jsonl, port)
     front = None
     try:
         wait_for_v1(a_url, looping_dir.name, process=process)
@@ -157,7 +162,7 @@ def test_backend_killed_mid_reply_then_back(looping_dir, dolly_jsonl):
         with pytest.raises(Exception, match=f"Cannot connect to the backend at {a_url}/v1"):
             client.predict("Are you there?", max_new_tokens=3, api_name="/chat")
         # ... and once A is back, the next message goes through.
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = start_a(looping_dir, dolly_jsonl, port)
         wait_for_v1(a_url, looping_dir.name, process=process)
         assert client.predict("Back?", max_new_tokens=6, api_name="/chat") == expected(looping_dir, 6)
     finally:
@@ -165,6 +170,43 @@ def test_backend_killed_mid_reply_then_back(looping_dir, dolly_jsonl):
             front.close()
         process.kill()
         process.wait(30)
+
+
+def wait_until(condition, what: str, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {deadline_s} s"
+        time.sleep(0.05)
+
+
+def test_a_backend_that_comes_back_is_seen_without_a_message(looping_dir, dolly_jsonl, monkeypatch):
+    from space import backend
+    from space.tab import status_line
+
+    monkeypatch.setattr(backend, "RECHECK_S", 0.5)
+    port = free_port()
+    engine = BackendEngine(f"http://127.0.0.1:{port}/v1").start()  # nothing listens there yet
+    process = None
+    try:
+        wait_until(lambda: engine.state == "failed", "failed")
+        line, timer = status_line(engine)
+        assert "not answering" in line and "asks it again every 0.5 s" in line
+        assert timer.active  # the Chat tab keeps polling: the line will change by itself
+        process = start_a(looping_dir, dolly_jsonl, port)
+        wait_for_v1(f"http://127.0.0.1:{port}", looping_dir.name, process=process)
+        wait_until(lambda: engine.state == "ready", "ready")  # no message was sent
+        line, timer = status_line(engine)
+        assert line.startswith(f"**Backend ready:** {looping_dir.name}") and not timer.active
+    finally:
+        engine.close()
+        if process is not None:
+            process.kill()
+            process.wait(30)
+    # Closed while failing, it stops asking.
+    dead = BackendEngine(f"http://127.0.0.1:{free_port()}/v1").start()
+    wait_until(lambda: dead.may_change and dead.state == "failed", "failed")
+    dead.close()
+    wait_until(lambda: not dead.may_change, "stopped asking", deadline_s=5)
 
 
 def test_a_backend_that_never_answers_is_a_clear_message(dolly_jsonl, monkeypatch):
