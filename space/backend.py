@@ -126,7 +126,10 @@ class BackendEngine:
     def _recheck(self) -> None:
         """Ask the backend again every recheck_s seconds until it answers (or the app closes)."""
         while not self._closed.wait(self.recheck_s):
-            self.probe()
+            try:
+                self.probe()
+            except RuntimeError:  # httpx: the client was closed meanwhile, the app is shutting down
+                break
             with self._lock:  # checked and cleared under the lock _set starts it under: never none while failed
                 if self._state != "failed":
                     self._rechecking = False

@@ -192,7 +192,13 @@ def _first_line(error: BaseException) -> str:
 
 
 class ModelLoader(Background[LoadedModel]):
-    """Loads a model in a background thread; the app asks `status()` and `get()` meanwhile."""
+    """Loads a model in a background thread; the app asks `status()` and `get()` meanwhile.
+
+    The thread ends once the model is loaded, and that matters for speed on a CPU: a thread that ran
+    torch's parallel ops (quantizing does) keeps an OpenMP thread pool while it lives, and once there
+    are more pool threads than cores GNU OpenMP stops spinning between parallel regions, so each
+    generate() thread then decoded ~15% slower (bench/RESULTS.md). Keep torch work off long-lived threads.
+    """
 
     def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None, quantize: str = "none"):
         self.name, self.device, self.dtype, self.quantize = str(name), device, dtype, quantize

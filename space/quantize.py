@@ -34,7 +34,7 @@ from space.model import QUANTIZE as MODES  # beside --dtype's choices, where app
 # float matmul: on an AVX-512 EPYC at 128 rows, int8pack_mm took 2.6x as long as that; at 16 rows they
 # were about even.
 PREFILL_ROWS = 16
-INT4_GROUP_SIZES = (128, 64, 32)  # the kernel's group sizes, largest (fewest scales) first that divides K
+INT4_GROUP_SIZES = (64, 32)  # the kernel's group sizes, preferred first: 64 decodes about as fast as 128 with 20-40% less weight error (bench/RESULTS.md)
 
 
 class QuantizeError(ValueError):
