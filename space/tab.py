@@ -133,11 +133,12 @@ def mark_stopped(history) -> list:
     return history + [notice(STOPPED, "You stopped this reply; it is shorter than the model would have written.")]
 
 
-def intro(model_id: str) -> str:
-    """The one line on what this is: Dolly 2.0, which model, and where the cards are."""
-    repo = hub_id(model_id)
+def intro(model_id: str | None) -> str:
+    """The one line on what this is: Dolly 2.0, which model (None: not known yet), and where the cards are."""
+    repo = hub_id(model_id) if model_id else None
     model = f"[{model_id}](https://huggingface.co/{repo})" if repo else f"`{model_id}`"
-    return (f"Chat with **{model}**, a [Dolly 2.0](https://huggingface.co/databricks/dolly-v2-12b) model: "
+    chat_with = f"Chat with **{model}**, a" if model_id else "Chat with a"
+    return (f"{chat_with} [Dolly 2.0](https://huggingface.co/databricks/dolly-v2-12b) model: "
             f"EleutherAI's Pythia instruction-tuned on the human-written [databricks-dolly-15k]({DATASET_CARD}) "
             "dataset. It answers one instruction at a time; earlier turns are passed along as context.")
 
@@ -146,6 +147,12 @@ def max_new_tokens_limit(window: int | None) -> int:
     """What the Max new tokens slider may reach: the server's cap, and at most half the model's window
     (space.chat.fit_to_window), so that a value the slider allows is never lowered with a notice."""
     return min(MAX_NEW_TOKENS_CAP, max(window // 2, 1)) if window else MAX_NEW_TOKENS_CAP
+
+
+def known_model(engine) -> str | None:
+    """The model to name in the intro: a backend's is known only once it has answered (--backend-model
+    or not, the backend may serve another), a model in this process from the start."""
+    return engine.model_id if engine.kind == "local" or engine.state == "ready" else None
 
 
 def status_line(engine) -> tuple[str, gr.Timer]:
@@ -367,14 +374,15 @@ def _example(busy, evt: gr.SelectData):
 
 def _tick(engine, seen, max_new_tokens):
     """The status line, and, when the model's state changes, what depends on it: the Max new tokens
-    bound (the model's window is known once it is loaded) and the message box's placeholder.
+    bound (the model's window is known once it is loaded), the message box's placeholder and the intro
+    (a backend's model is known once it answers).
     `seen`: (the state, the slider's bound) as of the last change; None at first, when the slider's
     bound is the server's cap."""
     line, timer = status_line(engine)
     state = engine.state
     seen_state, seen_limit = seen or (None, MAX_NEW_TOKENS_CAP)
     if state == seen_state:
-        return line, timer, gr.skip(), gr.skip(), gr.skip()
+        return line, timer, gr.skip(), gr.skip(), gr.skip(), gr.skip()
     limit = max_new_tokens_limit(engine.window if state == "ready" else None)
     try:
         value = min(int(max_new_tokens), limit)
@@ -387,13 +395,13 @@ def _tick(engine, seen, max_new_tokens):
     else:
         slider = gr.Slider(maximum=limit) if limit != seen_limit else gr.skip()
     return (line, timer, (state, limit), slider,
-            gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])))
+            gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])), intro(known_model(engine)))
 
 
 def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     """The Chat tab's components, rendered into the current Blocks context."""
     private = dict(api_visibility="private")
-    gr.Markdown(intro(engine.model_id), elem_id="chat-intro")
+    intro_line = gr.Markdown(intro(known_model(engine)), elem_id="chat-intro")
     status = gr.Markdown(engine.status(), elem_id="chat-status")
     timer = gr.Timer(1.0, active=True)  # polls the engine while its state may change (status_line)
     seen = gr.State(None)
@@ -437,7 +445,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
                   status, pending, stopped, busy, saved, concurrency)
 
     timer.tick(lambda seen_state, tokens: _tick(engine, seen_state, tokens), [seen, controls[4]],
-               [status, timer, seen, controls[4], message], queue=False, show_progress="hidden", **private)
+               [status, timer, seen, controls[4], message, intro_line], queue=False, show_progress="hidden", **private)
     quick = dict(queue=False, show_progress="hidden", **private)
     starts = [chatbot, pending, stopped, busy, send, stop]
     for trigger in (message.submit, send.click):

@@ -181,7 +181,7 @@ def wait_until(condition, what: str, deadline_s: float = 60) -> None:
 
 def test_a_backend_that_comes_back_is_seen_without_a_message(looping_dir, dolly_jsonl, monkeypatch):
     from space import backend
-    from space.tab import status_line
+    from space.tab import MAX_NEW_TOKENS_CAP, _tick, status_line
 
     monkeypatch.setattr(backend, "RECHECK_S", 0.5)
     port = free_port()
@@ -192,11 +192,16 @@ def test_a_backend_that_comes_back_is_seen_without_a_message(looping_dir, dolly_
         line, timer = status_line(engine)
         assert "not answering" in line and "asks it again every 0.5 s" in line
         assert timer.active  # the Chat tab keeps polling: the line will change by itself
+        *_, seen, _, _, intro_line = _tick(engine, None, 256)
+        assert intro_line.startswith("Chat with a [Dolly 2.0]")  # no model named before the backend says which
         process = start_a(looping_dir, dolly_jsonl, port)
         wait_for_v1(f"http://127.0.0.1:{port}", looping_dir.name, process=process)
         wait_until(lambda: engine.state == "ready", "ready")  # no message was sent
         line, timer = status_line(engine)
         assert line.startswith(f"**Backend ready:** {looping_dir.name}") and not timer.active
+        assert seen == ("failed", MAX_NEW_TOKENS_CAP)
+        *_, intro_line = _tick(engine, seen, 256)  # the tick after the change names the backend's model
+        assert intro_line.startswith(f"Chat with **`{looping_dir.name}`**, a [Dolly 2.0]")
     finally:
         engine.close()
         if process is not None:

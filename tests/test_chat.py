@@ -391,12 +391,12 @@ def test_the_status_tick_redraws_the_slider_only_when_its_bound_changes(looping_
         loader = ModelLoader(str(path)).start()
         assert loader.wait(60)
         engines[name] = LocalEngine(loader)
-    *_, seen, slider, _ = _tick(engines["big"], None, 256)
+    *_, seen, slider, _, _ = _tick(engines["big"], None, 256)
     assert seen == ("ready", chat.MAX_NEW_TOKENS_CAP) and slider == gr.skip()
     assert _tick(engines["big"], seen, 700)[3] == gr.skip()  # no change of state: nothing but the line
-    *_, seen, slider, _ = _tick(engines["small"], None, 100)  # a smaller bound is sent, the value kept
+    *_, seen, slider, _, _ = _tick(engines["small"], None, 100)  # a smaller bound is sent, the value kept
     assert seen == ("ready", 256) and slider != gr.skip() and slider.maximum == 256 and "value" not in slider.constructor_args
-    *_, seen, slider, _ = _tick(engines["small"], ("loading", chat.MAX_NEW_TOKENS_CAP), 900)  # over it: lowered
+    *_, seen, slider, _, _ = _tick(engines["small"], ("loading", chat.MAX_NEW_TOKENS_CAP), 900)  # over it: lowered
     assert slider.maximum == 256 and slider.value == 256
 
 
