@@ -1,6 +1,9 @@
 """--quantize: int8/int4 linears against float ones, whole tiny models against bf16, the flag and
 its env var, the mode picked per device, and the status line naming the mode. Speed is measured in
 bench/chat_cpu.py, never here."""
+import gc
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -65,6 +68,37 @@ def test_matrices_taller_than_a_quantization_slice_come_out_whole():
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     assert relative_error(Int8Linear(layer)(x), layer(x)) < 0.01
     assert relative_error(Int4Linear(layer, 64)(x), layer(x)) < 0.13
+
+
+def huge_page_advised(tensor) -> bool:
+    """Whether the mapping holding `tensor` carries MADV_HUGEPAGE ("hg" in /proc/self/smaps' VmFlags)."""
+    address, inside = tensor.data_ptr(), False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(part, 16) for part in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "VmFlags:":
+                return "hg" in line.split()[1:]
+    raise AssertionError("no mapping holds the tensor")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise(MADV_HUGEPAGE) is Linux's")
+def test_quantized_weights_of_two_megabytes_and_more_sit_in_huge_page_memory():
+    torch.manual_seed(3)
+    big = nn.Linear(1024, 4096 + 16, bias=False).to(torch.bfloat16)  # 4.2 MB of int8, 2.1 MB of int4
+    nn.init.normal_(big.weight, std=0.02)
+    small = nn.Linear(256, 200).to(torch.bfloat16)
+    x = torch.randn(3, 1024, dtype=torch.bfloat16)
+    int8, int4 = Int8Linear(big), Int4Linear(big, int4_group(1024))
+    assert huge_page_advised(int8.qweight) and huge_page_advised(int4.qweight)
+    assert not huge_page_advised(Int8Linear(small).qweight)  # under 2 MB: an ordinary tensor
+    assert relative_error(int8(x), big(x)) < 0.01 and relative_error(int4(x), big(x)) < 0.13
+    before = int8(x[:1])
+    del big
+    gc.collect()
+    assert torch.equal(int8(x[:1]), before)  # the memory lives as long as the tensor
 
 
 def test_int8_prefill_and_decode_paths_agree(linear):
