@@ -2,7 +2,8 @@
 
 Decoding one token reads every weight once, so on a CPU its speed is at most memory bandwidth divided
 by the weights' bytes: int8 weights are half of bf16's bytes, int4 a quarter. (On two cores the int8
-kernel is limited by arithmetic before memory: bench/RESULTS.md.) PyTorch ships the kernels
+kernel reads weights well below the memory's bandwidth, ~8 GB/s per core: bench/RESULTS.md; keeping them in
+2 MB pages, `_huge_page_empty`, makes it ~10% faster.) PyTorch ships the kernels
 (`torch._weight_int8pack_mm`, `torch._weight_int4pack_mm_for_cpu`); these modules call them
 directly. torchao 0.18's `Int8WeightOnlyConfig` is slower than plain bf16 on a CPU because, without
 torch.compile, its linear does `weight.to(bfloat16)` and then a matmul: every token converts and
