@@ -155,6 +155,11 @@ class BackendEngine:
     def model_id(self) -> str:
         return self.model or "unknown"
 
+    @property
+    def named_model(self) -> str | None:
+        """The model the Chat tab's intro names: None until the backend has answered GET /models."""
+        return self.model if self._state == "ready" else None
+
     def status(self) -> str:
         """One line of Markdown for the Chat tab, naming the backend and its model."""
         if self._state == "ready":

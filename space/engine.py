@@ -176,6 +176,11 @@ class LocalEngine:
     def window(self) -> int | None:
         return self.loader.get().window if self.loader.state == "ready" else None
 
+    @property
+    def named_model(self) -> str:
+        """The model the Chat tab's intro names: known from the start."""
+        return self.model_id
+
     def ensure_ready(self) -> None:
         """ModelError (saying why) unless the model is loaded."""
         self.loader.get()

@@ -134,7 +134,7 @@ def _huge_page_empty(shape, dtype: torch.dtype) -> torch.Tensor:
     are off, or not on Linux, this is an ordinary tensor's memory.
     """
     numel = math.prod(shape)
-    size = numel * torch.empty(0, dtype=dtype).element_size()
+    size = numel * dtype.itemsize
     madvise = _linux_madvise()
     if not madvise or size < HUGE_PAGE:
         return torch.empty(shape, dtype=dtype)

@@ -149,12 +149,6 @@ def max_new_tokens_limit(window: int | None) -> int:
     return min(MAX_NEW_TOKENS_CAP, max(window // 2, 1)) if window else MAX_NEW_TOKENS_CAP
 
 
-def known_model(engine) -> str | None:
-    """The model to name in the intro: a backend's is known only once it has answered (--backend-model
-    or not, the backend may serve another), a model in this process from the start."""
-    return engine.model_id if engine.kind == "local" or engine.state == "ready" else None
-
-
 def status_line(engine) -> tuple[str, gr.Timer]:
     running = active_generations()
     line = engine.status() + (f" Generating {running} repl{'ies' if running > 1 else 'y'} now." if running else "")
@@ -395,13 +389,13 @@ def _tick(engine, seen, max_new_tokens):
     else:
         slider = gr.Slider(maximum=limit) if limit != seen_limit else gr.skip()
     return (line, timer, (state, limit), slider,
-            gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])), intro(known_model(engine)))
+            gr.Textbox(placeholder=PLACEHOLDERS.get(state, PLACEHOLDERS["ready"])), intro(engine.named_model))
 
 
 def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     """The Chat tab's components, rendered into the current Blocks context."""
     private = dict(api_visibility="private")
-    intro_line = gr.Markdown(intro(known_model(engine)), elem_id="chat-intro")
+    intro_line = gr.Markdown(intro(engine.named_model), elem_id="chat-intro")
     status = gr.Markdown(engine.status(), elem_id="chat-status")
     timer = gr.Timer(1.0, active=True)  # polls the engine while its state may change (status_line)
     seen = gr.State(None)
