@@ -61,6 +61,14 @@ def search_for(page, text: str) -> None:
     box.press("Enter")
 
 
+def regex_search(page, pattern: str) -> None:
+    """Search `pattern` as a regular expression: typed first, then the Regex box checked, so that one
+    event carries both. Checking the box and then submitting the search sent two events, and under load
+    the answer to the first could arrive last and be what the page shows (a red CI run)."""
+    page.locator(SEARCH).first.fill(pattern)
+    page.locator("#explorer-regex input[type=checkbox]").check()
+
+
 def table_rows(page) -> list[int]:
     return [int(r) for r in page.locator(ROWS).evaluate_all("rows => rows.map(r => r.dataset.row)")]
 
@@ -301,8 +309,7 @@ def test_charts_follow_the_valid_selection(open_page, explorer_url, size):
     empty = page.locator("#explorer-charts-empty")
     # A bad regex: no charts of the previous selection, a note saying why.
     wait_idle(page)
-    page.locator("#explorer-regex input[type=checkbox]").check()
-    search_for(page, "(unclosed")
+    regex_search(page, "(unclosed")
     wait_summary(page, "Invalid regular expression")
     page.wait_for_function("() => document.querySelector('#explorer-charts-empty')?.innerText.includes('not valid')")
     assert not charts_shown(page)
@@ -349,8 +356,7 @@ def test_a_bad_regex_is_a_message(open_page, explorer_url):
     page = open_page(explorer_url + "?tab=explorer")
     wait_for_total(page, 400)
     wait_idle(page)
-    page.locator("#explorer-regex input[type=checkbox]").check()
-    search_for(page, "(unclosed")
+    regex_search(page, "(unclosed")
     wait_summary(page, "Invalid regular expression")
     assert page.locator("#explorer-table .dolly-none").is_visible()
 
