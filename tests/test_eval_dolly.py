@@ -82,7 +82,7 @@ def _train_flags(tiny, data, out, *extra):
             "--max-new-tokens", "16", *extra]
 
 
-def test_train_with_eval_tasks_evaluates_before_the_end_and_the_split_is_recovered_later(tmp_path):
+def test_train_with_eval_tasks_evaluates_before_the_end_and_the_split_is_recovered_later(tmp_path, capsys):
     tiny = save_tiny_model(tmp_path / "tiny", max_positions=256)
     data = write_jsonl(tmp_path / "dolly.jsonl", make_records(96, seed=0, chars_per_row=120))
     tasks = write_task_data(tmp_path / "tasks", ["piqa"], n=6)
@@ -106,6 +106,7 @@ def test_train_with_eval_tasks_evaluates_before_the_end_and_the_split_is_recover
                            "--max-new-tokens", "16", "--output", str(tmp_path / "later.json")], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "dolly task: 16 records, the split `python -m train` held out of" in done.stdout
     during = load_records(str(out / "eval_results_dolly.jsonl"), progress=False)
     later = load_records(str(tmp_path / "later_dolly.jsonl"), progress=False)
     assert sorted(during["instruction"]) == sorted(later["instruction"]) and len(later) == 16
@@ -116,6 +117,13 @@ def test_train_with_eval_tasks_evaluates_before_the_end_and_the_split_is_recover
                       "--output", str(tmp_path / "again.json")]) == 0
     assert sorted(load_records(str(tmp_path / "again_dolly.jsonl"), progress=False)["instruction"]) == \
         sorted(later["instruction"])
+    assert "dolly task: 16 records, the split `python -m train` held out of" in capsys.readouterr().out
+    # Another file: every one of its records (README, "Evaluating a Dolly").
+    other = write_jsonl(tmp_path / "other.jsonl", make_records(5, seed=3, chars_per_row=80))
+    assert eval_main(["--model", str(out), "--tasks", "dolly", "--data", str(other), "--max-new-tokens", "4",
+                      "--output", str(tmp_path / "other.json")]) == 0
+    assert f"dolly task: 5 records, records of {other}." in capsys.readouterr().out
+    assert len(load_records(str(tmp_path / "other_dolly.jsonl"), progress=False)) == 5
 
 
 def test_train_refuses_a_bad_eval_task_before_training(tmp_path, capsys):

@@ -202,6 +202,7 @@ def evaluate(args, plan, *, held_out=None) -> dict:
         frame, source, data = held_out if held_out is not None else dolly_records(args, plan, tokenizer)
         if held_out is not None and args.limit:
             frame = frame.head(args.limit)
+        print(f"dolly task: {len(frame):,} records, {source}.", flush=True)
         results["tasks"]["dolly"], generations = run_dolly(model, tokenizer, frame, max_new_tokens=args.max_new_tokens)
         results.update(dolly_source=source, dolly_data=data)
 
