@@ -232,8 +232,9 @@ def _report_model(loader) -> None:
 def _report_dataset(dataset) -> None:
     if dataset.error:
         print(f"Dataset not loaded, the Explorer tab explains why: {dataset.error}", file=sys.stderr, flush=True)
-    else:
-        print(f"Dataset loaded: {dataset.source} in {dataset.elapsed:.1f} s", flush=True)
+    else:  # an empty dataset, several files or missing fields: the Explorer's note, said here too
+        note = dataset.note().replace("**", "").replace("`", "")
+        print(note or f"Dataset loaded: {dataset.source} in {dataset.elapsed:.1f} s", flush=True)
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from dolly.background import Background, NotReady
-from dolly.data import DataError, load_records
+from dolly.data import DataError, Loaded, load_records, read_dataset
 from explorer.query import Index
 
 
@@ -22,21 +22,44 @@ def build_index(source: str) -> Index:
 
 
 class DatasetLoader(Background[Index]):
-    """Loads `source` with `load` (build_index unless given) in a thread; ask `state`, `status()`, `get()`."""
+    """Loads `source` with `load` (read_dataset + Index unless given) in a thread; ask `state`, `status()`, `get()`."""
 
-    def __init__(self, source: str, load: Callable[[str], Index] = build_index,
+    def __init__(self, source: str, load: Callable[[str], Index] | None = None,
                  on_done: Callable[["DatasetLoader"], None] | None = None):
         self.source = str(source)
-        super().__init__(f"the dataset '{self.source}'", lambda stage: load(self.source),
+        # What the default load read (the files, the records missing fields), without the frame: the
+        # Index holds the data. An empty Loaded for a custom load, which says nothing of that.
+        self.loaded = Loaded(frame=None)
+        super().__init__(f"the dataset '{self.source}'", lambda stage: (load or self._read)(self.source),
                          expected=(DataError,), on_done=on_done)
+
+    def _read(self, source: str) -> Index:
+        loaded = read_dataset(source)
+        index = Index(loaded.frame)
+        self.loaded = Loaded(frame=None, files=loaded.files, missing=loaded.missing)
+        return index
 
     def status(self) -> str:
         """One line of Markdown for the Explorer tab."""
         if self.state == "ready":
-            return f"**Dataset ready:** {self.source}, {self.get().num_rows:,} rows, loaded in {self.elapsed:.1f} s."
+            rows, files, missing = self.get().num_rows, self.loaded.files_note(), self.loaded.missing_note()
+            read = f" from {files}" if files else ""
+            if rows == 0:
+                return (f"**The dataset is empty:** {self.source} has no records{read}. Load another one with "
+                        "`python app.py --data path/to/file.jsonl`.")
+            return (f"**Dataset ready:** {self.source}, {rows:,} rows{read}, loaded in {self.elapsed:.1f} s."
+                    + (f" {missing}." if missing else ""))
         if self.state == "failed":
             return f"**Could not load the dataset.** {self.error}"
         return f"**Loading dataset** {self.source} … ({self.elapsed:.0f} s so far)."
+
+    def note(self) -> str:
+        """`status()` once loaded, when it has something to tell (no records, several files, missing
+        fields), for the tab to keep in view above the data; "" otherwise, and while loading or failed."""
+        if self.state != "ready":
+            return ""
+        loaded = self.loaded
+        return self.status() if self.get().num_rows == 0 or loaded.files_note() or loaded.missing_note() else ""
 
     def get(self) -> Index:
         """The loaded Index, or DatasetNotReady saying why there is none (yet)."""

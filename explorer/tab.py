@@ -199,12 +199,15 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         current = gr.State(1)  # the page on screen (the page box may hold anything the user typed)
         query_state = gr.State("")  # the page's URL query, kept until the data is there to restore it
         filled = gr.State(False)  # whether this page shows the data (so a late poll leaves it alone)
-        loading = gr.Markdown(_loading_md(dataset) if state == "loading" else "", visible=state == "loading",
+        # While loading: where it is. Once loaded: what the data lacked or was read from (dataset.note()).
+        loading = gr.Markdown(_loading_md(dataset) if state == "loading" else dataset.note(),
+                              visible=state == "loading" or bool(dataset.note()),
                               elem_id="explorer-loading")
         failed = gr.Markdown(_error_md(dataset.error) if state == "failed" else "", visible=state == "failed",
                              elem_id="explorer-error")
         timer = gr.Timer(1.0, active=state == "loading")  # polls `dataset` until it is ready or failed
-        with gr.Column(visible=state != "failed", elem_id="explorer-body") as body:
+        empty = ready is not None and ready.num_rows == 0  # no records: the note says so, no controls to show
+        with gr.Column(visible=state != "failed" and not empty, elem_id="explorer-body") as body:
             with gr.Row(equal_height=True, elem_id="explorer-controls"):
                 search = gr.Textbox(label="Search", placeholder="Text in instruction, context or response; Enter",
                                     elem_id="explorer-search", max_lines=1, scale=4, min_width=220, interactive=on)
@@ -394,7 +397,9 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                              gr.update(visible=False), gr.Timer(active=False), False]
             # `body` is left as drawn (visible): setting visible=True again would also show the hidden
             # link_query box inside it (Gradio 6.31 passes a layout's visibility down to its children).
-            done = [gr.update(visible=False), gr.update(), gr.update(), gr.Timer(active=False), True]
+            note = dataset.note()
+            done = [gr.update(value=note, visible=bool(note)), gr.update(),
+                    gr.update(visible=False) if dataset.get().num_rows == 0 else gr.update(), gr.Timer(active=False), True]
             if shown:
                 return keep + keep_charts + done
             values = fill(query)

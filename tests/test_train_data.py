@@ -5,8 +5,9 @@ import torch
 
 from tests.dolly_data import make_records
 from tests.tiny_model import pythia_tokenizer, save_tiny_model, small_tokenizer
-from train.data import (IGNORE_INDEX, grouped_order, make_collator, padding_fraction, split_rows, tokenize_frame,
-                        tokenize_record)
+from dolly.data import DataError
+from train.data import (IGNORE_INDEX, check_complete, grouped_order, make_collator, padding_fraction, split_rows,
+                        tokenize_frame, tokenize_record)
 from dolly.prompt import END_KEY, RESPONSE_KEY_NL, add_special_tokens, format_completion, format_example
 
 
@@ -84,6 +85,24 @@ def test_over_long_records_are_dropped_and_counted_per_category(small_tok):
     assert len(rows) + sum(dropped.values()) == len(frame)
     assert all(r["length"] == len(r["input_ids"]) <= 200 for r in rows)  # kept whole, never cut
     assert all(r["labels"][-1] == small_tok.convert_tokens_to_ids(END_KEY) for r in rows)
+
+
+def test_records_without_an_instruction_or_a_response_are_skipped_and_counted(small_tok):
+    records = make_records(20, seed=7, chars_per_row=120)
+    records[3]["response"] = ""  # the loader turns null and NaN into ""
+    records[8]["instruction"] = " \n "
+    records[9]["category"] = ""  # no category: still a record to learn from
+    frame = pd.DataFrame(records)
+    assert check_complete(frame, "d.jsonl") == {"skipped": 2, "missing": {"instruction": 1, "response": 1, "category": 1}}
+    rows, dropped = tokenize_frame(small_tok, frame, max_length=2048, progress=False)
+    assert dropped == {} and len(rows) == 18
+    # `record` still points at the row of `frame` (the held-out split train/eval_dolly.py recovers)
+    assert [r["record"] for r in rows] == [i for i in range(20) if i not in (3, 8)]
+    with pytest.raises(DataError, match=r"No record of d\.jsonl has both an instruction and a response \(2 records "
+                                        r"have no instruction, 2 no response\)"):
+        check_complete(pd.DataFrame([{**r, "response": "" if i % 2 else r["response"],
+                                      "instruction": r["instruction"] if i % 2 else ""} for i, r in enumerate(records[:4])]),
+                       "d.jsonl")
 
 
 def test_split_is_deterministic_from_the_seed():

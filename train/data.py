@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import torch
 
+from dolly.data import DataError, missing_counts, missing_note
 from dolly.prompt import encode_completion, encode_prompt
 
 IGNORE_INDEX = -100  # what torch's cross-entropy (and transformers' loss) skip
@@ -26,15 +27,37 @@ def tokenize_record(tokenizer, instruction: str, context: str, response: str) ->
     return {"input_ids": prompt + completion, "labels": [IGNORE_INDEX] * len(prompt) + completion}
 
 
+def incomplete(frame) -> np.ndarray:
+    """Which records have no instruction or no response (empty or only spaces; the loader made null and NaN
+    ""): nothing to learn from, so training skips them (and says how many: see check_complete)."""
+    return (frame["instruction"].str.strip().eq("") | frame["response"].str.strip().eq("")).to_numpy(dtype=bool)
+
+
+def check_complete(frame, source: str) -> dict:
+    """{"skipped": records tokenize_frame will skip (see incomplete), "missing": records without each field};
+    a DataError naming `source` when no record is left to train on."""
+    skipped = int(incomplete(frame).sum())
+    missing = missing_counts(frame)
+    if len(frame) and skipped == len(frame):
+        raise DataError(f"No record of {source} has both an instruction and a response ({missing_note(missing)}): "
+                        "nothing to train on. Check that --data is the file you meant and that it has those columns filled.")
+    return {"skipped": skipped, "missing": missing}
+
+
 def tokenize_frame(tokenizer, frame, max_length: int, progress: bool = True):
-    """Tokenize every record; drop (never cut) those over max_length. Returns (rows, dropped per category);
-    each row holds input_ids, labels, length, category and `record`, its position in `frame`."""
+    """Tokenize every complete record (see incomplete); drop (never cut) those over max_length. Returns
+    (rows, dropped per category); each row holds input_ids, labels, length, category and `record`, its
+    position in `frame`. Incomplete records are skipped here, so the held-out split that train/eval_dolly.py
+    recomputes through this function is the one training made; the caller counts them (check_complete)."""
     from tqdm.auto import tqdm
 
     rows, dropped = [], Counter()
+    skip = incomplete(frame)
     records = frame[["instruction", "context", "response", "category"]].itertuples(index=False)
     for position, (instruction, context, response, category) in enumerate(tqdm(records, total=len(frame), desc="Tokenizing",
                                                          unit=" records", disable=not progress)):
+        if skip[position]:
+            continue
         row = tokenize_record(tokenizer, instruction, context, response)
         if len(row["input_ids"]) > max_length:
             dropped[category] += 1

@@ -13,11 +13,11 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from dolly.data import OFFLINE_HINT, DataError, load_records
+from dolly.data import OFFLINE_HINT, DataError, missing_note, read_dataset
 from train import cli
 from train.cli import TrainError
-from train.data import (LengthGroupedSampler, grouped_order, make_collator, padding_stats, split_rows,
-                        to_dataset, tokenize_frame)
+from train.data import (LengthGroupedSampler, check_complete, grouped_order, make_collator, padding_stats,
+                        split_rows, to_dataset, tokenize_frame)
 from dolly.prompt import SPECIAL_TOKENS, add_special_tokens, encode_prompt, extract_response, stop_token_ids
 
 # Every GPT-NeoX linear layer, the output head included: the head's rows for the new markers start
@@ -54,7 +54,9 @@ def run(args) -> dict:
 
         check_training_eval(args)
     resume_from = cli.check_output_dir(args)
-    frame = cli.select_categories(load_records(args.data, progress=is_main()), args.categories, args.data)
+    loaded = read_dataset(args.data, progress=is_main())
+    frame = cli.select_categories(loaded.frame, args.categories, args.data)
+    complete = check_complete(frame, args.data)  # records without an instruction or a response are skipped
     config = cli.load_model_config(args.base_model)
     cli.check_max_length(args, config)
 
@@ -66,12 +68,16 @@ def run(args) -> dict:
     # 2. Tokenizer with Dolly's markers as special tokens; pad = eos (Pythia has no pad token).
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
     add_special_tokens(tokenizer)
+    files = loaded.files_note()
+    note = missing_note(complete["missing"])
+    log(f"{len(frame)} records from {args.data}" + (f", read from {files}" if files else "") + (f"; {note}" if note else "")
+        + (f"; skipping the {complete['skipped']} without an instruction or a response" if complete["skipped"] else ""))
     rows, dropped = tokenize_frame(tokenizer, frame, args.max_length, progress=is_main())
     if dropped:
         log(f"dropped {sum(dropped.values())} record(s) longer than --max-length {args.max_length} tokens: "
             + ", ".join(f"{c}: {n}" for c, n in dropped.items()))
     if not rows:
-        raise TrainError(f"All {len(frame)} records are longer than --max-length {args.max_length} tokens. "
+        raise TrainError(f"All {len(frame) - complete['skipped']} records are longer than --max-length {args.max_length} tokens. "
                          "Raise --max-length (up to the model's window) or check the data.")
     try:
         train_rows, eval_rows = split_rows(rows, args.test_size, args.seed)
@@ -190,7 +196,8 @@ def run(args) -> dict:
 
     train_loss = result.training_loss
     metrics = {"train_loss": train_loss, "eval_loss": eval_losses, "padding_fraction": padding,
-               "dropped_too_long": dropped, "train_records": len(train_rows), "eval_records": len(eval_rows),
+               "dropped_too_long": dropped, "skipped_incomplete": complete["skipped"],
+               "missing_fields": complete["missing"], "train_records": len(train_rows), "eval_records": len(eval_rows),
                "global_step": trainer.state.global_step}
     if is_main():
         from train.card import build_card
