@@ -5,17 +5,22 @@ nothing here knows about Gradio. The work is done once at load so that each quer
 vectorised Arrow scans:
 
 - rows are stored grouped by category (a stable sort), so a category filter is a zero-copy slice;
-- instruction, context and response are joined and lower-cased once into one "haystack" string per
-  row, so a case-insensitive literal search is one scan of pre-lowered text. Only a literal that
-  contains a character of the separator (a newline or NUL), and every regular expression, are
-  searched field by field instead, so that no search ever matches the separator or across fields;
+- instruction, context and response are joined and folded once (explorer.search.fold: NFC, lower
+  case; the query is folded by the same function) into one "haystack" string per row, so a literal
+  search is one scan of pre-folded text. Only a literal that contains a character of the separator
+  (a newline or NUL), and every regular expression, are searched field by field instead, so that no
+  search ever matches the separator or across fields;
 - text lengths are precomputed for sorting and charts;
 - the last few selections (categories, search, regex, sort) are cached as arrays of row ids, so
-  paging through a selection costs one page, not one scan.
+  paging through a selection costs one page, not one scan;
+- a scan runs in chunks sized to take about _CHUNK_SECONDS each and stops at QUERY_SECONDS with a
+  QueryError: RE2 is linear, but some patterns cost ~30 µs per character, hours at a million rows.
+  Arrow releases the GIL, so the rest of the app keeps answering while a scan runs.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,14 +32,12 @@ import pyarrow.compute as pc
 
 from dolly.data import DOLLY_CATEGORIES, TEXT_FIELDS
 from dolly.numbers import whole_number
+from explorer.search import MAX_SEARCH_CHARS, Search, SearchError, fold, parse, re2_escape  # noqa: F401 (re-exported)
 
 PAGE_SIZE = 20
 # Between fields in the haystack. A literal match that touches it must contain a newline or a NUL,
 # and such literals are searched field by field (see _match), so results never depend on it.
 FIELD_SEPARATOR = "\n\x00\n"
-# Longest search accepted: far above any real query, far below what makes RE2 give up
-# ("pattern too large") or a scan of every row crawl.
-MAX_SEARCH_CHARS = 2000
 SORTS = {
     "dataset order": None,
     **{f"{field} length, longest first": (field, True) for field in TEXT_FIELDS},
@@ -43,6 +46,14 @@ SORTS = {
 DEFAULT_SORT = "dataset order"
 _CACHE_SIZE = 8
 _PIECE_ROWS = 50_000
+# A query's scan stops after QUERY_SECONDS with a message; it checks the time between chunks of rows,
+# each sized in characters of text (from _FIRST_CHUNK_CHARS, growing at most 4x a step, up to a whole
+# piece) to take about _CHUNK_SECONDS at the speed the pattern showed so far, so a slow pattern
+# overshoots the limit by about one chunk, not by one piece of 50,000 rows. Characters, not rows:
+# rows range from a few words to long passages.
+QUERY_SECONDS = 10.0
+_CHUNK_SECONDS = 0.1
+_FIRST_CHUNK_CHARS = 2_000
 # Arrow releases the GIL, so the per-category scans of one query run side by side on two cores.
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="explorer-scan")
 
@@ -98,32 +109,40 @@ class Index:
         spans = [(c, start, min(start + _PIECE_ROWS, stop)) for c, (start, stop) in self._slices.items()
                  for start in range(start, stop, _PIECE_ROWS)]
         self._pieces: dict[str, list[tuple[int, pa.Array]]] = {c: [] for c in self.categories}
-        for (category, start, _), text in zip(spans, _POOL.map(lambda span: self._lowered_text(*span[1:]), spans)):
+        for (category, start, _), text in zip(spans, _POOL.map(lambda span: self._folded_text(*span[1:]), spans)):
             self._pieces[category].append((start, text))
         # Lengths in characters, by dataset row number, for sorting and charts.
         self.lengths = {}
         for field in TEXT_FIELDS:
             by_position = np.asarray(pc.utf8_length(self._table[field]).to_numpy(zero_copy_only=False), dtype=np.int32)
             self.lengths[field] = by_position[self._position]
+            text_chars = by_position.astype(np.int64) if field == TEXT_FIELDS[0] else text_chars + by_position
+        # Characters of text before each position: scans are cut into chunks of similar work.
+        self._chars_before = np.concatenate([[0], np.cumsum(text_chars)]) if self.num_rows else np.zeros(1, np.int64)
         self._cache: OrderedDict[tuple, Selection] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _lowered_text(self, start: int, stop: int) -> pa.Array:
+    def _folded_text(self, start: int, stop: int) -> pa.Array:
         rows = self._table.slice(start, stop - start)
         texts = [rows[f].cast(pa.large_string()) for f in TEXT_FIELDS]
         joined = pc.binary_join_element_wise(*texts, pa.scalar(FIELD_SEPARATOR, pa.large_string()))
-        return pc.utf8_lower(joined).combine_chunks()
+        return fold(joined.combine_chunks())
 
     # -- queries -----------------------------------------------------------------------------
     def select(self, categories=(), search: str = "", regex: bool = False, sort: str = DEFAULT_SORT) -> Selection:
         """The rows in any of `categories` (empty = all) whose text matches `search`, sorted by `sort`.
 
-        Literal search is case-insensitive; with `regex` the pattern is an RE2 regular expression
-        (Python-like syntax, no backreferences), also case-insensitive, where ^ and $ match at the
-        start and end of every line of every field.
+        Literal search is case-insensitive and finds the text whatever its Unicode form (NFC or NFD);
+        with `regex` the pattern is an RE2 regular expression (Python-like syntax, no backreferences),
+        also case-insensitive, where ^ and $ match at the start and end of every line of every field.
+        A search whose scan takes longer than QUERY_SECONDS is stopped with a QueryError.
         """
         categories = self.check_categories(categories)
-        search = check_search(search)
+        try:
+            found = parse(search, bool(regex))
+        except SearchError as err:
+            raise QueryError(str(err)) from None
+        search = found.text if found else ""
         if sort not in SORTS:
             raise QueryError(f"Unknown sort '{sort}'. Choose one of: {', '.join(SORTS)}.")
         key = (categories, search, bool(regex), sort)
@@ -131,9 +150,7 @@ class Index:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        if regex and search:
-            check_regex(search)
-        rows = self._match(categories or tuple(self.categories), search, bool(regex) and bool(search))
+        rows = self._match(categories or tuple(self.categories), found)
         if SORTS[sort] is not None:
             field, longest_first = SORTS[sort]
             lengths = self.lengths[field][rows]
@@ -166,10 +183,8 @@ class Index:
             raise QueryError(f"Unknown category {', '.join(map(repr, unknown))}. Known categories: {known}.")
         return categories
 
-    def _match(self, categories: tuple[str, ...], search: str, regex: bool) -> np.ndarray:
-        needle = search if regex else search.lower()
-
-        if not search:
+    def _match(self, categories: tuple[str, ...], search: Search | None) -> np.ndarray:
+        if search is None:
             positions = [np.arange(*self._slices[c]) for c in categories]
             return np.sort(self._row_ids[np.concatenate(positions)]) if positions else np.empty(0, np.int64)
 
@@ -177,28 +192,52 @@ class Index:
         # could match a piece of it, so those scan each field on its own. That reads the same
         # bytes as one haystack scan (the field slices are zero-copy); only literals without
         # such characters, nearly all of them, get the faster pre-lowered haystack.
-        by_field = regex or any(ch in needle for ch in set(FIELD_SEPARATOR))
+        by_field = search.regex or any(ch in search.needle for ch in set(FIELD_SEPARATOR))
+        pattern = search.pattern
 
-        def scan(piece: tuple[int, pa.Array]) -> np.ndarray:
-            start, hay = piece
+        def scan(start: int, hay: pa.Array) -> np.ndarray:
             if by_field:
                 mask = None
                 for field in TEXT_FIELDS:
                     text = self._table[field].slice(start, len(hay))
-                    if regex:
-                        found = pc.match_substring_regex(text, "(?m)" + needle, ignore_case=True)
+                    if search.regex:
+                        found = pc.match_substring_regex(text, pattern, ignore_case=True)
                     else:
-                        found = pc.match_substring_regex(pc.utf8_lower(text), re2_escape(needle))
+                        found = pc.match_substring_regex(fold(text.combine_chunks()), pattern)
                     mask = found if mask is None else pc.or_kleene(mask, found)
                 mask = pc.fill_null(mask, False)
             else:
                 # RE2 (match_substring_regex) finds a literal 3-10x faster than match_substring
-                # here, hence literals go through it too, escaped, against the lowered text.
-                mask = pc.match_substring_regex(hay, re2_escape(needle))
+                # here, hence literals go through it too, escaped, against the folded text.
+                mask = pc.match_substring_regex(hay, pattern)
             return start + np.flatnonzero(mask.to_numpy(zero_copy_only=False))
 
         pieces = [piece for c in categories for piece in self._pieces[c]]
-        parts = list(_POOL.map(scan, pieces)) if len(pieces) > 1 else [scan(p) for p in pieces]
+        chunks = _Chunks(pieces, self._chars_before)
+        deadline = time.monotonic() + QUERY_SECONDS
+
+        def work() -> list[np.ndarray]:
+            out, chars = [], _FIRST_CHUNK_CHARS
+            while time.monotonic() < deadline:
+                chunk = chunks.take(chars)
+                if chunk is None:
+                    return out
+                began = time.monotonic()
+                out.append(scan(*chunk[:2]))
+                took = max(time.monotonic() - began, 1e-6)
+                chars = max(_FIRST_CHUNK_CHARS // 4, int(max(chunk[2], 1) * min(4.0, _CHUNK_SECONDS / took)))
+            return out
+
+        workers = [_POOL.submit(work) for _ in range(2 if len(pieces) > 1 or chunks.rows > 1_000 else 1)]
+        parts = [part for worker in workers for part in worker.result()]
+        if chunks.left:
+            done = 1 - chunks.left / max(chunks.rows, 1)
+            what = "regular expression" if search.regex else "search"
+            raise QueryError(f"The search was stopped after {QUERY_SECONDS:g} s, {done:.0%} of the way through the "
+                             f"rows: this {what} is too slow to run over the data. "
+                             + ("Make it simpler (fewer or smaller repeats such as {1000} or .*), "
+                                if search.regex else "Search for a shorter, distinctive text, ")
+                             + "or tick fewer categories.")
         positions = np.concatenate(parts) if parts else np.empty(0, np.int64)
         # Back to dataset order: marking a mask and reading it is O(rows), cheaper than sorting
         # hundreds of thousands of matches.
@@ -243,32 +282,33 @@ class Index:
         return pd.DataFrame({"category": self.categories, "rows": counts})
 
 
-_RE2_SPECIAL = set("\\.+*?()|[]{}^$")
+class _Chunks:
+    """Hands out consecutive runs of rows of `pieces` ((start, haystack) pairs) to the scan threads."""
 
+    def __init__(self, pieces: list[tuple[int, pa.Array]], chars_before: np.ndarray):
+        self._pieces = pieces
+        self._chars_before = chars_before
+        self._piece, self._offset = 0, 0
+        self.rows = sum(len(hay) for _, hay in pieces)
+        self.left = self.rows
+        self._lock = threading.Lock()
 
-def re2_escape(text: str) -> str:
-    """`text` as an RE2 pattern that matches exactly it."""
-    return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in text)
-
-
-def check_search(search) -> str:
-    """`search` as the text to look for ("" for None), or a QueryError if it is not text or too long."""
-    if search is None:
-        return ""
-    if not isinstance(search, str):
-        raise QueryError(f"search must be text, got {type(search).__name__} {search!r:.80}.")
-    if len(search) > MAX_SEARCH_CHARS:
-        raise QueryError(f"search is {len(search):,} characters long; the limit is {MAX_SEARCH_CHARS:,}. "
-                         "Search for a shorter, distinctive part of the text.")
-    return search
-
-
-def check_regex(pattern: str) -> None:
-    try:
-        pc.match_substring_regex(pa.array([""], pa.string()), pattern)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        reason = str(err).split(":", 1)[-1].strip()
-        raise QueryError(f"Invalid regular expression {pattern!r}: {reason}. Untick 'Regex' to search for the text as typed.") from None
+    def take(self, chars: int) -> tuple[int, pa.Array, int] | None:
+        """(first row's position, haystack slice, its characters) of the next rows holding about `chars`
+        characters (one row at least, one piece at most), or None when all rows are handed out."""
+        with self._lock:
+            while self._piece < len(self._pieces) and self._offset >= len(self._pieces[self._piece][1]):
+                self._piece, self._offset = self._piece + 1, 0
+            if self._piece == len(self._pieces):
+                return None
+            start, hay = self._pieces[self._piece]
+            first = start + self._offset
+            stop = int(np.searchsorted(self._chars_before, self._chars_before[first] + chars, side="right")) - 1
+            size = min(max(stop - first, 1), len(hay) - self._offset)
+            chunk = (first, hay.slice(self._offset, size), int(self._chars_before[first + size] - self._chars_before[first]))
+            self._offset += size
+            self.left -= size
+            return chunk
 
 
 def check_page(page, pages: int) -> int:

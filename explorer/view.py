@@ -6,67 +6,70 @@
 - `record_html`: one record whole, with the matches marked.
 - `summary`, `resolve_page`, `export_note`: the words around them.
 
-Everything a dataset holds is escaped; only the markup made here is HTML.
+Everything a dataset holds is escaped; only the markup made here is HTML. Matches are found by
+explorer.search (RE2 for a regex, the one folding for a literal), never by Python's `re`, and one
+screen spends at most HIGHLIGHT_SECONDS marking them: the rest is shown unmarked.
 """
 from __future__ import annotations
 
 import html
 import math
 import re
+import time
 
 from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
 from explorer.query import PAGE_SIZE, SORTS
+from explorer.search import HIGHLIGHT_SECONDS, Search, parse_or_none
 
 CELL_CHARS = 160  # a cell shows this much of its text (around the first match); the row view shows all
 
 
 # -- search matches -----------------------------------------------------------------------------
-def search_pattern(search: str, regex: bool) -> re.Pattern | None:
-    """The compiled pattern that marks matches of `search`, or None (no search, or a pattern Python's
-    `re` cannot compile: RE2 finds the rows, but then the text is shown unmarked rather than fail)."""
-    if not search:
-        return None
-    try:
-        return re.compile(search if regex else re.escape(search), re.IGNORECASE | re.MULTILINE)
-    except re.error:
-        return None
+def _deadline() -> float:
+    return time.monotonic() + HIGHLIGHT_SECONDS
 
 
-def mark(text: str, pattern: re.Pattern | None) -> str:
-    """`text` as HTML with every match of `pattern` in <mark>; everything else escaped."""
+def _marked(text: str, spans, start: int = 0, stop: int | None = None) -> str:
+    """text[start:stop] as HTML, the parts inside `spans` (sorted (start, end) offsets in `text`) in <mark>."""
+    stop = len(text) if stop is None else stop
+    out, last = [], start
+    for begin, end in spans:
+        begin, end = max(begin, start), min(end, stop)
+        if end <= begin:
+            continue
+        out.append(html.escape(text[last:begin]))
+        out.append(f"<mark>{html.escape(text[begin:end])}</mark>")
+        last = end
+    out.append(html.escape(text[last:stop]))
+    return "".join(out)
+
+
+def mark(text: str, search: Search | None, deadline: float | None = None) -> str:
+    """`text` as HTML with every match of `search` in <mark>; everything else escaped."""
     if not text:
         return ""
-    if pattern is None:
-        return html.escape(text)
-    out, last = [], 0
-    for match in pattern.finditer(text):
-        if match.end() == match.start():
-            continue
-        out.append(html.escape(text[last:match.start()]))
-        out.append(f"<mark>{html.escape(match.group())}</mark>")
-        last = match.end()
-    out.append(html.escape(text[last:]))
-    return "".join(out)
+    return _marked(text, search.spans(text, deadline) if search is not None else [])
 
 
 def highlight(text: str, search: str, regex: bool) -> str:
     """`text` as HTML with every match of `search` in <mark>; everything else escaped."""
-    return mark(text, search_pattern(search, regex))
+    return mark(text, parse_or_none(search, regex), _deadline())
 
 
-def cell_preview(text, pattern: re.Pattern | None = None, chars: int = CELL_CHARS) -> str:
+def cell_preview(text, search: Search | None = None, chars: int = CELL_CHARS, deadline: float | None = None) -> str:
     """A cell's HTML: the text on one line, cut to `chars` around its first match, matches marked."""
     text = " ".join(str(text or "").split())
+    spans = search.spans(text, deadline) if search is not None and text else []
     if len(text) <= chars:
-        return mark(text, pattern)
+        return _marked(text, spans)
     start = 0
-    match = pattern.search(text) if pattern is not None else None
-    if match is not None and match.end() > chars - 10:
-        start = max(0, min(match.start() - chars // 4, len(text) - chars))  # the match, with some text before
-        space = text.find(" ", start, match.start())
+    if spans and spans[0][1] > chars - 10:
+        first = spans[0][0]
+        start = max(0, min(first - chars // 4, len(text) - chars))  # the match, with some text before
+        space = text.find(" ", start, first)
         start = space + 1 if start and space != -1 else start  # from a word's start
-    piece = text[start:start + chars]
-    return ("…" if start else "") + mark(piece, pattern) + ("…" if start + chars < len(text) else "")
+    return ("…" if start else "") + _marked(text, spans, start, start + chars) + \
+        ("…" if start + chars < len(text) else "")
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -81,7 +84,7 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
     """One page of rows as an HTML table. Each row's number is a button ("Open row N") so the keyboard
     can open rows too; `opened` (a record on this page) gets its whole text in a row right below,
     which the CSS shows only where the row view does not fit beside the table (phones)."""
-    pattern = search_pattern(search, regex)
+    found, deadline = parse_or_none(search, regex), _deadline()
     by_length = length_column(sort)
     headers = ["row"] + ([f"{by_length} length"] if by_length else []) + ["category", *TEXT_FIELDS]
     classes = ["c-row"] + (["c-len"] if by_length else []) + ["c-cat"] + [f"c-{f}" for f in TEXT_FIELDS]
@@ -96,7 +99,7 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
             cells.append(f"<td class='c-len'>{len(str(record.get(by_length) or '')):,}</td>")
         cells.append(f"<td class='c-cat'>{html.escape(str(record['category']))}</td>")
         for field in TEXT_FIELDS:
-            preview = cell_preview(record.get(field), pattern)
+            preview = cell_preview(record.get(field), found, deadline=deadline)
             cells.append(f"<td class='c-{field}' data-label='{field}'><div class='dolly-clamp'>{preview}</div></td>")
         current = " aria-current='true' class='is-open'" if is_open else ""
         body.append(f"<tr data-row='{row}'{current}>{''.join(cells)}</tr>")
@@ -114,12 +117,12 @@ def record_html(record: dict | None, search: str = "", regex: bool = False) -> s
     if not record:
         return ("<div class='dolly-meta dolly-hint'>Click a row (or Tab to its number and press Enter) to read "
                 "the whole record here and try it in the chat.</div>")
-    pattern = search_pattern(search, regex)
+    found, deadline = parse_or_none(search, regex), _deadline()
     parts = [f"<div class='dolly-record'><div class='dolly-meta'>Row {int(record['row'])} · "
              f"category <b>{html.escape(str(record['category']))}</b></div>"]
     for field in TEXT_FIELDS:
         text = str(record.get(field) or "")
-        body = mark(text, pattern) if text else "(empty)"
+        body = mark(text, found, deadline) if text else "(empty)"
         parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}'>{body}</div>")
     for key, value in record.items():
         if key not in REQUIRED_COLUMNS and key != "row":

@@ -1,6 +1,8 @@
 """The app as people run it: a real launched Gradio server, called through gradio_client, and
 `python app.py` in a subprocess for the flags (--share, --auth, --help)."""
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +76,29 @@ def test_explore_errors_are_clear_and_the_server_stays_up(client, args, message)
     with pytest.raises(AppError) as err:
         client.predict(*args, api_name="/explore")
     assert message in str(err.value)
+    assert client.predict([], "", 1, api_name="/explore")[1] == 400
+
+
+def raw_call(url: str, api: str, data: list) -> str:
+    """The event stream of one call of `api`, sent as raw JSON as any HTTP client can (gradio_client
+    itself cannot send a lone surrogate: it encodes the body as UTF-8 first)."""
+    import httpx
+
+    body = json.dumps({"data": data})  # ensure_ascii: a lone surrogate travels as the escape \ud800
+    event = httpx.post(f"{url}gradio_api/call/{api}", content=body, headers={"Content-Type": "application/json"},
+                       timeout=60).json()["event_id"]
+    return httpx.get(f"{url}gradio_api/call/{api}/{event}", timeout=60).text
+
+
+@pytest.mark.parametrize("search", ["\ud800", "caf\udfff"])
+def test_explore_with_a_lone_surrogate_names_the_search(client, search):
+    """JSON can carry a lone UTF-16 surrogate, which is no character: /explore answered `{"error": null}`."""
+    for api, data in (("explore", [[], search, 1]), ("export", [[], search, "jsonl"])):
+        stream = raw_call(client.src, api, data)
+        assert "event: error" in stream, stream
+        error = json.loads(stream.split("event: error", 1)[1].split("data:", 1)[1].strip().splitlines()[0])
+        assert re.fullmatch(r"search holds a lone surrogate \(U\+D[89A-F][0-9A-F]{2} at position \d\), which is "
+                            r"not a character: send the search as valid Unicode text\.", error["error"]), (api, error)
     assert client.predict([], "", 1, api_name="/explore")[1] == 400
 
 

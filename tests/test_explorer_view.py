@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from explorer.charts import length_histogram
-from explorer.view import cell_preview, export_note, plain_error, resolve_page, search_pattern, table_html
+from explorer.search import parse, parse_or_none
+from explorer.view import cell_preview, export_note, plain_error, resolve_page, table_html
 
 RECORDS = [
     {"row": 3, "category": "information_extraction", "instruction": "Where is the <b>river</b>?", "context": "",
@@ -43,11 +44,11 @@ def test_an_empty_page_says_why():
 
 def test_a_cell_shows_the_text_around_its_first_match():
     text = "word " * 100 + "the needle here " + "word " * 20
-    preview = cell_preview(text, search_pattern("needle", False), chars=80)
+    preview = cell_preview(text, parse("needle"), chars=80)
     assert preview.startswith("…") and "<mark>needle</mark>" in preview and preview.endswith("…")
     assert cell_preview("a\n\nb   c") == "a b c"  # one line per cell
     assert cell_preview("x" * 500, None, chars=50) == "x" * 50 + "…"
-    assert search_pattern("(unclosed", True) is None  # RE2 may accept what Python's re does not
+    assert parse_or_none("(unclosed", True) is None  # shown unmarked; the summary line says why
 
 
 @pytest.mark.parametrize("typed, page, words", [
