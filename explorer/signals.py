@@ -408,17 +408,19 @@ def near_pairs(signatures: np.ndarray, rows: np.ndarray, bands: tuple[int, int] 
             same = np.flatnonzero(key[d:] == key[:-d])
             if len(same) == 0:
                 break  # no bucket has more than d rows in this band
-            found.append(np.stack([order[same], order[same + d]], axis=1))
+            # Verified at once, so memory holds only true pairs however crowded the buckets are.
+            for start in range(0, len(same), 1 << 18):
+                part = same[start:start + (1 << 18)]
+                left, right = order[part], order[part + d]
+                agree = (sig[left] == sig[right]).mean(axis=1)
+                keep = agree >= threshold
+                if keep.any():
+                    found.append(np.stack([left[keep], right[keep]], axis=1))
     if not found:
         return np.empty((0, 2), np.int64)
     pairs = np.sort(np.concatenate(found), axis=1)
     code = np.unique(pairs[:, 0] * np.int64(len(rows)) + pairs[:, 1])
     pairs = np.stack([code // len(rows), code % len(rows)], axis=1)
-    agree = np.empty(len(pairs))
-    for start in range(0, len(pairs), 1 << 20):
-        chunk = pairs[start:start + (1 << 20)]
-        agree[start:start + len(chunk)] = (sig[chunk[:, 0]] == sig[chunk[:, 1]]).mean(axis=1)
-    pairs = pairs[agree >= threshold]
     return rows[pairs]
 
 
@@ -444,20 +446,25 @@ def _groups(n: int, pairs: np.ndarray, codes: list[np.ndarray]) -> np.ndarray:
     return np.where(size[labels] > 1, lowest[labels], -1).astype(np.int64)
 
 
+def _codes(arr: pa.Array) -> np.ndarray:
+    """Equal strings, equal codes: Arrow's hash table, with no Python string per row."""
+    return np.asarray(pc.dictionary_encode(arr).indices, dtype=np.int64)
+
+
 def _duplicates(cols, spans, report) -> tuple[np.ndarray, np.ndarray]:
     from datasketch import MinHash
 
     n = len(cols["instruction"])
     norm = {c: _normalised(cols[c]) for c in TEXT_FIELDS}
     whole = pc.binary_join_element_wise(*(norm[c] for c in TEXT_FIELDS), _SEP)
-    codes, _ = pd.factorize(whole.to_numpy(zero_copy_only=False))
+    codes = _codes(whole)
     exact = np.bincount(codes)[codes] > 1 if n else np.zeros(0, bool)
     report(0.1)
 
     prompt = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(pc.binary_join_element_wise(
         norm["instruction"], norm["context"], _SPACE)), 0, NEAR_CHARS)
     # The same prompt is a near duplicate outright; MinHash looks at one row of each distinct prompt.
-    prompt_codes, _ = pd.factorize(prompt.to_numpy(zero_copy_only=False))
+    prompt_codes = _codes(prompt)
     first = np.zeros(n, bool)
     if n:
         first[np.unique(prompt_codes, return_index=True)[1]] = True
