@@ -162,17 +162,21 @@ def history_turns(history) -> list[tuple[str, str]]:
     return turns
 
 
+def _turn_text(user: str, reply: str) -> str:
+    """One earlier turn as the transcript writes it."""
+    return f"User: {user}\nAssistant: {reply}" if reply else f"User: {user}"
+
+
+def _input_head(context: str) -> str:
+    """The `Input:` block before the first kept turn: the user's Context, then the transcript's header."""
+    return "\n\n".join(part for part in (context.strip() if context else "", HISTORY_HEADER) if part)
+
+
 def conversation_input(context: str, turns) -> str:
     """The `Input:` block: the user's Context, then a transcript of the kept earlier turns."""
-    parts = [context.strip()] if context and context.strip() else []
-    if turns:
-        lines = [HISTORY_HEADER]
-        for user, reply in turns:
-            lines.append(f"User: {user}")
-            if reply:
-                lines.append(f"Assistant: {reply}")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
+    if not turns:
+        return context.strip() if context and context.strip() else ""
+    return _input_head(context) + "".join("\n" + _turn_text(user, reply) for user, reply in turns)
 
 
 @dataclass
@@ -180,11 +184,26 @@ class Prompt:
     text: str
     input_ids: list
     notices: list = field(default_factory=list)
+    # What was cut to fit the window (the notices say it in words; /v1 hands these to its callers).
+    turns_dropped: int = 0
+    context_tokens_dropped: int = 0
 
 
 def prompt_budget(window: int, max_new_tokens: int) -> int:
     """How many prompt tokens fit beside a reply of `max_new_tokens` in the model's window."""
     return min(window - max_new_tokens, MAX_PROMPT_TOKENS)
+
+
+def check_unicode(name: str, text: str) -> None:
+    """A ChatInputError when `text` holds a lone surrogate (JSON's "\\ud800" decodes to one): it is no
+    character, no tokenizer takes it, and it cannot be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ChatInputError(
+            f"The {name} is not valid text: character {error.start + 1:,} is a lone surrogate "
+            f"({text[error.start]!r}), half of a character pair. Send the text as valid Unicode (UTF-8)."
+        ) from None
 
 
 def build_prompt(tokenizer, message: str, context: str = "", history=(), *, window: int = 2048,
@@ -201,6 +220,11 @@ def build_prompt(tokenizer, message: str, context: str = "", history=(), *, wind
     for name, text in (("message", message), ("Context", context)):
         if len(text) > MAX_INPUT_CHARS:
             raise ChatInputError(f"The {name} is {len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}. Shorten it.")
+        check_unicode(name, text)
+    turns = history_turns(history)
+    for user, reply in turns:
+        for text in (user, reply):
+            check_unicode("conversation's earlier message", text)
     budget = prompt_budget(window, max_new_tokens)
 
     # User text (message, context, earlier turns) is encoded as plain text: it can never forge a marker.
@@ -211,7 +235,7 @@ def build_prompt(tokenizer, message: str, context: str = "", history=(), *, wind
             f"{max_new_tokens} new tokens the {window}-token window leaves {max(budget, 0)}. Shorten the message, "
             "put long text in the Context box, or lower Max new tokens."
         )
-    notices = []
+    notices, context_dropped = [], 0
     ids = encode_prompt(tokenizer, message, context)
     if len(ids) > budget:  # the Context alone overflows: keep its end, say so
         context_ids = encode_text(tokenizer, context)
@@ -222,22 +246,60 @@ def build_prompt(tokenizer, message: str, context: str = "", history=(), *, wind
             if len(ids) <= budget or keep == 0:
                 break
             keep = max(keep - 16, 0)
+        context_dropped = len(context_ids) - keep
         notices.append(f"The Context was too long for the model's {window}-token window: its first "
-                       f"{len(context_ids) - keep:,} of {len(context_ids):,} tokens were left out.")
+                       f"{context_dropped:,} of {len(context_ids):,} tokens were left out.")
         context = trimmed
-    turns = history_turns(history)
-    text = format_prompt(message, context)
-    for dropped in range(len(turns) + 1):  # keep as many of the newest turns as fit
-        kept = turns[dropped:]
-        candidate_context = conversation_input(context, kept) if kept else context
-        candidate, candidate_ids = format_prompt(message, candidate_context), encode_prompt(tokenizer, message, candidate_context)
-        if len(candidate_ids) <= budget:
-            text, ids = candidate, candidate_ids
-            if dropped:
-                notices.append(f"The conversation no longer fits the model's {window}-token window: the "
-                               f"{dropped} oldest turn{'s were' if dropped > 1 else ' was'} left out of the prompt.")
+    kept, kept_ids = _newest_turns_that_fit(tokenizer, message, context, turns, budget)
+    if kept:
+        context, ids = conversation_input(context, turns[len(turns) - kept:]), kept_ids
+    dropped = len(turns) - kept
+    if dropped:
+        notices.append(f"The conversation no longer fits the model's {window}-token window: the "
+                       f"{dropped} oldest turn{'s were' if dropped > 1 else ' was'} left out of the prompt.")
+    return Prompt(format_prompt(message, context), ids, notices, dropped, context_dropped)
+
+
+def _newest_turns_that_fit(tokenizer, message: str, context: str, turns, budget: int) -> tuple[int, list]:
+    """(how many of the newest `turns` fit in the prompt beside `message` and `context`, that prompt's ids).
+
+    Linear, and bounded by the budget rather than by the conversation: each turn is tokenized once,
+    newest first, only until the running count passes the budget; the count is then checked with one
+    tokenization of the prompt it picked (a token may span the seam between two turns), and moved by
+    a step or a bisection when that disagrees. Never a tokenization of every prefix, which made a
+    4,000-turn /v1 request cost minutes of CPU.
+    """
+    if not turns:
+        return 0, []
+
+    def ids_with(n):
+        return encode_prompt(tokenizer, message, conversation_input(context, turns[len(turns) - n:]))
+
+    total, estimate = len(encode_prompt(tokenizer, message, _input_head(context))), 0
+    for user, reply in reversed(turns):
+        total += len(encode_text(tokenizer, "\n" + _turn_text(user, reply)))
+        if total > budget:
             break
-    return Prompt(text, ids, notices)
+        estimate += 1
+    if estimate == 0:
+        return 0, []
+    ids = ids_with(estimate)
+    if len(ids) <= budget:  # rarely, seams merge tokens and one more turn fits
+        while estimate < len(turns):
+            more = ids_with(estimate + 1)
+            if len(more) > budget:
+                break
+            estimate, ids = estimate + 1, more
+        return estimate, ids
+    low, high, best = 1, estimate - 1, (0, [])  # the estimate was short: the most that fits is below it
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = ids_with(middle)
+        if len(candidate) <= budget:
+            best, low = (middle, candidate), middle + 1
+        else:
+            high = middle - 1
+    return best
 
 
 # --- generation ------------------------------------------------------------------------------------

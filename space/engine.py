@@ -71,6 +71,8 @@ class Generation:
         self._produce, self._limiter = produce, limiter
         self.settings = settings
         self.notices = list(notices)
+        # What was cut from a chat's prompt to fit the window (space/chat.py's Prompt says); /v1 reports it.
+        self.trimmed: dict = {}
         self.prompt_tokens = prompt_tokens
         self.completion_tokens: int | None = None
         self.finish_reason: str | None = None
@@ -191,7 +193,10 @@ class LocalEngine:
         checked = fit_to_window(validate_settings(**settings), lm.window)
         prompt = build_prompt(lm.tokenizer, message, context, history, window=lm.window,
                               max_new_tokens=checked.max_new_tokens)
-        return self._generation(lm, prompt.input_ids, checked, list(checked.notices) + prompt.notices, stop)
+        generation = self._generation(lm, prompt.input_ids, checked, list(checked.notices) + prompt.notices, stop)
+        generation.trimmed = {"turns_dropped": prompt.turns_dropped,
+                              "context_tokens_dropped": prompt.context_tokens_dropped}
+        return generation
 
     def complete(self, prompt: str, stop: Iterable[str] = (), **settings) -> Generation:
         """A plain completion of `prompt` (/v1/completions): the caller's text as the model reads it,

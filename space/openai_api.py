@@ -21,7 +21,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from space.chat import EMPTY_REPLY, ChatInputError, content_text
+from space.chat import ACCEPTS, EMPTY_REPLY, MAX_INPUT_CHARS, ChatInputError, content_text
 from space.engine import Generation
 from space.model import ModelError
 
@@ -38,6 +38,14 @@ UNSUPPORTED = {
     "logit_bias": "logit_bias is not supported",
 }
 ROLES = ("system", "developer", "user", "assistant")
+# However long a conversation, only its newest turns fit a window of a few thousand tokens; more
+# messages than this is a 400 before any work (trimming is linear and bounded by the budget anyway).
+MAX_MESSAGES = 1_000
+# No OpenAI request nests deeper than a handful of levels; a deeper body is refused before anything
+# walks it (Python's own parser gives up near 1,000 levels with a RecursionError).
+MAX_JSON_DEPTH = 32
+# The header that tells a caller its prompt was cut to fit the window (the body says it too).
+TRIMMED_HEADER = "X-Dolly-Prompt-Trimmed"
 
 
 class APIError(Exception):
@@ -90,13 +98,70 @@ def check_auth(request: Request, api_key: str | None, login_required: bool) -> N
 
 
 async def read_body(request: Request) -> dict:
+    raw = await request.body()
+    return await asyncio.to_thread(parse_body, raw)
+
+
+def parse_body(raw: bytes) -> dict:
+    """The JSON object of a request, every string in it valid text, nested no deeper than MAX_JSON_DEPTH."""
     try:
-        body = json.loads(await request.body() or b"null")
+        body = json.loads(raw or b"null")
+    except RecursionError:
+        raise APIError(400, f"The request body is nested too deeply: JSON nested more than {MAX_JSON_DEPTH} "
+                            "levels is not an OpenAI request.") from None
     except ValueError:
         raise APIError(400, "The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.")
+    check_json(body)
     return body
+
+
+def check_json(body: dict) -> None:
+    """400 naming the place of the first string that is not text (JSON's "\\ud800" escape decodes to a
+    lone surrogate, which no tokenizer takes), or of nesting deeper than MAX_JSON_DEPTH. Walked with a
+    stack, not recursion, so no body can exhaust Python's stack here."""
+    stack = [(body, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise APIError(400, f"{path} is not valid text: character {error.start + 1:,} is a lone "
+                                    f"surrogate ({value[error.start]!r}), half of a UTF-16 pair. Send valid "
+                                    "Unicode text.", None if path.startswith("A key") else path) from None
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise APIError(400, f"The request body is nested too deeply at {path}: JSON nested more than "
+                                    f"{MAX_JSON_DEPTH} levels is not an OpenAI request.", path.split("[")[0].split(".")[0])
+            items = list(value.items() if isinstance(value, dict) else enumerate(value))
+            for key, item in reversed(items):  # popped in the body's order: the first bad place is named
+                if isinstance(value, dict):
+                    stack.append((item, f"{path}.{key}" if path else key, depth + 1))
+                    stack.append((key, f"A key in {path}" if path else "A key of the body", depth + 1))
+                else:
+                    stack.append((item, f"{path}[{key}]", depth + 1))
+
+
+def boolean(body: dict, key: str, name: str | None = None):
+    """A JSON true or false (None when left out). A string such as "false" is refused rather than read
+    as true: `"stream": "false"` used to stream."""
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    name = name or key
+    raise APIError(400, f"{name} must be {ACCEPTS['do_sample']} (a JSON boolean, without quotes); got {value!r}.", name)
+
+
+def check_response_format(body: dict) -> None:
+    form = body.get("response_format")
+    if form is None or form == {"type": "text"}:
+        return
+    kind = form.get("type") if isinstance(form, dict) else None
+    what = f"response_format type {kind!r}" if isinstance(kind, str) else f"response_format {form!r}"
+    raise APIError(400, f"{what} is not supported: this server writes plain text, with no JSON mode or schema. "
+                        'Leave response_format out or send {"type": "text"}.', "response_format")
 
 
 def settings_of(body: dict, max_tokens_keys=("max_tokens",)) -> dict:
@@ -109,6 +174,8 @@ def settings_of(body: dict, max_tokens_keys=("max_tokens",)) -> dict:
             raise APIError(400, f"{key} is not supported: use repetition_penalty (1 means none, 1.1 a little).", key)
     if body.get("n") not in (None, 1):
         raise APIError(400, f"n must be 1 (one reply per request), got {body['n']!r}.", "n")
+    check_response_format(body)
+    boolean(body, "do_sample")  # /chat's checkbox also takes "yes"; JSON has booleans of its own
     max_tokens = next((body[k] for k in max_tokens_keys if body.get(k) is not None), None)
     settings = {"max_new_tokens": max_tokens}
     for key in ("temperature", "top_p", "seed") + EXTRA_SETTINGS:
@@ -134,6 +201,9 @@ def chat_request(messages) -> tuple[str, str, list]:
     space/chat.py folds into the prompt exactly as it does for the Chat tab."""
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list of {role, content} objects.", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise APIError(400, f"messages holds {len(messages):,} messages; the limit is {MAX_MESSAGES:,}. Only the "
+                            "newest turns fit the model's window anyway: send the newest ones.", "messages")
     context, history = [], []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
@@ -144,6 +214,9 @@ def chat_request(messages) -> tuple[str, str, list]:
             raise APIError(400, f"messages[{i}].content must be a string or a list of text parts.", "messages")
         if isinstance(content, list) and any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
             raise APIError(400, f"messages[{i}].content may hold text parts only: Dolly reads text.", "messages")
+        if len(content_text(content)) > MAX_INPUT_CHARS:
+            raise APIError(400, f"messages[{i}].content is {len(content_text(content)):,} characters; the limit is "
+                                f"{MAX_INPUT_CHARS:,}. Shorten it.", "messages")
         if message["role"] in ("system", "developer"):
             context.append(content_text(content).strip())
         elif i < len(messages) - 1:
@@ -182,6 +255,24 @@ class Pump:
     async def next(self):
         """("text", reply so far) | ("end", None) | ("error", exception)."""
         return await self.queue.get()
+
+
+def trimmed(generation: Generation) -> dict | None:
+    """What was cut from the prompt to fit the model's window ({"turns_dropped", "context_tokens_dropped"}),
+    or None when nothing was: the facts behind the notes the Chat tab shows its user."""
+    cut = generation.trimmed or {}
+    return dict(cut) if any(cut.values()) else None
+
+
+def told(generation: Generation) -> dict:
+    """The fields every /v1 answer adds to OpenAI's: what was cut from the prompt, and the notes the
+    Chat tab would show (the Context or turns left out, max_tokens lowered to the cap)."""
+    return {"prompt_trimmed": trimmed(generation), "notices": list(generation.notices)}
+
+
+def headers_of(generation: Generation) -> dict:
+    cut = trimmed(generation)
+    return {TRIMMED_HEADER: "; ".join(f"{key}={value}" for key, value in cut.items())} if cut else {}
 
 
 def _usage(generation: Generation, text: str) -> dict:
@@ -227,7 +318,8 @@ async def respond(request: Request, generation: Generation, stream: bool, includ
                 kind, value = await pump.next()
             if kind == "error":
                 raise api_error(value)
-            return JSONResponse(shape.whole(text, generation.finish_reason or "stop", _usage(generation, text)))
+            return JSONResponse({**shape.whole(text, generation.finish_reason or "stop", _usage(generation, text)),
+                                 **told(generation)}, headers=headers_of(generation))
     except BaseException:
         generation.cancel()
         raise
@@ -252,7 +344,7 @@ async def respond(request: Request, generation: Generation, stream: bool, includ
                     sent += delta
                     yield _sse(shape.chunk(delta))
                 item = await pump.next()
-            yield _sse(shape.chunk("", generation.finish_reason or "stop"))
+            yield _sse({**shape.chunk("", generation.finish_reason or "stop"), **told(generation)})
             if include_usage:
                 yield _sse(shape.usage(_usage(generation, sent)))
             yield "data: [DONE]\n\n"
@@ -260,7 +352,7 @@ async def respond(request: Request, generation: Generation, stream: bool, includ
             generation.cancel()
 
     return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers_of(generation)})
 
 
 def _sse(obj) -> str:
@@ -335,10 +427,16 @@ def routes(engine, api_key: str | None, login_required: bool) -> list:
         return model
 
     def stream_flags(body: dict) -> tuple[bool, bool]:
-        options = body.get("stream_options") or {}
-        return bool(body.get("stream")), bool(isinstance(options, dict) and options.get("include_usage"))
+        stream = bool(boolean(body, "stream"))
+        options = body.get("stream_options")
+        if options is None:
+            return stream, False
+        if not isinstance(options, dict):
+            raise APIError(400, f"stream_options must be an object such as {{\"include_usage\": true}}; got {options!r}.",
+                           "stream_options")
+        return stream, bool(boolean(options, "include_usage", "stream_options.include_usage"))
 
-    async def models(request: Request):
+    async def model_entry() -> dict:
         try:
             await asyncio.to_thread(engine.ensure_ready)
         except ModelError:
@@ -346,7 +444,19 @@ def routes(engine, api_key: str | None, login_required: bool) -> list:
         entry = {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "open-dolly"}
         if engine.window:
             entry["max_model_len"] = engine.window  # as vLLM reports it; --backend reads it
-        return JSONResponse({"object": "list", "data": [entry]})
+        return entry
+
+    async def models(request: Request):
+        return JSONResponse({"object": "list", "data": [await model_entry()]})
+
+    async def model(request: Request):
+        """One model, as OpenAI's `GET /v1/models/{model}` answers (client.models.retrieve)."""
+        entry = await model_entry()
+        asked = request.path_params["model_id"]  # a Hub id keeps its slash: the route takes a path
+        if asked != entry["id"]:
+            raise APIError(404, f"The model '{asked}' does not exist here: this server serves '{entry['id']}'.",
+                           "model", "model_not_found")
+        return JSONResponse(entry)
 
     async def completions(request: Request):
         body = await read_body(request)
@@ -372,6 +482,7 @@ def routes(engine, api_key: str | None, login_required: bool) -> list:
         return await respond(request, generation, stream, usage, _Shape("chat", model))
 
     router.add_api_route("/models", guarded(models), methods=["GET"])
+    router.add_api_route("/models/{model_id:path}", guarded(model), methods=["GET"])
     router.add_api_route("/completions", guarded(completions), methods=["POST"])
     router.add_api_route("/chat/completions", guarded(chat_completions), methods=["POST"])
     return list(router.routes)

@@ -74,7 +74,10 @@ CATALOGUE = [
     # 15 values: before, every setting shifted one place and the error named the wrong one
     ("/chat", chat() + [1, 2, 3, 4, 5, 6], "/chat takes 9 input values, in this order: message, context, do_sample"),
 ]
-TOO_FEW = [  # raw HTTP only
+TOO_FEW = [  # raw HTTP only (gradio_client cannot send too few values, nor a string that is not UTF-8)
+    # JSON's "\ud800" is half of a character pair: before, a traceback from the tokenizer
+    ("/chat", chat(message="Hi \ud800"), "The message is not valid text: character 4 is a lone surrogate"),
+    ("/chat", chat(context="\udfff context"), "The Context is not valid text: character 1 is a lone surrogate"),
     ("/chat", [], "/chat takes 9 input values, in this order: message, context, do_sample"),
     ("/chat", ["Hello"], "/chat takes 9 input values"),
     ("/explore", [], "/explore takes 3 input values, in this order: categories, search, page"),

@@ -79,6 +79,34 @@ def test_oldest_turns_are_dropped_first_when_the_window_is_full(tokenizer):
     assert len(prompt.notices) == 1 and f"{kept[0]} oldest turns were left out" in prompt.notices[0]
 
 
+def test_trimming_tokenizes_each_turn_once_and_never_the_turns_far_out_of_reach(tokenizer, monkeypatch):
+    """Trimming used to tokenize the prompt with every suffix of the conversation: quadratic, minutes of
+    CPU for 4,000 turns. Each turn is now tokenized once, newest first, and only until the window is full;
+    the prompt it picks is checked by tokenizing it whole (a turn kept is tokenized at most three times)."""
+    import dolly.prompt
+
+    encoded = []
+    real = dolly.prompt._encode_plain
+
+    def counting(tokenizer, text):  # the real tokenizer, each text it is given written down
+        encoded.append(text)
+        return real(tokenizer, text)
+
+    monkeypatch.setattr(dolly.prompt, "_encode_plain", counting)
+    turns = 300
+    history = []
+    for i in range(turns):
+        history += [user(f"question number {i} about rivers"), assistant(f"answer number {i} " + "word " * 10)]
+    prompt = build_prompt(tokenizer, "last question", history=history, window=2048, max_new_tokens=256)
+    times = [sum(f"question number {i} about" in text for text in encoded) for i in range(turns)]
+    assert max(times) <= 3, times
+    kept = [i for i in range(turns) if f"question number {i} about" in prompt.text]
+    assert kept == list(range(kept[0], turns)) and 0 < kept[0] < turns - 2
+    assert times[:kept[0] - 1] == [0] * (kept[0] - 1)  # far older than what fits: never tokenized at all
+    assert len(encoded) <= len(kept) + 12  # one per turn walked, a few for the whole prompts
+    assert prompt.turns_dropped == kept[0] and f"the {kept[0]} oldest turns were left out" in prompt.notices[0]
+
+
 def test_a_message_too_long_for_the_window_is_a_clear_error(tokenizer):
     with pytest.raises(ChatInputError, match="too long for this model.*Shorten the message"):
         build_prompt(tokenizer, "please " * 600, window=512, max_new_tokens=256)

@@ -204,6 +204,21 @@ def test_max_tokens_is_capped_whatever_a_caller_sends(served, looping_dir):
      "last message must be the user's"),
     (dict(messages=[{"role": "tool", "content": "x"}]), "messages", "must have a role among"),
     (dict(messages=[{"role": "user", "content": "   "}]), None, "The message is empty"),
+    # Only JSON's own true and false are booleans: "false" is a string, and used to mean stream.
+    (dict(extra_body={"stream": "false"}), "stream", "stream must be true or false"),
+    (dict(extra_body={"stream": "yes"}), "stream", "stream must be true or false"),
+    (dict(extra_body={"stream": 1}), "stream", "stream must be true or false"),
+    (dict(extra_body={"do_sample": "yes"}), "do_sample", "do_sample must be true or false"),
+    (dict(extra_body={"do_sample": "banana"}), "do_sample", "do_sample must be true or false"),
+    (dict(stream_options={"include_usage": "no"}), "stream_options.include_usage",
+     "stream_options.include_usage must be true or false"),
+    (dict(extra_body={"stream_options": "yes"}), "stream_options", "stream_options must be an object"),
+    (dict(response_format={"type": "json_object"}), "response_format", "'json_object' is not supported"),
+    (dict(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}), "response_format",
+     "'json_schema' is not supported"),
+    (dict(messages=[{"role": "user", "content": "x" * 50_001}, {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "Hi"}]), "messages",
+     r"messages\[0\].content is 50,001 characters; the limit is 50,000"),
 ])
 def test_bad_parameters_are_clear_400s_and_the_server_stays_up(served, looping_dir, kwargs, param, message):
     _, api = served
@@ -305,3 +320,112 @@ def test_a_login_without_an_api_key_closes_v1(scripted_dir, dolly_jsonl, monkeyp
         session.close()
     finally:
         demo.close()
+
+
+# --- bounded work, malformed bodies, and what a caller is told (issue 14) ---------------------------
+
+def long_conversation(messages: int) -> list:
+    """`messages` messages: question/answer turns, then the question to answer."""
+    turns = [{"role": "user", "content": f"question number {i // 2} about rivers and the bridges over them"}
+             if i % 2 == 0 else {"role": "assistant", "content": f"answer number {i // 2}: " + "a river runs " * 5}
+             for i in range(messages - 1)]
+    return turns + [{"role": "user", "content": "And the last question?"}]
+
+
+def test_too_many_messages_is_a_400_that_says_the_limit(served, looping_dir):
+    from space.openai_api import MAX_MESSAGES
+
+    _, api = served
+    # 4,000 turns (about 290 KB): before, trimming tokenized every prefix of the conversation and the
+    # request ran for minutes of CPU, on after its client had gone. A minute is far more than a 400 takes.
+    with pytest.raises(openai.BadRequestError, match=f"the limit is {MAX_MESSAGES:,}") as error:
+        api.with_options(timeout=60).chat.completions.create(
+            model=looping_dir.name, max_tokens=3, messages=long_conversation(8_001))
+    assert error.value.body["param"] == "messages" and "8,001 messages" in error.value.body["message"]
+
+
+def test_a_long_conversation_is_trimmed_and_the_caller_is_told(served, looping_dir):
+    from space.openai_api import MAX_MESSAGES, TRIMMED_HEADER
+
+    _, api = served
+    messages = long_conversation(MAX_MESSAGES)
+    raw = api.with_options(timeout=60).chat.completions.with_raw_response.create(
+        model=looping_dir.name, max_tokens=5, messages=messages)
+    done = raw.parse()
+    assert done.choices[0].message.content == expected(looping_dir, 5)
+    cut = done.model_extra["prompt_trimmed"]
+    turns = (MAX_MESSAGES - 1) // 2
+    assert 0 < cut["turns_dropped"] < turns and cut["context_tokens_dropped"] == 0
+    assert done.usage.prompt_tokens <= chat.MAX_PROMPT_TOKENS
+    assert raw.headers[TRIMMED_HEADER] == f"turns_dropped={cut['turns_dropped']}; context_tokens_dropped=0"
+    (notice,) = done.model_extra["notices"]  # the words the Chat tab shows its user
+    assert f"the {cut['turns_dropped']} oldest turns were left out" in notice
+
+    # A stream says it in its last chunk (the one with finish_reason), and in the same header.
+    with api.chat.completions.with_streaming_response.create(
+            model=looping_dir.name, max_tokens=5, stream=True, messages=messages) as response:
+        assert response.headers[TRIMMED_HEADER] == raw.headers[TRIMMED_HEADER]
+        chunks = [c for c in response.parse() if c.choices]
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].model_extra["prompt_trimmed"] == cut and chunks[-1].model_extra["notices"] == [notice]
+    assert not any("prompt_trimmed" in c.model_extra for c in chunks[:-1])
+
+    # A Context too long for the window: its start is cut, and that is said the same way.
+    context = " ".join(f"sentence {i}." for i in range(3_000))
+    raw = api.chat.completions.with_raw_response.create(model=looping_dir.name, max_tokens=5, messages=[
+        {"role": "system", "content": context}, {"role": "user", "content": "Where?"}])
+    cut = raw.parse().model_extra["prompt_trimmed"]
+    assert cut["turns_dropped"] == 0 and cut["context_tokens_dropped"] > 0
+    assert raw.headers[TRIMMED_HEADER] == f"turns_dropped=0; context_tokens_dropped={cut['context_tokens_dropped']}"
+
+    # Nothing cut: said as plainly, and no header.
+    raw = api.chat.completions.with_raw_response.create(model=looping_dir.name, max_tokens=5,
+                                                        messages=[{"role": "user", "content": "Hi"}])
+    assert raw.parse().model_extra["prompt_trimmed"] is None and raw.parse().model_extra["notices"] == []
+    assert TRIMMED_HEADER not in raw.headers
+
+
+def test_a_model_is_retrieved_by_its_id(served, looping_dir):
+    _, api = served
+    model = api.models.retrieve(looping_dir.name)
+    assert model.id == looping_dir.name and model.object == "model" and model.owned_by == "open-dolly"
+    assert model.model_extra["max_model_len"] == 4096
+    for unknown in ("gpt-4", "org/some-model"):
+        with pytest.raises(openai.NotFoundError, match=f"The model '{unknown}' does not exist here") as error:
+            api.models.retrieve(unknown)
+        assert error.value.body["code"] == "model_not_found" and error.value.body["type"] == "invalid_request_error"
+
+
+def post(url: str, path: str, body: bytes) -> httpx.Response:
+    return httpx.post(f"{url}v1/{path}", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+
+
+@pytest.mark.parametrize("path, body, param, message", [
+    # JSON's escape for half of a UTF-16 pair decodes to a lone surrogate, which no tokenizer takes:
+    # before, a 500 "TypeError: TextInputSequence must be str".
+    ("chat/completions", '{"model": "M", "messages": [{"role": "user", "content": "Hi \\ud800"}]}',
+     "messages[0].content", "messages[0].content is not valid text: character 4 is a lone surrogate"),
+    ("chat/completions", '{"model": "M", "messages": [{"role": "system", "content": "ok"}, '
+     '{"role": "user", "content": [{"type": "text", "text": "ok"}, {"type": "text", "text": "\\ud800"}]}]}',
+     "messages[1].content[1].text", "lone surrogate"),
+    ("chat/completions", '{"model": "M", "messages": [{"role": "system", "content": "\\udfff"}, '
+     '{"role": "user", "content": "\\ud800"}]}', "messages[0].content", "messages[0].content is not valid text"),
+    ("chat/completions", '{"model": "M", "messages": [{"role": "user", "content": "Hi"}], "\\ud800": 1}',
+     None, "A key of the body is not valid text"),
+    ("chat/completions", '{"model": "M", "messages": [{"role": "user", "content": "Hi"}], "stop": ["\\ud800"]}',
+     "stop[0]", "stop[0] is not valid text"),
+    ("completions", '{"model": "M", "prompt": "\\ud800\\ud800"}', "prompt", "prompt is not valid text"),
+    # Deep nesting: before, a 500 "RecursionError" from the JSON parser.
+    ("chat/completions", '{"model": "M", "messages": ' + "[" * 100_000 + "]" * 100_000 + "}", None,
+     "The request body is nested too deeply"),
+    ("completions", '{"model": "M", "prompt": "Hi", "stop": ' + "[" * 60 + "]" * 60 + "}", "stop",
+     "The request body is nested too deeply at stop"),
+])
+def test_malformed_bodies_are_400s_naming_the_field(served, looping_dir, path, body, param, message):
+    url, api = served
+    answer = post(url, path, body.replace('"M"', f'"{looping_dir.name}"').encode())
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert message in error["message"] and error["param"] == param and error["type"] == "invalid_request_error"
+    assert api.chat.completions.create(model=looping_dir.name, max_tokens=2,
+                                       messages=[{"role": "user", "content": "Hi"}]).choices[0].message.content
