@@ -217,7 +217,8 @@ class Index:
         deadline = time.monotonic() + QUERY_SECONDS
 
         def work() -> list[np.ndarray]:
-            out, chars = [], _FIRST_CHUNK_CHARS
+            # A literal scan is fast whatever the text (one escaped literal in RE2): whole pieces.
+            out, chars = [], _FIRST_CHUNK_CHARS if search.regex else int(self._chars_before[-1]) + 1
             while time.monotonic() < deadline:
                 chunk = chunks.take(chars)
                 if chunk is None:
@@ -228,8 +229,10 @@ class Index:
                 chars = max(_FIRST_CHUNK_CHARS // 4, int(max(chunk[2], 1) * min(4.0, _CHUNK_SECONDS / took)))
             return out
 
-        workers = [_POOL.submit(work) for _ in range(2 if len(pieces) > 1 or chunks.rows > 1_000 else 1)]
-        parts = [part for worker in workers for part in worker.result()]
+        if len(pieces) > 1 or (search.regex and chunks.rows > 1_000):
+            parts = [part for worker in [_POOL.submit(work) for _ in range(2)] for part in worker.result()]
+        else:  # one piece of a literal scan: a thread hand-off would cost more than it saves
+            parts = work()
         if chunks.left:
             done = 1 - chunks.left / max(chunks.rows, 1)
             what = "regular expression" if search.regex else "search"

@@ -41,8 +41,13 @@ class SearchError(ValueError):
 
 
 # -- the one normalisation ------------------------------------------------------------------------
+# Code points that can combine, decompose or case-fold: up to plane 2 (beyond it only CJK ideographs,
+# private use and tags, which do none of it), less the surrogates. Scanning 200k, not 1.1M, at start.
+_POINTS = [*range(0xD800), *range(0xE000, 0x30000)]
+
+
 @functools.cache
-def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...]]:
+def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozenset[str]]:
     """What `fold` needs beyond Arrow's lower case, from Python's Unicode database:
 
     - `joins`: characters that NFC may join to the character before them (combining marks, the
@@ -55,9 +60,7 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...]]:
       NFC as it is (Unicode's quick check).
     """
     joins, rare, candidates = set(), set(), {}
-    for point in range(0x110000):
-        if 0xD800 <= point <= 0xDFFF:
-            continue
+    for point in _POINTS:
         char = chr(point)
         if unicodedata.combining(char):
             joins.add(char)
@@ -78,7 +81,7 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...]]:
     keys = list(candidates)
     lowered = pc.utf8_lower(pa.array(keys, pa.string())).to_pylist()
     folds = {key: candidates[key] for key, low in zip(keys, lowered) if low == key}
-    uppers = [chr(p) for p in range(0x110000) if not 0xD800 <= p <= 0xDFFF and not folds.keys().isdisjoint(chr(p).lower())]
+    uppers = [chr(p) for p in _POINTS if not folds.keys().isdisjoint(chr(p).lower())]
     rare.update(folds)
     rare.update(c for c, low in zip(uppers, pc.utf8_lower(pa.array(uppers, pa.string())).to_pylist())
                 if not folds.keys().isdisjoint(low))
@@ -90,14 +93,14 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...]]:
         else:
             ranges.append([point, point])
     klass = "[" + "".join(f"\\x{{{a:x}}}" + (f"-\\x{{{b:x}}}" if b > a else "") for a, b in ranges) + "]"
-    return frozenset(joins), klass, tuple(sorted(folds.items()))
+    return frozenset(joins), klass, tuple(sorted(folds.items())), frozenset(rare)
 
 
 def fold(texts: pa.Array) -> pa.Array:
     """THE normalisation of text for a literal search: NFC, then the case fold (Arrow's lower case,
     then Unicode's case folding where they differ). Applied to the indexed text and to the query
     alike, so the two always agree. `texts`: an Arrow string array (nulls stay null)."""
-    _, rare, folds = _tables()
+    _, rare, folds, _ = _tables()
     lowered = pc.utf8_lower(texts)
     needs = pc.fill_null(pc.match_substring_regex(texts, rare), False)
     if not pc.any(needs).as_py():
@@ -111,7 +114,9 @@ def fold(texts: pa.Array) -> pa.Array:
 
 def fold_text(text: str) -> str:
     """`fold` of one string."""
-    return fold(pa.array([text], pa.string()))[0].as_py()
+    texts = pa.array([text], pa.string())
+    # The same result as fold() without compiling its class of rare characters for one string.
+    return (pc.utf8_lower(texts) if _tables()[3].isdisjoint(text) else fold(texts))[0].as_py()
 
 
 def _clusters(text: str) -> list[str]:
@@ -134,7 +139,8 @@ def folded_with_origin(text: str) -> tuple[str, list[int], list[int]]:
     pieces = _clusters(text)
     if not pieces:
         return "", [], []
-    folded = fold(pa.array(pieces, pa.string())).to_pylist()
+    texts = pa.array(pieces, pa.string())
+    folded = (pc.utf8_lower(texts) if _tables()[3].isdisjoint(text) else fold(texts)).to_pylist()
     starts, ends, position = [], [], 0
     for piece, out in zip(pieces, folded):
         starts += [position] * len(out)
@@ -214,6 +220,11 @@ def parse(search, regex: bool = False) -> Search | None:
         return None
     if not isinstance(search, str):
         raise SearchError(f"search must be text, got {type(search).__name__} {search!r:.80}.")
+    return _parse(search, bool(regex))
+
+
+@functools.lru_cache(maxsize=256)  # paging through a selection asks again for the same search
+def _parse(search: str, regex: bool) -> Search:
     if len(search) > MAX_SEARCH_CHARS:
         raise SearchError(f"search is {len(search):,} characters long; the limit is {MAX_SEARCH_CHARS:,}. "
                           "Search for a shorter, distinctive part of the text.")

@@ -122,9 +122,8 @@ def test_a_worst_case_regex_search_leaves_the_server_answering(app_url, pattern)
     assert "matching rows" in summary or f"stopped after {QUERY_SECONDS:g} s" in summary, summary
     slow = [took for took in during if max(took.values()) > ANSWER_WITHIN_S]
     assert not slow, f"while {pattern!r} ran, requests took longer than {ANSWER_WITHIN_S} s: {slow}"
-    if pattern.startswith(".{1000}"):
+    if pattern.startswith(".{1000}"):  # seconds of work on any machine (the time limit on this 2-core one)
         assert during, "the slow search ended before any request could be measured during it"
-        assert f"stopped after {QUERY_SECONDS:g} s" in summary and "too slow" in summary
     assert probe(app_url)  # and after it
     assert "matching rows" in ui_search(app_url, "river", False)["summary"]
 
