@@ -1,6 +1,7 @@
 """End-to-end training runs on CPU with a tiny GPT-NeoX: smoke, LoRA, and resume after kill -9."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,9 +105,16 @@ def test_lora_output_is_a_merged_loadable_model(tmp_path, tiny, easy_data):
 
 
 def _train_cmd(tiny, data, out, *extra):
+    # Logs every 4 steps, checkpoints every 15: a checkpoint falls between two logs, so the losses of the
+    # steps since the last log are only in the checkpoint's own record of the run's loss.
     return [sys.executable, "-m", "train", *_flags(tiny, data, out, "--max-steps", "180", "--lr", "1e-3",
                                                    "--save-steps", "15", "--samples-per-category", "0",
-                                                   "--per-device-batch-size", "4", *extra)]
+                                                   "--per-device-batch-size", "4", "--logging-steps", "4", *extra)]
+
+
+def _card_train_loss(folder) -> float:
+    text = ModelCard.load(Path(folder) / "README.md").text
+    return float(re.search(r"\| train loss \(mean over all steps\) \| ([\d.]+) \|", text).group(1))
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny, easy_data):
@@ -139,6 +147,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny, easy_dat
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
     assert ma["global_step"] == mb["global_step"] == 180
     assert ma["eval_loss"] == pytest.approx(mb["eval_loss"], rel=1e-5)
+    # The issue's resumed run reported the mean of its resumed steps only (3.7675 against 4.0745).
+    assert mb["train_loss"] == pytest.approx(ma["train_loss"], rel=1e-6)
+    assert _card_train_loss(killed) == pytest.approx(_card_train_loss(whole), abs=1.5e-4)
+    assert _card_train_loss(killed) == pytest.approx(mb["train_loss"], abs=1e-4)
     logged = [{e["step"]: e["loss"] for e in json.loads((d / "checkpoint-180" / "trainer_state.json").read_text())
                ["log_history"] if "loss" in e} for d in (whole, killed)]
     assert logged[0] == pytest.approx(logged[1], rel=1e-5)  # same loss at every logged step
@@ -161,3 +173,24 @@ def test_with_the_real_pythia_tokenizer(tmp_path, easy_data):
     assert saved.convert_tokens_to_ids(SPECIAL_TOKENS) == [50277, 50278, 50279]
     assert saved.pad_token == saved.eos_token == "<|endoftext|>"
     assert AutoConfig.from_pretrained(out).vocab_size >= 50280
+
+
+def test_a_checkpoint_written_before_the_loss_record_is_read_from_its_logs(tmp_path):
+    """Checkpoints of earlier versions lack the RunLoss record: their logged losses give the sum when the
+    last log fell on the checkpoint's step, and nothing is made up when it did not."""
+    from train.trainer import RunLoss, loss_sums
+
+    def checkpoint(step, logs, record=None):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir(exist_ok=True)
+        state = {"global_step": step, "log_history": logs,
+                 "stateful_callbacks": {RunLoss.__name__: {"args": {}, "attributes": {"record": record}}} if record else {}}
+        (folder / "trainer_state.json").write_text(json.dumps(state))
+        return folder
+
+    logs = [{"step": 1, "loss": 6.0}, {"step": 4, "loss": 5.0}, {"step": 8, "loss": 4.0}, {"step": 8, "eval_loss": 9.0}]
+    assert loss_sums(checkpoint(8, logs)) == {"logged_sum": 6.0 + 3 * 5.0 + 4 * 4.0, "last_logged": 8, "since_log": 0.0}
+    assert loss_sums(checkpoint(10, logs)) is None  # steps 9 and 10 were never logged
+    record = {"step": 10, "logged_sum": 37.0, "last_logged": 8, "since_log": 7.5}
+    assert loss_sums(checkpoint(10, logs, record)) == {"logged_sum": 37.0, "last_logged": 8, "since_log": 7.5}
+    assert loss_sums(checkpoint(10, logs, {"step": -1})) is None  # a run that could not tell either

@@ -33,7 +33,7 @@ def build_card(args, *, eval_losses: dict, train_loss, n_train: int, n_eval: int
         "DeepSpeed": Path(args.deepspeed).name if args.deepspeed else "no",
         "LoRA": f"r={args.lora_r}, alpha={args.lora_alpha}" + (" (adapter only)" if args.no_merge else " (merged)") if args.lora_r else "no (full fine-tune)",
         "train / eval records": f"{n_train} / {n_eval}", "records dropped as too long": dropped_text,
-        "padding fraction": f"{padding:.1%}", "final train loss": f"{train_loss:.4f}" if train_loss is not None else "n/a",
+        "padding fraction": f"{padding:.1%}", "train loss (mean over all steps)": f"{train_loss:.4f}" if train_loss is not None else "n/a",
     }
     recipe_rows = "\n".join(f"| {k} | {v} |" for k, v in recipe.items())
     sample_text = ""
