@@ -251,8 +251,9 @@ def check_output_dir(args) -> str | None:
     args.output_dir = str(Path(args.output_dir).expanduser())
     out = Path(args.output_dir)
     _refuse_shared_folder(out, args)
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--output-dir {out} is a file; give a folder.")
+    from train.disk import check_writable  # train.disk imports this module
+
+    check_writable(out)  # a file in the path, a read-only disk: said now, not after the model loaded
     owned, foreign = _contents(out)
     if foreign:
         raise TrainError(_foreign_files_message(out, foreign))

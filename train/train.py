@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from dolly.data import OFFLINE_HINT, DataError, missing_note, read_dataset
-from train import cli
+from train import cli, disk
 from train.cli import TrainError
 from train.data import (LengthGroupedSampler, check_complete, grouped_order, make_collator, padding_stats,
                         split_rows, to_dataset, tokenize_frame)
@@ -59,6 +59,11 @@ def run(args) -> dict:
     complete = check_complete(frame, args.data)  # records without an instruction or a response are skipped
     config = cli.load_model_config(args.base_model)
     cli.check_max_length(args, config)
+    # Room for one checkpoint, sized from the config (the weights are not read yet).
+    needed = disk.checkpoint_bytes(config, lora=bool(args.lora_r))
+    disk.check_room(Path(args.output_dir), needed)
+    # A disk that fills while the run writes checkpoints, the model or its card: a message, not a traceback.
+    writes = partial(disk.full_disk_is_a_message, args.output_dir, needed, is_main())
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
@@ -164,7 +169,11 @@ def run(args) -> dict:
     # 6. Train (checkpoints every --save-steps; --resume restarts from the newest complete one).
     if resume_from:
         log(f"resuming from {resume_from}")
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    with writes():
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    if not trainer.loss_covers_whole_run:
+        log(f"note: {resume_from} predates the record of the loss before it, so train_loss averages the resumed "
+            "steps only")
 
     # 7. Eval loss overall and per category.
     eval_losses = {}
@@ -180,13 +189,14 @@ def run(args) -> dict:
     before_save = set(os.listdir(out)) if is_main() else set()
     if is_main():
         cli.claim(out, _model_files(tokenizer))
-    if args.lora_r and not args.no_merge:
-        trainer.save_model(str(out / "adapter"))
-        trainer.accelerator.wait_for_everyone()
-        sample_model = _merge_lora(args, tokenizer, out) if is_main() else None
-    else:
-        trainer.save_model(str(out))
-        sample_model = trainer.model
+    with writes():
+        if args.lora_r and not args.no_merge:
+            trainer.save_model(str(out / "adapter"))
+            trainer.accelerator.wait_for_everyone()
+            sample_model = _merge_lora(args, tokenizer, out) if is_main() else None
+        else:
+            trainer.save_model(str(out))
+            sample_model = trainer.model
 
     # 9. A few generations per category, to eyeball what was learned.
     samples = {}
@@ -204,9 +214,10 @@ def run(args) -> dict:
 
         # Whatever else the save wrote (weight shards of a big model) is this run's too.
         cli.claim(out, set(os.listdir(out)) - before_save)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        build_card(args, eval_losses=eval_losses, train_loss=train_loss, n_train=len(train_rows),
-                   n_eval=len(eval_rows), dropped=dropped, padding=padding, samples=samples).save(out / "README.md")
+        with writes():
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            build_card(args, eval_losses=eval_losses, train_loss=train_loss, n_train=len(train_rows),
+                       n_eval=len(eval_rows), dropped=dropped, padding=padding, samples=samples).save(out / "README.md")
         cli.settle_manifest(out)
         log(f"saved model, tokenizer and model card to {out}")
         # 10. Evaluate the saved model (--eval-tasks): the results go into the card before any push.
