@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--base-model", default=DEFAULT_BASE_MODEL,
                       help="Hub model id or local folder of a GPT-NeoX/Pythia causal LM (70m ... 12b).")
     what.add_argument("--data", default=DEFAULT_DATA,
-                      help="Hub dataset id, or a local .jsonl/.json/.csv/.parquet file with the columns "
-                           "instruction, context, response, category (what the Explorer exports).")
+                      help="Hub dataset id, or a local .jsonl/.json/.csv/.parquet file (or a folder of them: all "
+                           "are read) with the columns instruction, context, response, category (what the "
+                           "Explorer exports).")
     what.add_argument("--categories", nargs="+", default=None, metavar="CATEGORY",
                       help="Train on these categories only (space- or comma-separated); all when not given.")
     what.add_argument("--output-dir", default="dolly-out",
