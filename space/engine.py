@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable, Iterator
 
-from space.chat import (MAX_INPUT_CHARS, ChatInputError, Settings, build_prompt, fit_to_window, prompt_budget,
-                        stream_reply, validate_settings)
+from space.chat import (MAX_INPUT_CHARS, ChatInputError, Settings, build_prompt, check_unicode, fit_to_window,
+                        prompt_budget, stream_reply, validate_settings)
 from space.model import ModelLoader
 
 # How long a waiting reply sleeps between looks at whether it was cancelled while all slots are busy.
@@ -136,10 +136,13 @@ class Generation:
 
 
 def check_texts(**texts: str) -> None:
-    """The size limit on each text a request carries, checked before any tokenizing or sending."""
+    """The size limit on each text a request carries, and that it is text (no lone surrogate), checked
+    before any tokenizing or sending."""
     for name, text in texts.items():
         if text and len(text) > MAX_INPUT_CHARS:
             raise ChatInputError(f"The {name} is {len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}. Shorten it.")
+        if text:
+            check_unicode(name, text)
 
 
 class LocalEngine:

@@ -1,10 +1,17 @@
-"""The app speaks the OpenAI API: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions`
-(with `stream: true` as server-sent events), on the same server as the Gradio app.
+"""The app speaks the OpenAI API: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
+`POST /v1/chat/completions` (with `stream: true` as server-sent events), on the same server as the Gradio app.
 
 So any OpenAI client, or another open Dolly started with `--backend`, can use this model. Everything
 goes through the app's engine (space/engine.py): the same prompt folding as the Chat tab (chat
 messages become one Dolly prompt; system messages are Dolly's `Input:`, the Chat tab's Context), the
 same checks and caps as `/chat`, and the same `--concurrency` slots. Errors are OpenAI's error JSON.
+What the Chat tab tells its user beside a reply (turns or Context left out to fit the window, max_tokens
+lowered) a /v1 caller gets too: `prompt_trimmed` and `notices` in the answer (a stream's last chunk), and
+the X-Dolly-Prompt-Trimmed header when something was cut.
+
+Every request's work is bounded before it starts: at most MAX_MESSAGES messages, each text checked (size,
+valid Unicode) and the body's nesting limited, and trimming that costs a window's worth of tokenizing
+however long the conversation.
 
 Auth: with DOLLY_API_KEY set, every /v1 request needs `Authorization: Bearer <key>`. An app started
 with `--auth` and no key answers 401: the API must never be a way around the login.

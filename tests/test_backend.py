@@ -233,3 +233,12 @@ def test_a_backend_that_never_answers_is_a_clear_message(dolly_jsonl, monkeypatc
                 client.predict("Hello again?", max_new_tokens=3, api_name="/chat")
         finally:
             front.close()
+
+
+def test_a_lone_surrogate_through_the_backend_is_a_clear_error(app_b, looping_dir):
+    from tests.test_api_errors import CHAT, call_http
+
+    # JSON's "\ud800" (half of a character pair) cannot be sent on as UTF-8: B says so before sending.
+    event, data = call_http(app_b, "/chat", list({**CHAT, "message": "Hi \ud800"}.values()))
+    assert event == "error" and "The message is not valid text: character 4 is a lone surrogate" in data["error"], data
+    assert Client(app_b, verbose=False).predict("Still there?", max_new_tokens=7, api_name="/chat") == expected(looping_dir, 7)
