@@ -51,6 +51,9 @@ MAX_MESSAGES = 1_000
 # No OpenAI request nests deeper than a handful of levels; a deeper body is refused before anything
 # walks it (Python's own parser gives up near 1,000 levels with a RecursionError).
 MAX_JSON_DEPTH = 32
+# A request body larger than this is refused unread (413): far above any window's worth of text (a few
+# thousand tokens), and it bounds what one request may make the server hold in memory and parse.
+MAX_BODY_BYTES = 8 * 2**20
 # The header that tells a caller its prompt was cut to fit the window (the body says it too).
 TRIMMED_HEADER = "X-Dolly-Prompt-Trimmed"
 
@@ -59,6 +62,7 @@ class APIError(Exception):
     """An answer in OpenAI's error format: {"error": {"message", "type", "param", "code"}}."""
 
     TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+             413: "invalid_request_error",
              500: "server_error", 503: "service_unavailable"}
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
@@ -105,8 +109,18 @@ def check_auth(request: Request, api_key: str | None, login_required: bool) -> N
 
 
 async def read_body(request: Request) -> dict:
-    raw = await request.body()
-    return await asyncio.to_thread(parse_body, raw)
+    too_large = APIError(413, f"The request body is larger than {MAX_BODY_BYTES // 2**20} MB, the most this server "
+                              "reads: send fewer or shorter messages (only the newest turns fit the window anyway).")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: a body without a length is bounded too
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return await asyncio.to_thread(parse_body, b"".join(chunks))
 
 
 def parse_body(raw: bytes) -> dict:

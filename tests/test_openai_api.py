@@ -4,6 +4,7 @@ The main app serves the tiny looping model of test_chat_api.py (it repeats a sho
 so every reply's text is known from its length); a scripted model that ends with `### End` shows
 where a reply stops by itself.
 """
+import json
 import threading
 import time
 
@@ -427,5 +428,25 @@ def test_malformed_bodies_are_400s_naming_the_field(served, looping_dir, path, b
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert message in error["message"] and error["param"] == param and error["type"] == "invalid_request_error"
+    assert api.chat.completions.create(model=looping_dir.name, max_tokens=2,
+                                       messages=[{"role": "user", "content": "Hi"}]).choices[0].message.content
+
+
+def test_a_body_over_the_size_limit_is_a_413_unread(served, looping_dir):
+    from space.openai_api import MAX_BODY_BYTES
+
+    url, api = served
+    content = "x" * (MAX_BODY_BYTES + 1)  # before: read whole, whatever its size
+    body = json.dumps({"model": looping_dir.name, "messages": [{"role": "user", "content": content}]}).encode()
+    answer = post(url, "chat/completions", body)
+    assert answer.status_code == 413 and "larger than 8 MB" in answer.json()["error"]["message"], answer.text
+
+    def chunks():  # no Content-Length: the size is counted as the body arrives
+        for start in range(0, len(body), 2**20):
+            yield body[start:start + 2**20]
+
+    answer = httpx.post(f"{url}v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"},
+                        timeout=60)
+    assert answer.status_code == 413, answer.text
     assert api.chat.completions.create(model=looping_dir.name, max_tokens=2,
                                        messages=[{"role": "user", "content": "Hi"}]).choices[0].message.content
