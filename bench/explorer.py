@@ -109,10 +109,9 @@ def child(path: Path, rows: int, function_queries: int, roundtrip_calls: int) ->
     """Everything that runs inside the loaded process for one size."""
     import pandas as pd
 
-    import app
     from dolly.data import load_records
     from explorer.query import Index
-    from tests.conftest import launch
+    from tests.conftest import serve as serve_in_process
 
     out = {"rows": rows}
     started = time.perf_counter()
@@ -171,8 +170,8 @@ def child(path: Path, rows: int, function_queries: int, roundtrip_calls: int) ->
     if roundtrip_calls:
         from gradio_client import Client
 
-        demo = app.build_app(app.parse_args(["--data", str(path), *NO_MODEL]))
-        url = launch(demo)
+        demo = serve_in_process("--data", path, *NO_MODEL)  # as `python app.py` launches it
+        url = demo.local_url
         try:
             client = Client(url, verbose=False)
             wait_until_ready(client)  # also the connection's warm-up
@@ -194,12 +193,11 @@ def echo_round_trip(calls: int):
     import gradio as gr
     from gradio_client import Client
 
-    from tests.conftest import launch
-
     with gr.Blocks() as demo:
         text, echo = gr.Textbox(), gr.Textbox()
         text.submit(lambda value: value, text, echo, api_name="echo")
-    url = launch(demo)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    url = demo.local_url
     try:
         client = Client(url, verbose=False)
         client.predict("warm-up", api_name="/echo")
