@@ -9,14 +9,14 @@ lives in its own package (explorer/tab.py, space/tab.py) and its logic in plain 
 """
 import argparse
 import os
+import re
+import signal
 import sys
+import time
 
+from dolly import settings
 from dolly.data import DEFAULT_DATA
-from space.model import DEFAULT_MODEL, DTYPES, QUANTIZE
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+from dolly.numbers import whole_number
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,15 +25,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="open Dolly: chat with a Dolly model and explore databricks-dolly-15k.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # The settings that have no flag (dolly/settings.py) first: space/ reads them as it is imported.
+    for problem in settings.check():
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
+    from space.model import DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZE
+
     parser.add_argument("--data", default=env("DOLLY_DATA", DEFAULT_DATA),
                         help="Dataset for the Explorer: a Hub dataset id, or a local .jsonl/.json/.csv/.parquet "
                              "file or a folder of them (offline use). Env: DOLLY_DATA.")
     parser.add_argument("--host", default=env("DOLLY_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")),
                         help="Interface to listen on; 0.0.0.0 to serve your network. Env: DOLLY_HOST.")
-    # A string default goes through type=int too, so a bad DOLLY_PORT is a usage error, not a traceback.
-    parser.add_argument("--port", type=int, default=env("DOLLY_PORT", env("GRADIO_SERVER_PORT", "7860")),
+    # --port and --concurrency are read as text and checked below, flag and variable alike (_whole).
+    parser.add_argument("--port", default=env("DOLLY_PORT", env("GRADIO_SERVER_PORT", "7860")),
                         help="Port to listen on. Env: DOLLY_PORT.")
-    parser.add_argument("--share", action="store_true", default=_env_flag("DOLLY_SHARE"),
+    parser.add_argument("--share", action="store_true", default=None,
                         help="Also create a public gradio.live link. If it cannot be made, the app keeps "
                              "serving locally. Env: DOLLY_SHARE=1.")
     # No default shown for --auth: --help must not print a password taken from the environment.
@@ -51,10 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "float32). Env: DOLLY_DTYPE.")
     parser.add_argument("--quantize", default=env("DOLLY_QUANTIZE", "auto"), choices=QUANTIZE,
                         help="Weights' format: auto (int8 on CPU: half of bf16's bytes to read per token, for a "
-                             "negligible quality loss; none on GPU), none, int8 (per channel), int4 (groups of 128: "
+                             "negligible quality loss; none on GPU), none, int8 (per channel), int4 (groups of 64: "
                              "a quarter, with a measurable quality loss). int8/int4 run on the CPU only. "
                              "Env: DOLLY_QUANTIZE.")
-    parser.add_argument("--concurrency", type=int, default=env("DOLLY_CONCURRENCY", "2"),
+    parser.add_argument("--concurrency", default=env("DOLLY_CONCURRENCY", "2"),
                         help="How many chat replies are generated at once (Chat tab, /chat and /v1 together); more "
                              "requests wait. With --backend, raise it: the backend batches. Env: DOLLY_CONCURRENCY.")
     parser.add_argument("--backend", default=env("DOLLY_BACKEND") or None, metavar="URL",
@@ -65,22 +70,48 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Which of the backend's models to use (default: the one it serves). "
                              "Env: DOLLY_BACKEND_MODEL.")
     args = parser.parse_args(argv)
+    # Every value from the environment is checked here, before anything heavy is imported, as its
+    # flag is: argparse checks flags against choices and types, but a default taken from the
+    # environment against neither, so the checks below cover both.
+    if args.share is None:
+        try:
+            args.share = settings.switch("DOLLY_SHARE")
+        except settings.SettingError as err:
+            parser.error(str(err))
     args.quantize = str(args.quantize).strip().lower()
-    if args.quantize not in QUANTIZE:  # argparse checks flags against choices, not env defaults
+    if args.quantize not in QUANTIZE:
         parser.error(f"--quantize (or DOLLY_QUANTIZE) must be one of {', '.join(QUANTIZE)}, got {args.quantize!r}")
+    args.dtype = str(args.dtype).strip().lower()
+    if args.dtype not in DTYPES:
+        parser.error(f"--dtype (or DOLLY_DTYPE) must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    device = str(args.device).strip().lower()
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
+        parser.error(f"--device (or DOLLY_DEVICE) must be one of {', '.join(DEVICES)} or cuda:N (N a GPU's number), "
+                     f"got {args.device!r}")
+    args.port = _whole(parser, "--port (or DOLLY_PORT) must be a port number from 1 to 65535", args.port, 1, 65535)
+    args.concurrency = _whole(parser, "--concurrency (or DOLLY_CONCURRENCY) must be a whole number, 1 or more",
+                              args.concurrency, 1, None)
     if args.backend and not args.backend.strip().startswith(("http://", "https://")):
         parser.error(f"--backend (or DOLLY_BACKEND) must be an http(s) URL such as http://gpu-host:8000/v1, "
                      f"got {args.backend!r}")
-    if not 1 <= args.port <= 65535:
-        parser.error(f"--port (or DOLLY_PORT) must be a port number from 1 to 65535, got {args.port}")
-    if args.concurrency < 1:
-        parser.error(f"--concurrency (or DOLLY_CONCURRENCY) must be 1 or more, got {args.concurrency}")
     auth = args.auth if args.auth is not None else env("DOLLY_AUTH")
     try:
         args.auth = parse_auth(auth)
     except ValueError as err:
         parser.error(str(err))
     return args
+
+
+def _whole(parser, rule: str, value, low: int, high: int | None) -> int:
+    """`value` (a flag's or its variable's text) as a whole number from low to high, else a usage error
+    that says `rule` and what was given."""
+    try:
+        number = whole_number(value)
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        parser.error(f"{rule}, got {value!r:.80}")
+    return number
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -106,13 +137,17 @@ def launch_options(args) -> dict:
     from explorer.tab import CSS
     from space.tab import CSS as CHAT_CSS, HEAD as CHAT_HEAD
 
-    middleware = [Middleware(LegacyPageLinks)]
+    from dolly.no_uploads import RefuseUploads
+
+    middleware = [Middleware(LegacyPageLinks), Middleware(RefuseUploads)]
     if args.auth:  # wrong passwords are rate-limited per client; Gradio alone would check them as fast as sent
         from dolly.login_limit import LoginRateLimit
+        from dolly.login_required import RequireLogin
 
-        middleware.append(Middleware(LoginRateLimit))
-    # Nothing in the app takes an upload, so /gradio_api/upload refuses anything bigger (a client
-    # could otherwise fill the disk); Gradio answers 413 and names the limit.
+        # And nothing but the login page's own routes answers without a login (Gradio leaves a few open).
+        middleware += [Middleware(LoginRateLimit), Middleware(RequireLogin)]
+    # Nothing in the app takes an upload: RefuseUploads closes Gradio's upload routes, and the few
+    # multipart bodies Gradio still reads elsewhere (component_server) are capped at MAX_UPLOAD_SIZE.
     return {"css": CSS + CHAT_CSS, "head": CHAT_HEAD, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
 
 
@@ -217,8 +252,8 @@ def build_app(args, dataset=None):
     # Its key only from the environment; with --auth and no key, /v1 stays closed.
     demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,
                                        login_required=args.auth is not None)
-    if isinstance(engine, BackendEngine):
-        demo.on_close = [engine.close]
+    # Closing the app (demo.close(), which main() also calls on Ctrl-C and SIGTERM) removes its exports.
+    demo.on_close = [explorer.exports.close] + ([engine.close] if isinstance(engine, BackendEngine) else [])
     return demo
 
 
@@ -245,8 +280,10 @@ def main(argv=None) -> int:
     # every 1,000 events is fresh enough.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     try:
+        # quiet: Gradio's own lines would tell people to "set `share=True` in `launch()`"; the app says
+        # where it serves and how to share in its own words below (Gradio's reasons a link failed remain).
         demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
-                            prevent_thread_lock=True, **launch_options(args))
+                            prevent_thread_lock=True, quiet=True, **launch_options(args))
     except OSError as error:
         if "port" not in str(error).lower():
             raise
@@ -254,12 +291,33 @@ def main(argv=None) -> int:
               f"Start it on another port, e.g. `python app.py --port {args.port + 1 if args.port < 65535 else 7861}` "
               "(or DOLLY_PORT).", file=sys.stderr, flush=True)
         return 1
+    print(f"open Dolly is serving at {demo.local_url}", flush=True)
     if args.share and not demo.share_url:
         # Gradio has printed its own reason; say plainly that the app is still up.
         print(f"open Dolly: no public --share link could be made (no tunnel to gradio.live from here); "
               f"the app keeps serving locally at {demo.local_url}", flush=True)
-    demo.block_thread()
+    elif not args.share:
+        print("For a public gradio.live link as well, start it with --share (or DOLLY_SHARE=1).", flush=True)
+    serve_until_stopped(demo)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def serve_until_stopped(demo) -> None:
+    """Serve until Ctrl-C (SIGINT) or SIGTERM (what `kill`, systemd, Docker and Spaces send), then close
+    the app the same way for both: the server stops and the app's exports are removed."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while demo.is_running:  # what demo.block_thread() does, without its Ctrl-C-only message
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        print("open Dolly: stopping, and removing this app's exports.", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        demo.close(verbose=False)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,17 @@ browser sends becomes part of a path.
 
 `ExportStore` is where a running app keeps its exports: one folder per app under a root the caller
 picks (the app passes Gradio's cache, so Gradio serves each file where it lies instead of storing
-a second copy). A file is written under a `.partial` name and renamed once complete; exports older
-than `max_age` go at the next export; and at start-up the folders of apps that are no longer
-running (a crash, a kill -9) are emptied. Only names this module makes are ever removed.
+a second copy). The same rows in the same format are one file, however often (or however many
+users at once) ask for them: its folder is named for the content (`content_key`), so a repeat is
+served the stored file. A file is written under a `.partial` name and renamed once complete;
+exports older than `max_age` go at the next export; the exports together hold at most `max_bytes`
+(the oldest go first); closing the store removes them all; and at start-up the folders of apps
+that are no longer running (a crash, a kill -9) are emptied. Only names this module makes are ever
+removed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,11 +37,25 @@ except ImportError:  # Windows: no flock, so only the age rule tidies up
 
 FORMATS = ("jsonl", "csv", "parquet")
 _CHUNK = 10_000
-DEFAULT_MAX_AGE_S = 3600.0  # an export stays downloadable at least this long
+DEFAULT_MAX_AGE_S = 3600.0  # an export stays downloadable at least this long (unless max_bytes is reached)
+# The most one app's exports hold on disk together: dolly-15k whole is about 13 MB as JSONL or CSV,
+# so this keeps dozens of full exports while bounding what requests can make the server store.
+MAX_BYTES = 512 * 1024 * 1024
 _APP_FOLDER = re.compile(r"app-[0-9a-f]{32}")
 _EXPORT_FOLDER = re.compile(r"export-[0-9a-f]{32}")
 _EXPORT_FILE = re.compile(r"dolly-\d+-rows\.(jsonl|csv|parquet)(\.partial)?")
 _LOCK = ".lock"
+
+
+def content_key(table: pa.Table, file_format: str) -> str:
+    """32 hex digits naming what an export of `table` as `file_format` holds (its schema and every
+    value): the same selection of the same data, in the same format, gives the same key; other rows,
+    another order or other data give another."""
+    digest = hashlib.sha256(file_format.encode())
+    digest.update(table.schema.serialize())
+    for batch in table.to_batches(max_chunksize=_CHUNK):
+        digest.update(batch.serialize())
+    return digest.hexdigest()[:32]
 
 
 class ExportError(ValueError):
@@ -77,9 +96,10 @@ def write_table(table: pa.Table, path: Path, file_format: str, progress=None) ->
 class ExportStore:
     """The exports of one running app: `<root>/app-<id>/export-<id>/dolly-<N>-rows.<format>`."""
 
-    def __init__(self, root: str | Path, max_age: float = DEFAULT_MAX_AGE_S):
+    def __init__(self, root: str | Path, max_age: float = DEFAULT_MAX_AGE_S, max_bytes: int | None = None):
         self.root = Path(root)
         self.max_age = float(max_age)
+        self.max_bytes = MAX_BYTES if max_bytes is None else int(max_bytes)
         self.root.mkdir(parents=True, exist_ok=True)
         self.removed_at_start = self._remove_leftovers()
         # Made under a name the sweep ignores, locked, then renamed: another app starting at the
@@ -90,24 +110,68 @@ class ExportStore:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.folder = self.root / f"app-{uuid.uuid4().hex}"
         staging.rename(self.folder)
-        self._sweep_lock = threading.Lock()
+        self._sweep_lock = threading.Lock()  # held while files are looked at, made or removed
+        # Exports of the same content wait for each other (the first writes, the rest reuse its file);
+        # a fixed set of locks, picked by key, so that any number of distinct exports costs no memory.
+        self._key_locks = [threading.Lock() for _ in range(64)]
 
     def export(self, table: pa.Table, file_format: str, progress=None) -> str:
-        """Write `table` as `file_format` into a new export folder; returns the file's path."""
+        """`table` as a `file_format` file: the stored one when the same content was exported before
+        (and is still kept), else a new one; returns the file's path."""
         file_format = check_format(file_format)
         self.sweep()
-        folder = self.folder / f"export-{uuid.uuid4().hex}"
-        folder.mkdir()
+        key = content_key(table, file_format)
+        folder = self.folder / f"export-{key}"
         path = folder / f"dolly-{table.num_rows}-rows.{file_format}"
         partial = path.with_name(path.name + ".partial")
-        try:
-            write_table(table, partial, file_format, progress)
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            _remove_empty(folder)
-            raise
+        with self._key_locks[int(key[:8], 16) % len(self._key_locks)]:
+            with self._sweep_lock:
+                reuse = path.is_file()
+                if reuse:
+                    os.utime(path)  # asked for again: it stays another max_age, and is the newest for max_bytes
+                else:  # the folder gets its file at once, so that no sweep removes it as empty meanwhile
+                    folder.mkdir(exist_ok=True)
+                    partial.touch()
+            if reuse:
+                if progress:
+                    progress(table.num_rows, table.num_rows)
+            else:
+                try:
+                    write_table(table, partial, file_format, progress)
+                    os.replace(partial, path)
+                except BaseException:
+                    with self._sweep_lock:
+                        partial.unlink(missing_ok=True)
+                        _remove_empty(folder)
+                    raise
+        self.trim(keep=path)
         return str(path)
+
+    def trim(self, keep: Path | None = None) -> int:
+        """Remove the oldest finished exports until together they hold at most max_bytes (never `keep`,
+        the one just asked for, even alone over the limit); returns how many files went."""
+        with self._sweep_lock:
+            files = []
+            for file in _export_files(self.folder):
+                if not file.name.endswith(".partial"):
+                    try:
+                        info = file.stat()
+                    except FileNotFoundError:
+                        continue
+                    files.append((info.st_mtime, info.st_size, file))
+            total = sum(size for _, size, _ in files)
+            removed = 0
+            for _, size, file in sorted(files, key=lambda entry: entry[0]):
+                if total <= self.max_bytes:
+                    break
+                if file == keep:
+                    continue
+                file.unlink(missing_ok=True)
+                _remove_empty(file.parent)
+                total -= size
+                removed += 1
+            return removed
+
 
     def sweep(self, now: float | None = None) -> int:
         """Remove this app's exports older than max_age; returns how many files went."""
@@ -151,24 +215,41 @@ class ExportStore:
             _remove_empty(self.folder)
 
 
+def _export_folders(app_folder: Path) -> list[Path]:
+    """The export folders in `app_folder` (names this module makes, no links)."""
+    try:
+        entries = list(app_folder.iterdir())
+    except FileNotFoundError:
+        return []
+    return [entry for entry in entries
+            if _EXPORT_FOLDER.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()]
+
+
+def _export_files(app_folder: Path) -> list[Path]:
+    """The export files (finished or .partial) in `app_folder`: only names this module makes."""
+    files = []
+    for folder in _export_folders(app_folder):
+        try:
+            entries = list(folder.iterdir())
+        except FileNotFoundError:
+            continue
+        files += [entry for entry in entries
+                  if _EXPORT_FILE.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink()]
+    return files
+
+
 def _remove_exports(app_folder: Path, doomed) -> int:
     """Remove the export files in `app_folder` for which doomed(path) is true, and their emptied
     folders. Only names this module makes are touched: anything else put there stays."""
     removed = 0
-    try:
-        folders = list(app_folder.iterdir())
-    except FileNotFoundError:
-        return 0
-    for folder in folders:
-        if not (_EXPORT_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()):
-            continue
-        for file in list(folder.iterdir()):
-            try:
-                if _EXPORT_FILE.fullmatch(file.name) and file.is_file() and not file.is_symlink() and doomed(file):
-                    file.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass  # removed meanwhile (Gradio's own cache sweep, or another sweep)
+    for file in _export_files(app_folder):
+        try:
+            if doomed(file):
+                file.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # removed meanwhile (Gradio's own cache sweep, or another sweep)
+    for folder in _export_folders(app_folder):
         _remove_empty(folder)
     return removed
 

@@ -170,6 +170,7 @@ class ExplorerTab:
     try_in_chat: gr.Button  # beside the table (and, on phones, pressed by the one under the row); app.py wires it
     selected: gr.State  # the opened record: {instruction, context, response, category, row, ...} or None
     dataset: DatasetLoader  # the data the tab shows, loading in the background or loaded
+    exports: ExportStore  # the tab's exports; app.py closes it (removing them) when the app stops
 
 
 def _category_choices(index: Index) -> list[tuple[str, str]]:
@@ -421,7 +422,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                    fill_outputs + chart_outputs + screen_outputs, queue=False, show_progress="hidden", **private)
         _register_api(dataset, exports)
 
-    return ExplorerTab(tab, try_in_chat, selected, dataset)
+    return ExplorerTab(tab, try_in_chat, selected, dataset, exports)
 
 
 def _no_charts(chart_fields, why: str) -> list:

@@ -13,13 +13,13 @@ is back without anyone having to send a message first.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from typing import Iterable
 
 import httpx
 
 from dolly.prompt import END_KEY, format_prompt_text
+from dolly.settings import setting
 from space.chat import ChatInputError, conversation_input, fit_to_window, history_turns, validate_settings, visible_reply
 from space.engine import Generation, Limiter, check_texts
 from space.model import ModelError
@@ -27,7 +27,7 @@ from space.model import ModelError
 # Seconds to wait for the backend: to connect, and between two streamed tokens (a cold vLLM may take
 # a while for the first token of a long prompt; a longer silence means it is stuck).
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = float(os.environ.get("DOLLY_BACKEND_TIMEOUT", "120"))
+READ_TIMEOUT_S = setting("DOLLY_BACKEND_TIMEOUT")
 RECHECK_S = 10.0  # while the backend is not answering, how often to ask it again
 RETRY_HINT = "The app keeps running; try again once the backend is back."
 

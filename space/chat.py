@@ -5,7 +5,6 @@ Dolly was trained on single instructions, so earlier turns of a chat go into the
 `Input:` block as a transcript after the user's own Context; the newest message is the
 instruction. When the window is full the oldest turns go first, and the caller is told.
 """
-import os
 import queue
 import random
 import threading
@@ -19,12 +18,13 @@ from transformers.generation.streamers import BaseStreamer
 
 from space import zerogpu
 from dolly.numbers import exact_number, whole_number
+from dolly.settings import setting
 from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, encode_prompt, encode_text, format_prompt,
                           stop_token_ids)
 
 # Server-side bounds: whatever a browser or API caller sends, one request costs at most this.
-MAX_NEW_TOKENS_CAP = int(os.environ.get("DOLLY_MAX_NEW_TOKENS", "1024"))
-MAX_PROMPT_TOKENS = int(os.environ.get("DOLLY_MAX_PROMPT_TOKENS", "2048"))
+MAX_NEW_TOKENS_CAP = setting("DOLLY_MAX_NEW_TOKENS")  # ranges and defaults: dolly/settings.py
+MAX_PROMPT_TOKENS = setting("DOLLY_MAX_PROMPT_TOKENS")
 MAX_INPUT_CHARS = 50_000  # per text field, checked before tokenizing so a huge paste costs nothing
 
 # The seed's pipeline (databricks/dolly-v2 instruct_pipeline): sampling, top_p 0.92, top_k 0, 256 tokens.

@@ -12,10 +12,12 @@ Anywhere else nothing here imports `spaces` or changes anything: `ACTIVE` is Fal
 import importlib.util
 import os
 
+from dolly.settings import setting
+
 # The rule of `spaces.config`: these values switch ZeroGPU on.
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"
 # What one reply may hold the GPU for; ZeroGPU counts it against the visitor's quota before it starts.
-GPU_SECONDS = int(os.environ.get("DOLLY_ZERO_GPU_SECONDS", "120"))
+GPU_SECONDS = setting("DOLLY_ZERO_GPU_SECONDS")
 
 
 def detect(environ=None) -> bool:

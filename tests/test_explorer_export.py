@@ -1,4 +1,4 @@
-"""Exports are stored once and do not pile up (explorer.export.ExportStore), and uploads are bounded.
+"""Exports are stored once and do not pile up (explorer.export.ExportStore), and uploads are refused.
 
 Crashes are real: a child process is killed with SIGKILL in the middle of writing an export, and
 the next start-up must remove what it left, and nothing else.
@@ -17,7 +17,6 @@ import pyarrow as pa
 import pytest
 from gradio_client import Client
 
-import app
 from dolly.data import load_records
 from explorer.export import ExportStore
 from tests.conftest import NO_MODEL, serve
@@ -160,21 +159,79 @@ def test_each_export_is_stored_once(served_app, tmp_path):
     assert all("dolly-exports" in p.parts for p in server_side)
 
 
-def upload(url: str, size: int) -> int:
+def upload(url: str, size: int, route: str = "gradio_api/upload") -> tuple[int, str]:
+    """POST a `size`-byte file as a browser's upload does, from a client without a session: (status, body)."""
     boundary = "dollyboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"0" * size + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url + "gradio_api/upload", data=body,
+    request = urllib.request.Request(url + route, data=body,
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status
+            return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, error.read().decode()
 
 
-def test_uploads_are_bounded(served_app):
-    assert app.MAX_UPLOAD_SIZE == "10mb"
-    assert upload(served_app.local_url, 1000) == 200
-    assert upload(served_app.local_url, 11 * 1024 * 1024) == 413
-    assert upload(served_app.local_url, 1000) == 200  # and the server still answers
+def test_uploads_are_refused_and_nothing_is_stored(served_app, tmp_path):
+    # The app has no upload control: Gradio's upload routes answer 403 with the reason, whatever the
+    # size, and nothing reaches Gradio's cache (the old app took 9 MB from anyone and kept it a day).
+    for route in ("gradio_api/upload", "gradio_api/process_recording"):
+        for size in (1000, 9 * 1024 * 1024):
+            status, answer = upload(served_app.local_url, size, route)
+            assert status == 403, (route, size, status, answer[:300])
+            assert "This app takes no uploads" in answer
+    stored = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file() and p.name != ".lock"]
+    assert stored == []
+    with urllib.request.urlopen(served_app.local_url + "config", timeout=60) as response:  # and the server still answers
+        assert response.status == 200
+
+
+def _server_side_exports(tmp_path: Path) -> list[Path]:
+    return [p for folder in (tmp_path / "gradio", tmp_path / "tmp") for p in folder.rglob("dolly-*-rows.*")]
+
+
+def test_identical_exports_at_once_are_one_stored_file(served_app, tmp_path):
+    # 20 clients asking for the same selection in the same format at the same moment: one file on the
+    # server, served to all 20 (the old app wrote 20 copies and kept them an hour).
+    client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+    deadline = time.monotonic() + 60
+    while True:  # the dataset loads in the background
+        try:
+            client.predict([], "", 1, api_name="/explore")
+            break
+        except Exception as error:
+            assert "still loading" in str(error) and time.monotonic() < deadline, str(error)
+            time.sleep(0.2)
+    jobs = [client.submit([], "", "jsonl", api_name="/export") for _ in range(20)]
+    downloads = [Path(job.result(timeout=300)) for job in jobs]
+    server_side = _server_side_exports(tmp_path)
+    assert len(server_side) == 1, server_side
+    assert {path.read_bytes() for path in downloads} == {server_side[0].read_bytes()}
+    assert len(load_records(downloads[0], progress=False)) == 400
+    # Another format or another selection is another file; asking again for one made before is not.
+    client.predict([], "", "csv", api_name="/export")
+    client.predict(["open_qa"], "", "jsonl", api_name="/export")
+    client.predict([], "", "jsonl", api_name="/export")
+    assert len(_server_side_exports(tmp_path)) == 3
+
+
+def test_the_exports_together_are_capped_oldest_first(tmp_path):
+    size = len(Path(ExportStore(tmp_path / "probe").export(table(2000), "jsonl")).read_bytes())
+    store = ExportStore(tmp_path / "exports", max_bytes=int(size * 2.5))  # room for two of these, not three
+    first, second = (Path(store.export(table(2000).slice(i, 2000), "jsonl")) for i in (0, 0))
+    assert first == second  # the same rows: one file
+    second = Path(store.export(table(2001).slice(1), "jsonl"))  # other rows, same size
+    foreign = first.parent / "notes.txt"
+    foreign.write_text("mine")
+    old = time.time() - 10
+    os.utime(first, (old, old))
+    os.utime(second, (old + 1, old + 1))
+    assert Path(store.export(table(2000), "jsonl")) == first  # asked again: it is the newest now
+    third = Path(store.export(table(2002).slice(2), "jsonl"))
+    assert first.exists() and third.exists() and not second.exists()  # the oldest went
+    assert foreign.read_text() == "mine"
+    assert sum(p.stat().st_size for p in store.folder.rglob("dolly-*")) <= store.max_bytes
+    # One export bigger than the whole cap is still made (and kept alone).
+    small = ExportStore(tmp_path / "small", max_bytes=10)
+    assert Path(small.export(table(5), "csv")).exists()
