@@ -8,11 +8,12 @@ literal search, and where a search matches inside a text (for highlighting).
   `google-re2` package's (finding match spans to highlight), both built on the same library. No
   pattern a user typed ever reaches Python's backtracking `re`: `(.*a){40}` froze the whole server
   for minutes when highlighting went through it.
-- `fold` is THE normalisation of a literal search: Unicode NFC (so a decomposed "e" + U+0301 is the
-  same text as a precomposed "é"), then one case fold. It is applied to the indexed text and to
-  the query alike, so text a user typed that is verbatim in a record is always found (Python's
-  `str.lower` and Arrow's `utf8_lower` disagree on "İ" and the final sigma: only one of them is
-  used). Accent folding would be a change to this one function.
+- `fold` is THE normalisation of a literal search: accents off (NFD, non-spacing marks removed, NFC:
+  "é" and "e" + U+0301 are both "e", as in the Hugging Face Dataset Viewer's full-text search, so
+  "Zurich" finds "Zürich" and "zürich" finds "Zurich"), then one case fold. It is applied to the
+  indexed text and to the query alike, so text a user typed that is verbatim in a record is always
+  found (Python's `str.lower` and Arrow's `utf8_lower` disagree on "İ" and the final sigma: only one
+  of them is used). A regular expression runs on the text as it is: no folding.
 - Highlighting a literal folds the text in "clusters" (a character with the marks that combine with
   it) and maps matches back to those clusters, so a match is marked in the record's own spelling.
 """
@@ -55,15 +56,18 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozens
     - `folds`: (lower-case character, its case fold) where lower case is not yet the case fold
       ("ς" is "σ", "ß" is "ss", the micro sign is "μ", ...), so "σίσυφος" finds "ΣΊΣΥΦΟΣ";
     - `rare`: an RE2 class of the characters whose presence means a text needs more than utf8_lower
-      (it may not be NFC, or it holds a character of `folds` after lowering). Only rows holding one
-      pay for utf8_normalize (about 20x the cost of lowering) and the folds; a text without any is
-      NFC as it is (Unicode's quick check).
+      (it may not be NFC, it holds an accent to take off, or it holds a character of `folds` after
+      lowering). Only rows holding one pay for utf8_normalize (about 20x the cost of lowering), the
+      accent stripping and the folds; a text without any is NFC and accent-free as it is.
     """
     joins, rare, candidates = set(), set(), {}
     for point in _POINTS:
         char = chr(point)
         if unicodedata.combining(char):
             joins.add(char)
+        if unicodedata.category(char) == "Mn" or any(
+                unicodedata.category(part) == "Mn" for part in unicodedata.normalize("NFD", char)):
+            rare.add(char)  # a non-spacing mark, or a letter that carries one ("é", "ü", "Å"): accents off
         decomposition = unicodedata.decomposition(char)
         if decomposition and not decomposition.startswith("<"):
             parts = decomposition.split()
@@ -97,15 +101,17 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozens
 
 
 def fold(texts: pa.Array) -> pa.Array:
-    """THE normalisation of text for a literal search: NFC, then the case fold (Arrow's lower case,
-    then Unicode's case folding where they differ). Applied to the indexed text and to the query
-    alike, so the two always agree. `texts`: an Arrow string array (nulls stay null)."""
+    """THE normalisation of text for a literal search: accents off (NFD, every non-spacing mark
+    removed, NFC), then the case fold (Arrow's lower case, then Unicode's case folding where they
+    differ). Applied to the indexed text and to the query alike, so the two always agree. `texts`:
+    an Arrow string array (nulls stay null)."""
     _, rare, folds, _ = _tables()
     lowered = pc.utf8_lower(texts)
     needs = pc.fill_null(pc.match_substring_regex(texts, rare), False)
     if not pc.any(needs).as_py():
         return lowered
-    picked = pc.utf8_lower(pc.utf8_normalize(pc.array_filter(texts, needs), "NFC"))
+    bare = pc.replace_substring_regex(pc.utf8_normalize(pc.array_filter(texts, needs), "NFD"), r"\p{Mn}+", "")
+    picked = pc.utf8_lower(pc.utf8_normalize(bare, "NFC"))
     for char, folded in folds:
         if pc.any(pc.match_substring(picked, char)).as_py():
             picked = pc.replace_substring(picked, char, folded)

@@ -18,7 +18,7 @@ import re
 import time
 
 from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
-from explorer.query import PAGE_SIZE, SORTS
+from explorer.query import BEST_MATCH, PAGE_SIZE, SORTS, ranks_by_relevance
 from explorer.search import HIGHLIGHT_SECONDS, Search, parse_or_none
 
 CELL_CHARS = 160  # a cell shows this much of its text (around the first match); the row view shows all
@@ -57,7 +57,8 @@ def highlight(text: str, search: str, regex: bool) -> str:
 
 
 def cell_preview(text, search: Search | None = None, chars: int = CELL_CHARS, deadline: float | None = None) -> str:
-    """A cell's HTML: the text on one line, cut to `chars` around its first match, matches marked."""
+    """A cell's HTML: the text on one line, cut to about `chars` around its first match, matches marked.
+    The cut falls between words, never inside a match (a match that crosses it is shown whole)."""
     text = " ".join(str(text or "").split())
     spans = search.spans(text, deadline) if search is not None and text else []
     if len(text) <= chars:
@@ -68,15 +69,30 @@ def cell_preview(text, search: Search | None = None, chars: int = CELL_CHARS, de
         start = max(0, min(first - chars // 4, len(text) - chars))  # the match, with some text before
         space = text.find(" ", start, first)
         start = space + 1 if start and space != -1 else start  # from a word's start
-    return ("…" if start else "") + _marked(text, spans, start, start + chars) + \
-        ("…" if start + chars < len(text) else "")
+    stop = start + chars
+    if stop < len(text):
+        crossing = next((end for begin, end in spans if begin < stop < end), None)
+        if crossing is not None:
+            stop = crossing
+        elif not text[stop].isspace():
+            space = text.rfind(" ", start + chars // 2, stop)  # back to the end of the last whole word
+            stop = space if space != -1 else stop
+    return ("…" if start else "") + _marked(text, spans, start, stop).rstrip() + ("…" if stop < len(text) else "")
 
 
 # -- the table ----------------------------------------------------------------------------------
 def length_column(sort: str) -> str | None:
     """The field whose length the rows are sorted by (shown as a column), or None."""
     key = SORTS.get(sort)
-    return key[0] if key else None
+    return key[0] if isinstance(key, tuple) else None
+
+
+def sort_note(sort: str, search: str = "", regex: bool = False) -> str:
+    """What the table's order is when it is not what `sort` says: "best match" without a literal search."""
+    if sort != BEST_MATCH or ranks_by_relevance(parse_or_none(search, regex)):
+        return ""
+    why = "a regular expression has no words to rank by" if regex and search else "there is no search to rank by"
+    return f"Best match ranks the rows a (non-regex) search finds; {why}, so the rows are in dataset order."
 
 
 def table_html(records: list[dict], search: str = "", regex: bool = False, sort: str = "dataset order",
@@ -100,7 +116,8 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
         cells.append(f"<td class='c-cat'>{html.escape(str(record['category']))}</td>")
         for field in TEXT_FIELDS:
             preview = cell_preview(record.get(field), found, deadline=deadline)
-            cells.append(f"<td class='c-{field}' data-label='{field}'><div class='dolly-clamp'>{preview}</div></td>")
+            # dir='auto': an Arabic or Hebrew record reads right to left, its full stop on the left.
+            cells.append(f"<td class='c-{field}' data-label='{field}'><div class='dolly-clamp' dir='auto'>{preview}</div></td>")
         current = " aria-current='true' class='is-open'" if is_open else ""
         body.append(f"<tr data-row='{row}'{current}>{''.join(cells)}</tr>")
         if is_open:
@@ -108,7 +125,9 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
                         "<button type='button' class='dolly-try' data-action='try'>Try in chat</button></td></tr>")
     if not records:
         body.append(f"<tr class='dolly-none'><td colspan='{len(headers)}'>{html.escape(message or 'No rows to show.')}</td></tr>")
-    return (f"<div class='dolly-table-wrap'><table class='dolly-table{' with-length' if by_length else ''}'>"
+    note = sort_note(sort, search, regex)
+    note = f"<p class='dolly-meta dolly-sort-note' role='note'>{html.escape(note)}</p>" if note else ""
+    return (f"{note}<div class='dolly-table-wrap'><table class='dolly-table{' with-length' if by_length else ''}'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
@@ -123,10 +142,10 @@ def record_html(record: dict | None, search: str = "", regex: bool = False) -> s
     for field in TEXT_FIELDS:
         text = str(record.get(field) or "")
         body = mark(text, found, deadline) if text else "(empty)"
-        parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}'>{body}</div>")
+        parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}' dir='auto'>{body}</div>")
     for key, value in record.items():
         if key not in REQUIRED_COLUMNS and key != "row":
-            parts.append(f"<h4>{html.escape(str(key))}</h4><div class='dolly-text'>{html.escape(str(value))}</div>")
+            parts.append(f"<h4>{html.escape(str(key))}</h4><div class='dolly-text' dir='auto'>{html.escape(str(value))}</div>")
     return "".join(parts) + "</div>"
 
 
@@ -137,7 +156,7 @@ def summary(total: int, page: int, pages: int, all_rows: int) -> str:
     if total == 0:
         return "**No matching rows.** Tick other categories or change the search."
     first = (page - 1) * PAGE_SIZE + 1
-    return (f"**{total:,}** matching rows of {all_rows:,} · showing {first:,}–{min(first + PAGE_SIZE - 1, total):,}"
+    return (f"**{total:,}** matching row{'s' if total != 1 else ''} of {all_rows:,} · showing {first:,}–{min(first + PAGE_SIZE - 1, total):,}"
             f" · page {page:,} of {pages:,}")
 
 
@@ -173,6 +192,9 @@ def export_note(total: int, sort: str) -> str:
     rows = f"{total:,} row{'s' if total != 1 else ''}"
     if SORTS.get(sort) is None:
         order = "in dataset order (the table's order)"
+    elif sort == BEST_MATCH:
+        order = ("in the table's order (best match: the most relevant first for a search, dataset order "
+                 "without one or for a regex)")
     else:
         order = f"in the table's order ({sort}), not dataset order; pick “dataset order” in Sort for that"
     return f"The file holds the {rows} of the selection, {order}, in the dataset's columns (no row numbers)."

@@ -156,7 +156,7 @@ def test_unknown_category_lists_known_ones(index):
         index.select(["open_qa", "poetry"])
 
 
-@pytest.mark.parametrize("sort", [s for s in SORTS if s != "dataset order"])
+@pytest.mark.parametrize("sort", [s for s in SORTS if isinstance(SORTS[s], tuple)])
 def test_sort_by_length(index, dolly_records, sort):
     field = next(f for f in TEXT_FIELDS if sort.startswith(f))
     longest_first = "longest" in sort
@@ -271,3 +271,41 @@ def test_row_view_escapes_html_and_marks_matches():
     assert highlight("a<b", "<", regex=False) == "a<mark>&lt;</mark>b"
     assert highlight("riverbank", r"riv\w+", regex=True) == "<mark>riverbank</mark>"
     assert highlight("x(y", "(", regex=True) == "x(y"  # a pattern Python cannot compile: no marks, no crash
+
+
+# -- "best match": BM25 relevance (issue 15 §5) ------------------------------------------------
+RANKED = [
+    {"instruction": "Name a river.", "context": "", "response": "The Nile is a long river in Africa, and " + "more words " * 30,
+     "category": "open_qa"},
+    {"instruction": "Tell me about the river", "context": "River, river, river: the river flows.", "response": "A river.",
+     "category": "closed_qa"},
+    {"instruction": "What is a bank?", "context": "", "response": "A place for money.", "category": "open_qa"},
+    {"instruction": "Rivers", "context": "", "response": "The river bank is where the river meets land.", "category": "open_qa"},
+    {"instruction": "The Zürich river", "context": "", "response": "The Limmat river runs through Zürich.", "category": "open_qa"},
+]
+
+
+def test_best_match_ranks_the_search_results_by_bm25():
+    data = Index(pd.DataFrame(RANKED))
+    ranked = data.select([], "river", sort="best match").rows.tolist()
+    assert sorted(ranked) == data.select([], "river").rows.tolist() == [0, 1, 3, 4]  # the same rows...
+    assert ranked[0] == 1 and ranked[-1] == 0  # ...the one all about rivers first, the long one mentioning it last
+    # The same order as bm25s gives over each record's three fields (lower case), computed here on its own.
+    import bm25s
+    texts = ["\n".join(r[f] for f in TEXT_FIELDS).lower() for r in RANKED]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    scores = retriever.get_scores(["river"])
+    assert ranked == sorted([0, 1, 3, 4], key=lambda i: (-scores[i], i))
+    # Two words: the row with both ranks first; accents folded as the search folds them.
+    assert data.select([], "river bank", sort="best match").rows.tolist() == [3]
+    assert data.select([], "ZURICH", sort="best match").rows.tolist() == [4]
+    assert data.select(["open_qa"], "river", sort="best match").rows.tolist() == [r for r in ranked if r != 1]
+
+
+def test_best_match_without_words_to_rank_by_is_dataset_order():
+    data = Index(pd.DataFrame(RANKED))
+    assert data.select([], "", sort="best match").rows.tolist() == [0, 1, 2, 3, 4]
+    assert data.select([], "riv.r", regex=True, sort="best match").rows.tolist() == [0, 1, 3, 4]
+    assert data.select([], "the", sort="best match").rows.tolist() == data.select([], "the").rows.tolist()  # a stopword
+    assert data.select([], "iver", sort="best match").rows.tolist() == [0, 1, 3, 4]  # part of a word: no word matches

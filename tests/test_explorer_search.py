@@ -33,9 +33,9 @@ def index():
     ("istanbul", [0, 3]),
     ("ΣΊΣΥΦΟΣ was", [0]),  # Python lowers the last Σ to a final sigma, Arrow to σ
     ("σίσυφος was", [0]),  # typed in lower case, final sigma and all
-    (NFC_CAFE, [1, 2]),  # NFC finds NFD...
-    (NFD_CAFE, [1, 2]),  # ...and NFD finds NFC
-    ("CAFÉ", [1, 2]),
+    (NFC_CAFE, [1, 2, 3]),  # NFC finds NFD, and (accents folded) the plain "cafe"...
+    (NFD_CAFE, [1, 2, 3]),  # ...and NFD finds NFC
+    ("CAFÉ", [1, 2, 3]),
     ("strasse", [2]),  # one case fold: ß is ss
 ])
 def test_text_typed_as_it_stands_in_a_record_is_found(index, typed, rows):
@@ -48,7 +48,7 @@ def test_text_typed_as_it_stands_in_a_record_is_found(index, typed, rows):
     ("σίσυφος", "ΣΊΣΥΦΟΣ was", "<mark>ΣΊΣΥΦΟΣ</mark> was"),
     (NFC_CAFE, f"Un {NFD_CAFE} noir", f"Un <mark>{NFD_CAFE}</mark> noir"),  # marked in the record's own spelling
     (NFD_CAFE, f"Un {NFC_CAFE} crème", f"Un <mark>{NFC_CAFE}</mark> crème"),
-    ("e", f"{NFD_CAFE} et {NFC_CAFE}", f"caf{NFD_CAFE[-2:]} <mark>e</mark>t café"),  # é is not e (no accent folding yet)
+    ("e", f"{NFD_CAFE} et {NFC_CAFE}", f"caf<mark>{NFD_CAFE[-2:]}</mark> <mark>e</mark>t caf<mark>é</mark>"),  # é is e
     ("straße", "STRASSE", "<mark>STRASSE</mark>"),
 ])
 def test_the_highlight_marks_what_the_search_found(typed, text, marked):
@@ -58,7 +58,8 @@ def test_the_highlight_marks_what_the_search_found(typed, text, marked):
 def test_the_table_and_row_view_mark_unicode_matches(index):
     records = index.page(index.select([], NFD_CAFE), 1)
     page = table_html(records, NFD_CAFE)
-    assert page.count("<mark>") == 2 and f"<mark>{NFD_CAFE}</mark>" in page and f"<mark>{NFC_CAFE}</mark>" in page
+    assert page.count("<mark>") == 3 and f"<mark>{NFD_CAFE}</mark>" in page and f"<mark>{NFC_CAFE}</mark>" in page
+    assert "<mark>cafe</mark>" in page
     assert f"<mark>{NFC_CAFE}</mark>" in record_html(records[1], NFD_CAFE)
     assert "<mark>İstanbul</mark>" in record_html(index.record(0), "istanbul")
 
@@ -130,6 +131,44 @@ def test_what_a_search_may_be(index, bad, regex, message):
 
 
 def test_the_fold_is_one_function_for_both_sides():
-    assert fold_text("ΣΊΣΥΦΟΣ") == fold_text("σίσυφος") == "σίσυφοσ"
-    assert fold_text(NFD_CAFE) == fold_text("CAFÉ") == NFC_CAFE
+    assert fold_text("ΣΊΣΥΦΟΣ") == fold_text("σίσυφος") == fold_text("ΣΙΣΥΦΟΣ") == "σισυφοσ"
+    assert fold_text(NFD_CAFE) == fold_text("CAFÉ") == fold_text("cafe") == "cafe"
     assert fold_text("İSTANBUL") == "istanbul"
+
+
+# -- accents folded both ways (issue 15 §5), as the Dataset Viewer's full-text search does ---------
+ACCENTS = [
+    {"instruction": "Tell me about zürich", "context": "", "response": "A city.", "category": "open_qa"},
+    {"instruction": "Tell me about Zurich", "context": "", "response": "A city.", "category": "open_qa"},
+    {"instruction": "Where is the cafe?", "context": "", "response": "Next to the crème brûlée shop.", "category": "open_qa"},
+    {"instruction": "Où est le café ?", "context": "Ça va, São Paulo", "response": "Ici.", "category": "closed_qa"},
+    {"instruction": "Nothing accented", "context": "", "response": "zurichsee? no: Zuerich", "category": "open_qa"},
+]
+
+
+@pytest.mark.parametrize("typed, rows", [
+    ("Zurich", [0, 1, 4]), ("zürich", [0, 1, 4]), ("ZÜRICH", [0, 1, 4]), ("zu\u0308rich", [0, 1, 4]),
+    ("cafe", [2, 3]), ("café", [2, 3]), ("CAFÉ", [2, 3]),
+    ("creme brulee", [2]), ("ou est", [3]), ("ca va, sao paulo", [3]),
+    ("zuerich", [4]),  # "ü" is "u", not "ue"
+])
+def test_literal_search_folds_accents_and_case_both_ways(typed, rows):
+    typed = typed.encode().decode("unicode_escape") if "\\u" in typed else typed
+    assert Index(pd.DataFrame(ACCENTS)).select([], typed).rows.tolist() == rows
+
+
+@pytest.mark.parametrize("typed, text, marked", [
+    ("Zurich", "Tell me about zürich.", "Tell me about <mark>zürich</mark>."),
+    ("zürich", "ZURICH", "<mark>ZURICH</mark>"),
+    ("cafe", f"un {NFD_CAFE}, un {NFC_CAFE}", f"un <mark>{NFD_CAFE}</mark>, un <mark>{NFC_CAFE}</mark>"),
+    ("creme brulee", "Crème Brûlée!", "<mark>Crème Brûlée</mark>!"),
+])
+def test_the_highlight_marks_an_accent_folded_match_in_the_records_spelling(typed, text, marked):
+    assert highlight(text, typed, regex=False) == marked
+
+
+def test_regex_does_not_fold_accents():
+    data = Index(pd.DataFrame(ACCENTS))
+    assert data.select([], "zurich", regex=True).rows.tolist() == [1, 4]  # case-insensitive, not accent-blind
+    assert data.select([], "zürich", regex=True).rows.tolist() == [0]
+    assert highlight("zürich Zurich", "zurich", regex=True) == "zürich <mark>Zurich</mark>"

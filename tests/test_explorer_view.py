@@ -4,7 +4,8 @@ import pytest
 
 from explorer.charts import length_histogram
 from explorer.search import parse, parse_or_none
-from explorer.view import cell_preview, export_note, plain_error, resolve_page, table_html
+from explorer.view import (cell_preview, export_note, length_column, plain_error, record_html, resolve_page, sort_note,
+                           summary, table_html)
 
 RECORDS = [
     {"row": 3, "category": "information_extraction", "instruction": "Where is the <b>river</b>?", "context": "",
@@ -105,3 +106,33 @@ def test_load_errors_in_plain_words():
     assert detail == hub
     assert plain_error("Could not load the dataset 'x': KeyError: 'a'")[0] == "Could not load the dataset 'x': 'a'"
     assert plain_error("Data file not found: /x.jsonl (check the path).") == ("Data file not found: /x.jsonl (check the path).", "")
+
+
+def test_a_match_across_the_cell_cut_is_shown_whole_and_words_are_not_cut():
+    text = "needle " + "x" * 30 + " needle and then some more words"
+    preview = cell_preview(text, parse("needle"), chars=40)  # the second match spans characters 38-44
+    assert preview == "<mark>needle</mark> " + "x" * 30 + " <mark>needle</mark>…"
+    assert cell_preview("alpha beta gamma delta", None, chars=13) == "alpha beta…"  # not "alpha beta ga…"
+    long = "word " * 100 + "the needle here " + "word " * 20
+    assert "<mark>needle</mark>" in cell_preview(long, parse("needle"), chars=80)
+    assert cell_preview("x" * 500, None, chars=50) == "x" * 50 + "…"  # one long word: cut where it must
+
+
+def test_record_text_reads_in_its_own_direction():
+    arabic = {"row": 1, "category": "open_qa", "instruction": "ما هي عاصمة مصر؟", "context": "", "response": "القاهرة."}
+    assert table_html([arabic]).count("<div class='dolly-clamp' dir='auto'>") == 3
+    assert record_html(arabic).count("dir='auto'") == 3
+
+
+def test_the_summary_says_row_for_one_row():
+    assert summary(1, 1, 1, 15_011).startswith("**1** matching row of 15,011 ·")
+    assert summary(2, 1, 1, 15_011).startswith("**2** matching rows of")
+
+
+def test_best_match_says_when_there_is_nothing_to_rank_by():
+    assert sort_note("best match", "river") == "" and "dolly-sort-note" not in table_html(RECORDS, "river", sort="best match")
+    assert "no search to rank by" in sort_note("best match") and "dataset order" in sort_note("best match")
+    assert "regular expression" in sort_note("best match", "riv.r", regex=True)
+    assert "dolly-sort-note" in table_html(RECORDS, "", sort="best match")
+    assert sort_note("dataset order") == "" and length_column("best match") is None
+    assert "best match" in export_note(3, "best match")
