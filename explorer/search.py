@@ -48,7 +48,7 @@ _POINTS = [*range(0xD800), *range(0xE000, 0x30000)]
 
 
 @functools.cache
-def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozenset[str]]:
+def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozenset[str], str]:
     """What `fold` needs beyond Arrow's lower case, from Python's Unicode database:
 
     - `joins`: characters that NFC may join to the character before them (combining marks, the
@@ -58,7 +58,8 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozens
     - `rare`: an RE2 class of the characters whose presence means a text needs more than utf8_lower
       (it may not be NFC, it holds an accent to take off, or it holds a character of `folds` after
       lowering). Only rows holding one pay for utf8_normalize (about 20x the cost of lowering), the
-      accent stripping and the folds; a text without any is NFC and accent-free as it is.
+      accent stripping and the folds; a text without any is NFC and accent-free as it is;
+    - `folding`: an RE2 class of the characters of `folds`: only texts holding one are folded further.
     """
     joins, rare, candidates = set(), set(), {}
     for point in _POINTS:
@@ -90,14 +91,17 @@ def _tables() -> tuple[frozenset[str], str, tuple[tuple[str, str], ...], frozens
     rare.update(c for c, low in zip(uppers, pc.utf8_lower(pa.array(uppers, pa.string())).to_pylist())
                 if not folds.keys().isdisjoint(low))
     rare |= joins
-    ranges, points = [], sorted(ord(c) for c in rare)
+    return frozenset(joins), _re2_class(rare), tuple(sorted(folds.items())), frozenset(rare), _re2_class(folds)
+
+
+def _re2_class(chars) -> str:
+    ranges, points = [], sorted(ord(c) for c in chars)
     for point in points:
         if ranges and ranges[-1][1] == point - 1:
             ranges[-1][1] = point
         else:
             ranges.append([point, point])
-    klass = "[" + "".join(f"\\x{{{a:x}}}" + (f"-\\x{{{b:x}}}" if b > a else "") for a, b in ranges) + "]"
-    return frozenset(joins), klass, tuple(sorted(folds.items())), frozenset(rare)
+    return "[" + "".join(f"\\x{{{a:x}}}" + (f"-\\x{{{b:x}}}" if b > a else "") for a, b in ranges) + "]"
 
 
 def fold(texts: pa.Array) -> pa.Array:
@@ -105,16 +109,20 @@ def fold(texts: pa.Array) -> pa.Array:
     removed, NFC), then the case fold (Arrow's lower case, then Unicode's case folding where they
     differ). Applied to the indexed text and to the query alike, so the two always agree. `texts`:
     an Arrow string array (nulls stay null)."""
-    _, rare, folds, _ = _tables()
+    _, rare, folds, _, folding = _tables()
     lowered = pc.utf8_lower(texts)
     needs = pc.fill_null(pc.match_substring_regex(texts, rare), False)
     if not pc.any(needs).as_py():
         return lowered
     bare = pc.replace_substring_regex(pc.utf8_normalize(pc.array_filter(texts, needs), "NFD"), r"\p{Mn}+", "")
     picked = pc.utf8_lower(pc.utf8_normalize(bare, "NFC"))
-    for char, folded in folds:
-        if pc.any(pc.match_substring(picked, char)).as_py():
-            picked = pc.replace_substring(picked, char, folded)
+    more = pc.match_substring_regex(picked, folding)  # one scan; then only texts with a fold ("ß", "ς") are scanned per fold
+    if pc.any(more).as_py():
+        rest = pc.array_filter(picked, more)
+        for char, folded in folds:
+            if pc.any(pc.match_substring(rest, char)).as_py():
+                rest = pc.replace_substring(rest, char, folded)
+        picked = pc.replace_with_mask(picked, more, rest)
     return pc.replace_with_mask(lowered, needs, picked.cast(lowered.type))
 
 
