@@ -1,7 +1,10 @@
 """Fixtures shared by the test modules: generated data, tiny models, a launched app, a browser."""
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,30 @@ def serve(*argv, dataset=None):
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), auth=args.auth, prevent_thread_lock=True,
                         quiet=True, **app.launch_options(args))
     return demo
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_app(*argv, env: dict | None = None, **popen) -> tuple[subprocess.Popen, str]:
+    """`python app.py ARGV --port N` in its own process, as people run it (its own GIL: a request the
+    test sends meets only the server's own work). Returns (the process, its URL) at once; the caller
+    waits for the state it needs. Stop it with stop_app."""
+    port = free_port()
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    process = subprocess.Popen([sys.executable, "app.py", *map(str, argv), "--port", str(port)], cwd=ROOT,
+                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}, **popen)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def stop_app(process: subprocess.Popen) -> None:
+    """Stop an `app.py` process as Ctrl-C would, and for good if it does not go within 30 s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")

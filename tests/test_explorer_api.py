@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import app
 from dolly.data import REQUIRED_COLUMNS, load_records
 from explorer.loader import DatasetLoader, build_index
 from explorer.query import PAGE_SIZE
-from tests.conftest import NO_MODEL, free_port, serve
+from tests.conftest import NO_MODEL, free_port, serve, stop_app as stop
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,13 +304,3 @@ def test_python_app_py_serves_before_the_dataset_has_loaded(tmp_path, dolly_reco
                 time.sleep(0.2)
     finally:
         stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop an `app.py` subprocess as Ctrl-C would, and for good if it does not go within 15 s."""
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

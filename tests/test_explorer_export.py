@@ -142,16 +142,21 @@ def served_app(tmp_path, dolly_jsonl, monkeypatch):
     demo.close()
 
 
-def test_each_export_is_stored_once(served_app, tmp_path):
-    client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+def wait_for_dataset(client) -> None:
+    """Until /explore answers: the dataset loads in the background, as a client would wait."""
     deadline = time.monotonic() + 60
-    while True:  # the dataset loads in the background
+    while True:
         try:
             client.predict([], "", 1, api_name="/explore")
-            break
+            return
         except Exception as error:
             assert "still loading" in str(error) and time.monotonic() < deadline, str(error)
             time.sleep(0.2)
+
+
+def test_each_export_is_stored_once(served_app, tmp_path):
+    client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+    wait_for_dataset(client)
     for file_format in ("jsonl", "csv"):
         client.predict(["open_qa"], "", file_format, api_name="/export")
     server_side = [p for folder in (tmp_path / "gradio", tmp_path / "tmp") for p in folder.rglob("dolly-*-rows.*")]
@@ -195,14 +200,7 @@ def test_identical_exports_at_once_are_one_stored_file(served_app, tmp_path):
     # 20 clients asking for the same selection in the same format at the same moment: one file on the
     # server, served to all 20 (the old app wrote 20 copies and kept them an hour).
     client = Client(served_app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
-    deadline = time.monotonic() + 60
-    while True:  # the dataset loads in the background
-        try:
-            client.predict([], "", 1, api_name="/explore")
-            break
-        except Exception as error:
-            assert "still loading" in str(error) and time.monotonic() < deadline, str(error)
-            time.sleep(0.2)
+    wait_for_dataset(client)
     jobs = [client.submit([], "", "jsonl", api_name="/export") for _ in range(20)]
     downloads = [Path(job.result(timeout=300)) for job in jobs]
     server_side = _server_side_exports(tmp_path)

@@ -6,24 +6,18 @@ or with the Explorer's time-limit message. With Python's `re` highlighting, `(.*
 GIL for over 13 minutes and nothing answered.
 """
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
 from explorer.query import QUERY_SECONDS
-from tests.conftest import NO_MODEL, free_port
+from tests.conftest import NO_MODEL, start_app, stop_app
 from tests.dolly_data import make_records, write_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 # The issue's bound for other requests while a search runs.
 ANSWER_WITHIN_S = 1.0
 # How long the search itself may take before the test calls the server frozen: the query's own
@@ -34,11 +28,7 @@ SEARCH_ENDS_WITHIN_S = QUERY_SECONDS + 60
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     data = write_jsonl(tmp_path_factory.mktemp("data") / "dolly-2000.jsonl", make_records(2000, seed=0))
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "app.py", "--data", str(data), "--port", str(port), *NO_MODEL],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
+    process, url = start_app("--data", data, *NO_MODEL)
     try:
         while True:  # wait for the state (server up, dataset loaded), never for a time
             assert process.poll() is None, "app.py exited before it served"
@@ -50,12 +40,7 @@ def app_url(tmp_path_factory):
             time.sleep(0.2)
         yield url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_app(process)
 
 
 def _search_event(url: str) -> tuple[int, int]:

@@ -8,24 +8,18 @@ the Explorer's and Chat's Gradio endpoints, the page's own search event (regex i
 and the file routes.
 """
 import json
-import os
 import re  # the test's own fixed patterns below, never a user's
-import signal
-import subprocess
-import sys
 import time
 import urllib.parse
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import start_app, stop_app
 from tests.dolly_data import make_records, write_jsonl
 from tests.test_explorer_search_server import probe, ui_search
 from tests.tiny_model import save_tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
 ANSWER_WITHIN_S = 1.0  # the issue's bound for a good request after a hostile one
 UNICODE_ROWS = [  # verbatim text that must be found as typed (issue 14 §2)
     {"instruction": "Where is İstanbul?", "context": "", "response": "On the Bosphorus.", "category": "open_qa"},
@@ -40,12 +34,7 @@ def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
     model = save_tiny_model(folder / "tiny-dolly")
     data = write_jsonl(folder / "dolly.jsonl", make_records(600, seed=2) + UNICODE_ROWS)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOLLY_")}
-    process = subprocess.Popen([sys.executable, "app.py", "--data", str(data), "--model", str(model),
-                                "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**env, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
+    process, url = start_app("--data", data, "--model", model)
     try:
         while True:  # the states: serving, the dataset loaded, the model answering
             assert process.poll() is None, "app.py exited before it served"
@@ -60,12 +49,7 @@ def app(tmp_path_factory):
             time.sleep(0.3)
         yield url, model.name
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_app(process)
 
 
 # --- how each kind of input is sent; each returns (HTTP status, the text a client reads) -------------
