@@ -33,8 +33,6 @@ import multiprocessing
 import os
 import random
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.conftest import free_port, start_app, stop_app  # noqa: E402  (needs the line above)
 
 TARGETS = {15011: {"function_p95_ms": 20, "roundtrip_p95_ms": 100, "start_s": 8},
            1_000_000: {"function_p95_ms": 300, "start_s": 8}}
@@ -211,22 +210,12 @@ def echo_round_trip(calls: int):
         demo.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def serve(path: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`python app.py --data FILE` on a free port (with `env` added), its dataset loaded; returns
     (process, url)."""
     from gradio_client import Client
 
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "app.py", "--data", str(path), "--port", str(port), *NO_MODEL],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}/"
+    process, url = start_app("--data", path, *NO_MODEL, env=env)
     deadline = time.perf_counter() + 300
     while True:
         try:
@@ -241,13 +230,7 @@ def serve(path: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+stop = stop_app
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -336,14 +319,12 @@ def concurrency(path: Path, clients: int, calls_alone: int = 40, calls_each: int
 
 
 def start_time(path: Path) -> float:
-    port = free_port()
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py", "--data", str(path), "--port", str(port), *NO_MODEL],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, url = start_app("--data", path, *NO_MODEL)
     try:
         while time.perf_counter() - started < 300:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
                         return time.perf_counter() - started
             except OSError:
