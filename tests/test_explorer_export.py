@@ -181,7 +181,7 @@ def upload(url: str, size: int, route: str = "gradio_api/upload") -> tuple[int, 
 def test_uploads_are_refused_and_nothing_is_stored(served_app, tmp_path):
     # The app has no upload control: Gradio's upload routes answer 403 with the reason, whatever the
     # size, and nothing reaches Gradio's cache (the old app took 9 MB from anyone and kept it a day).
-    for route in ("gradio_api/upload", "gradio_api/process_recording"):
+    for route in ("gradio_api/upload", "gradio_api/process_recording", "gradio_api/component_server"):
         for size in (1000, 9 * 1024 * 1024):
             status, answer = upload(served_app.local_url, size, route)
             assert status == 403, (route, size, status, answer[:300])
