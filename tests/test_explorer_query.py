@@ -309,3 +309,15 @@ def test_best_match_without_words_to_rank_by_is_dataset_order():
     assert data.select([], "riv.r", regex=True, sort="best match").rows.tolist() == [0, 1, 3, 4]
     assert data.select([], "the", sort="best match").rows.tolist() == data.select([], "the").rows.tolist()  # a stopword
     assert data.select([], "iver", sort="best match").rows.tolist() == [0, 1, 3, 4]  # part of a word: no word matches
+
+
+def test_best_match_on_a_dataset_too_large_to_rank_is_a_message(monkeypatch):
+    # A million rows would be minutes of bm25s indexing in Python, holding the GIL for every user.
+    import explorer.query as query
+
+    data = Index(pd.DataFrame(RANKED))
+    monkeypatch.setattr(query, "MAX_BEST_MATCH_ROWS", len(RANKED) - 1)
+    with pytest.raises(QueryError, match=r"ranks datasets of up to 4 rows; this one has 5\. Sort by dataset order"):
+        data.select([], "river", sort="best match")
+    assert data.select([], "", sort="best match").rows.tolist() == [0, 1, 2, 3, 4]  # nothing to rank: no index built
+    assert data._bm25 is None
