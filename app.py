@@ -138,8 +138,12 @@ def launch_options(args) -> dict:
     from space.tab import CSS as CHAT_CSS, HEAD as CHAT_HEAD
 
     from dolly.no_uploads import RefuseUploads
+    from dolly.page_meta import FAVICON, PageMeta
 
-    middleware = [Middleware(LegacyPageLinks), Middleware(RefuseUploads)]
+    middleware = [Middleware(LegacyPageLinks), Middleware(RefuseUploads),
+                  # The page's own <title>, description, link-preview tags and image (dolly/page_meta.py);
+                  # outside RequireLogin, which still guards everything but what that module serves.
+                  Middleware(PageMeta, view=_link_view, auth=bool(args.auth))]
     if args.auth:  # wrong passwords are rate-limited per client; Gradio alone would check them as fast as sent
         from dolly.login_limit import LoginRateLimit
         from dolly.login_required import RequireLogin
@@ -148,7 +152,17 @@ def launch_options(args) -> dict:
         middleware += [Middleware(LoginRateLimit), Middleware(RequireLogin)]
     # Nothing in the app takes an upload: RefuseUploads closes Gradio's upload routes, and the few
     # multipart bodies Gradio still reads elsewhere (component_server) are capped at MAX_UPLOAD_SIZE.
-    return {"css": CSS + CHAT_CSS, "head": CHAT_HEAD, "app_kwargs": {"middleware": middleware}, "max_file_size": MAX_UPLOAD_SIZE}
+    return {"css": CSS + CHAT_CSS, "head": CHAT_HEAD, "app_kwargs": {"middleware": middleware},
+            "max_file_size": MAX_UPLOAD_SIZE, "favicon_path": str(FAVICON)}
+
+
+def _link_view(query: str, known_categories) -> dict:
+    """A link's Explorer view as a dict, for dolly.page_meta (which imports nothing of the Explorer)."""
+    from dataclasses import asdict
+
+    from explorer.links import parse_query
+
+    return asdict(parse_query(query, known_categories))
 
 
 def check_arity(block_fn, inputs: list) -> None:
@@ -252,6 +266,7 @@ def build_app(args, dataset=None):
     # Its key only from the environment; with --auth and no key, /v1 stays closed.
     demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,
                                        login_required=args.auth is not None)
+    demo.page_data = dataset  # what a shared link's title and preview image tell (dolly/page_meta.py)
     # Closing the app (demo.close(), which main() also calls on Ctrl-C and SIGTERM) removes its exports.
     demo.on_close = [explorer.exports.close] + ([engine.close] if isinstance(engine, BackendEngine) else [])
     return demo
