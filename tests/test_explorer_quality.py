@@ -4,10 +4,13 @@ background computation (explorer.loader), and /explore with and without its opti
 through gradio_client and raw HTTP on a real server. Data: clean English records with planted defects
 (tests/signal_data.py)."""
 import html
+import json
 import re
 import threading
 import time
+import urllib.request
 
+import numpy as np
 import pandas as pd
 import pytest
 from gradio_client import Client
@@ -21,7 +24,6 @@ from explorer.query import Index, QueryError, SignalsNotReady
 from explorer.signals import SIGNALS, compute
 from explorer.view import record_html, table_html
 from tests.conftest import NO_MODEL, serve
-from tests.test_api_errors import call_http
 from tests.dolly_data import write_jsonl
 from tests.signal_data import planted_records
 
@@ -247,6 +249,18 @@ def test_loader_without_signals_leaves_the_index_alone(planted):
 
 
 # -- /explore on a real server ----------------------------------------------------------------------
+def call_http(url: str, endpoint: str, values: list):
+    request = urllib.request.Request(f"{url}gradio_api/call{endpoint}", data=json.dumps({"data": values}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call{endpoint}/{event_id}", timeout=60) as response:
+        lines = response.read().decode().splitlines()
+    events = [line[len("event: "):] for line in lines if line.startswith("event: ")]
+    data = [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    return events[-1], json.loads(data[-1])
+
+
 @pytest.fixture(scope="module")
 def served(planted, tmp_path_factory):
     records, truth = planted
