@@ -2,8 +2,8 @@
 
 The signals (explorer.signals) are computed in the background after the dataset loads
 (explorer.loader's `DatasetLoader.quality`), so this section starts off saying how far along they are
-("computing quality signals… 42%"), turned off, while the table already works; a timer polls
-until they are there, then turns it on with each signal's count. explorer.tab places these components
+("computing quality signals… 42%"), with its boxes off, while the table already works; a timer polls
+until they are there, then turns the boxes on with their counts. explorer.tab places these components
 and wires them; the words and numbers come from the plain functions here, tested without a browser.
 """
 from __future__ import annotations
@@ -39,11 +39,11 @@ CSS = """
 #explorer-quality-legend dd { margin: 0 0 .35rem 1rem; }
 """
 
-READY_INFO = "Rows any chosen signal flags (none = all); counts in this selection."
+READY_INFO = "Only rows that any ticked signal flags; none ticked = all. Counts are in the current selection."
 
 
 def choices(counts: dict[str, int] | None, not_computed=()) -> list[tuple[str, str]]:
-    """The filter's choices: each signal with its count in the selection (names alone while computing);
+    """The filter's boxes: each signal with its count in the selection (names alone while computing);
     a signal in `not_computed` says so instead of showing a count of 0 that would mean "none found"."""
     if counts is None:
         return [(name, name) for name in SIGNALS]
@@ -69,13 +69,13 @@ def legend_html() -> str:
             f"<dl>{items}</dl></details>")
 
 
-def filter_update(index: Index | None, base: Selection | None, dataset: DatasetLoader, chosen=None) -> dict:
+def filter_update(index: Index | None, base: Selection | None, dataset: DatasetLoader, ticked=None) -> dict:
     """The Quality filter for this selection (`base`: categories + search, no quality filter): counts, on
-    once the signals are there. The choice is set to `chosen` when given (a link), else left as it is:
-    a signal picked while the counts were on their way must stay picked."""
+    once the signals are there. The ticks are set to `ticked` when given (a link), else left as they are:
+    a box ticked while the counts were on their way must stay ticked."""
     counts = index.signal_counts(base) if index is not None and base is not None else None
     ready = index is not None and index.signals is not None
-    extra = {} if chosen is None else {"value": [name for name in chosen if name in SIGNALS]}
+    extra = {} if ticked is None else {"value": [name for name in ticked if name in SIGNALS]}
     return gr.update(choices=choices(counts, not_computed(index)), interactive=ready, info=info(dataset), **extra)
 
 
