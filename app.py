@@ -172,6 +172,9 @@ def check_arity(block_fn, inputs: list) -> None:
     {"error": null}, and silently drops extra values, which usually means every value is one
     place off (a seed landing in max_new_tokens). For the public API endpoints both are a gr.Error
     listing the inputs in order; the page's own events only get the clear message for too few.
+    A public endpoint's function may mark its last N inputs optional (`fn.optional_inputs = N`, each
+    with a default in its signature: inputs added later, such as /explore's `quality`): a call without
+    them gets those defaults, put into `inputs` here, so calls written before they existed work unchanged.
     """
     import gradio as gr
     from gradio.utils import get_function_params
@@ -180,13 +183,22 @@ def check_arity(block_fn, inputs: list) -> None:
     public = bool(block_fn.api_name) and block_fn.api_visibility != "private"
     if got == expected or (got > expected and not public):
         return
-    names = block_fn.input_parameter_names or [name for name, *_ in get_function_params(block_fn.fn)]
+    params = get_function_params(block_fn.fn) if block_fn.fn else []
+    optional = min(int(getattr(block_fn.fn, "optional_inputs", 0)), expected, len(params)) if public else 0
+    if any(not has_default for _, has_default, *_ in params[expected - optional:expected]):
+        optional = 0  # only parameters with defaults can be left out
+    if expected - optional <= got < expected:
+        inputs.extend(default for _, _, default, *_ in params[got:expected])
+        return
+    names = block_fn.input_parameter_names or [name for name, *_ in params]
     listed = [name or getattr(block, "label", None) or f"input {i}"
               for i, (block, name) in enumerate(zip(block_fn.inputs, list(names) + [None] * expected))
               if not getattr(block, "skip_api", False)]
     endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "This event"
-    raise gr.Error(f"{endpoint} takes {len(listed)} input value{'s' if len(listed) != 1 else ''}, in this order: "
-                   f"{', '.join(listed)}; this call sent {'fewer' if got < expected else 'more'}. "
+    count = f"{len(listed) - optional} to {len(listed)}" if optional else str(len(listed))
+    order = ", ".join(listed[:len(listed) - optional]) + "".join(f", {name} (optional)" for name in listed[len(listed) - optional:])
+    raise gr.Error(f"{endpoint} takes {count} input value{'s' if len(listed) != 1 else ''}, in this order: "
+                   f"{order}; this call sent {'fewer' if got < expected else 'more'}. "
                    "Nothing was run.", title="Wrong number of inputs", print_exception=False)
 
 

@@ -1,8 +1,8 @@
 """Deep links: the Explorer's view as a URL query, and back.
 
-    ?tab=explorer&category=closed_qa&category=summarization&q=river&regex=1&sort=...&p=2&row=17
+    ?tab=explorer&category=closed_qa&category=summarization&q=river&regex=1&sort=...&quality=citations,empty&p=2&row=17
 
-`category` may repeat or be comma-separated. Unknown or malformed values are dropped rather than
+`category` and `quality` (quality signals, explorer.signals) may repeat or be comma-separated. Unknown or malformed values are dropped rather than
 raised: a shared link from an older dataset should still open, showing what it can.
 
 The page number is `p`, not `page`: Gradio owns `?page=` (its multipage routing answers an unknown
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode
 
 from explorer.query import DEFAULT_SORT, SORTS
+from explorer.signals import SIGNALS
 
 PAGE_KEY = "p"
 LEGACY_PAGE_KEY = "page"  # Gradio's; only ever read by legacy_page_redirect
-EXPLORER_KEYS = ("category", "q", "regex", "sort", PAGE_KEY, "row")
+EXPLORER_KEYS = ("category", "q", "regex", "sort", "quality", PAGE_KEY, "row")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class View:
     sort: str = DEFAULT_SORT
     page: int = 1
     row: int | None = None
+    quality: list[str] = field(default_factory=list)  # quality signals ticked
     explorer: bool = False  # whether the link is about the Explorer at all (then open its tab)
 
 
@@ -49,6 +51,11 @@ def parse_query(query, known_categories=None) -> View:
                 name = name.strip()
                 if name and name not in view.categories and (known_categories is None or name in known_categories):
                     view.categories.append(name)
+        elif key == "quality":
+            for name in value.split(","):
+                name = name.strip()
+                if name in SIGNALS and name not in view.quality:
+                    view.quality.append(name)
         elif key == "q":
             view.search = value
         elif key == "regex":
@@ -66,7 +73,7 @@ def parse_query(query, known_categories=None) -> View:
 
 
 def build_query(categories=(), search: str = "", regex: bool = False, sort: str = DEFAULT_SORT,
-                page: int = 1, row: int | None = None) -> str:
+                page: int = 1, row: int | None = None, quality=()) -> str:
     """The query string ("?tab=explorer&...") that `parse_query` turns back into this view."""
     params = [("tab", "explorer")]
     params += [("category", c) for c in categories or ()]
@@ -76,6 +83,8 @@ def build_query(categories=(), search: str = "", regex: bool = False, sort: str 
         params.append(("regex", "1"))
     if sort and sort != DEFAULT_SORT:
         params.append(("sort", sort))
+    if quality:
+        params.append(("quality", ",".join(quality)))
     if page and int(page) > 1:
         params.append((PAGE_KEY, str(int(page))))
     if row is not None:

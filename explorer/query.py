@@ -19,7 +19,10 @@ vectorised Arrow scans:
   paging through a selection costs one page, not one scan;
 - a scan runs in chunks sized to take about _CHUNK_SECONDS each and stops at QUERY_SECONDS with a
   QueryError: RE2 is linear, but some patterns cost ~30 µs per character, hours at a million rows.
-  Arrow releases the GIL, so the rest of the app keeps answering while a scan runs.
+  Arrow releases the GIL, so the rest of the app keeps answering while a scan runs;
+- the quality signals (explorer.signals) arrive later, computed in the background after the load
+  (explorer.loader): `set_signals` attaches them, and a selection can then keep only the rows that any
+  of some signals flags (`quality`). Until then a quality filter is a SignalsNotReady error.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ import pyarrow.compute as pc
 from dolly.data import DOLLY_CATEGORIES, TEXT_FIELDS
 from dolly.numbers import whole_number
 from explorer.search import MAX_SEARCH_CHARS, Search, SearchError, fold, parse, re2_escape  # noqa: F401 (re-exported)
+from explorer.signals import SIGNALS, Signals
 
 PAGE_SIZE = 20
 # Between fields in the haystack. A literal match that touches it must contain a newline or a NUL,
@@ -73,15 +77,20 @@ class QueryError(ValueError):
     """A query the data cannot answer (unknown category, bad regex, page out of range, ...)."""
 
 
+class SignalsNotReady(QueryError):
+    """A quality filter asked for before the dataset's quality signals are computed."""
+
+
 @dataclass(frozen=True)
 class Selection:
-    """The rows matching one (categories, search, regex, sort): their dataset row numbers, in order."""
+    """The rows matching one (categories, search, regex, sort, quality): their dataset row numbers, in order."""
 
     categories: tuple[str, ...]
     search: str
     regex: bool
     sort: str
     rows: np.ndarray  # int64 dataset row numbers (0-based), in display order
+    quality: tuple[str, ...] = ()  # signals ticked: only rows flagged by any of them (empty = no such filter)
 
     @property
     def total(self) -> int:
@@ -134,6 +143,17 @@ class Index:
         self._lock = threading.Lock()
         self._bm25: bm25s.BM25 | None = None  # built on the first "best match" (see ranks)
         self._bm25_lock = threading.Lock()
+        self.signals: Signals | None = None  # set by set_signals once computed (see explorer.loader)
+
+    def frame(self) -> pd.DataFrame:
+        """The dataset in dataset order, as the DataFrame it was built from (row i = dataset row i)."""
+        return self._table.take(pa.array(self._position)).to_pandas()
+
+    def set_signals(self, signals: Signals) -> None:
+        """Attach the quality signals computed over `frame()` (one flag per dataset row)."""
+        if signals.num_rows != self.num_rows:
+            raise ValueError(f"The signals cover {signals.num_rows:,} rows; the dataset has {self.num_rows:,}.")
+        self.signals = signals
 
     def _folded_text(self, start: int, stop: int) -> pa.Array:
         rows = self._table.slice(start, stop - start)
@@ -142,14 +162,31 @@ class Index:
         return fold(joined.combine_chunks())
 
     # -- queries -----------------------------------------------------------------------------
-    def select(self, categories=(), search: str = "", regex: bool = False, sort: str = DEFAULT_SORT) -> Selection:
-        """The rows in any of `categories` (empty = all) whose text matches `search`, sorted by `sort`.
+    def select(self, categories=(), search: str = "", regex: bool = False, sort: str = DEFAULT_SORT,
+               quality=()) -> Selection:
+        """The rows in any of `categories` (empty = all) whose text matches `search`, sorted by `sort`;
+        with `quality` (signal names), only those flagged by any of these signals.
 
         Literal search is case-insensitive and finds the text whatever its Unicode form (NFC or NFD);
         with `regex` the pattern is an RE2 regular expression (Python-like syntax, no backreferences),
         also case-insensitive, where ^ and $ match at the start and end of every line of every field.
         A search whose scan takes longer than QUERY_SECONDS is stopped with a QueryError.
         """
+        quality = self.check_quality(quality)
+        if quality:
+            if self.signals is None:
+                raise SignalsNotReady("The quality signals are still being computed: the Quality filter works once "
+                                      "they are ready (the Quality line says how far along they are).")
+            base = self.select(categories, search, regex, sort)
+            key = (base.categories, base.search, base.regex, base.sort, quality)
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+            flagged = np.logical_or.reduce([self.signals.flags[name] for name in quality])
+            selection = Selection(base.categories, base.search, base.regex, base.sort, base.rows[flagged[base.rows]],
+                                  quality)
+            return self._remember(key, selection)
         categories = self.check_categories(categories)
         try:
             found = parse(search, bool(regex))
@@ -176,12 +213,49 @@ class Index:
             lengths = self.lengths[field][rows]
             # Stable, so rows of equal length stay in dataset order.
             rows = rows[np.argsort(-lengths if longest_first else lengths, kind="stable")]
-        selection = Selection(categories, search, bool(regex), sort, rows)
+        return self._remember(key, Selection(categories, search, bool(regex), sort, rows))
+
+    def _remember(self, key: tuple, selection: Selection) -> Selection:
         with self._lock:
             self._cache[key] = selection
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return selection
+
+    @staticmethod
+    def check_quality(quality) -> tuple[str, ...]:
+        """`quality` (a list of signal names, one name, or None/empty for no quality filter) as a tuple."""
+        if isinstance(quality, str):
+            quality = [quality] if quality else []
+        if quality is None:
+            quality = []
+        if not isinstance(quality, (list, tuple)) or not all(isinstance(item, str) for item in quality):
+            raise QueryError(f"quality must be a list of signal names (empty = no quality filter), got "
+                             f"{type(quality).__name__} {quality!r:.80}.")
+        quality = tuple(dict.fromkeys(quality))
+        unknown = [name for name in quality if name not in SIGNALS]
+        if unknown:
+            raise QueryError(f"Unknown signal {', '.join(map(repr, unknown))}. Signals: {', '.join(SIGNALS)}.")
+        return quality
+
+    def signal_counts(self, selection: Selection) -> dict[str, int] | None:
+        """Rows of `selection` each signal flags (None until the signals are computed)."""
+        return None if self.signals is None else self.signals.counts(selection.rows)
+
+    def signals_per_category(self, selection: Selection) -> pd.DataFrame | None:
+        """Flagged rows of `selection` per (category, signal), long form (category, signal, rows), zeros
+        left out; None until the signals are computed."""
+        if self.signals is None:
+            return None
+        position = self._position[selection.rows]
+        out = []
+        for category in self.categories:
+            start, stop = self._slices[category]
+            rows = selection.rows[(position >= start) & (position < stop)]
+            for name, count in self.signals.counts(rows).items():
+                if count:
+                    out.append((category, name, count))
+        return pd.DataFrame(out, columns=["category", "signal", "rows"]).astype({"rows": "int64"})
 
     def relevance(self, search: Search) -> np.ndarray:
         """BM25 score of every row (by position in _table) for the words of a literal `search`; all zero

@@ -14,11 +14,13 @@ from pathlib import Path
 import gradio as gr
 
 from dolly.data import TEXT_FIELDS
+from explorer import quality as quality_section
 from explorer.charts import length_histogram
 from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
 from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError
+from explorer.signals import SIGNALS
 from explorer.view import export_note, plain_error, record_html, resolve_page, summary, table_html
 
 CSS = """
@@ -108,7 +110,7 @@ CSS = """
 button[role="tab"].selected { color: #c2410c !important; }
 footer, footer a, footer button, footer span, footer div { color: #4b5563 !important; opacity: 1 !important; }
 .dark footer, .dark footer a, .dark footer button, .dark footer span, .dark footer div { color: #d1d5db !important; }
-"""
+""" + quality_section.CSS
 
 # Opening a row: a click anywhere on it (or Enter on its number button) sends its dataset row number;
 # the inline "Try in chat" (phones) presses the real button beside the table. After each re-render
@@ -218,8 +220,12 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                           min_width=96, interactive=on)
                 sort = gr.Dropdown(list(SORTS), value=DEFAULT_SORT, label="Sort", elem_id="explorer-sort", scale=2,
                                    min_width=220, interactive=on)
-            categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
-                                          info="None ticked = all", elem_id="explorer-categories", interactive=on)
+            with gr.Row(equal_height=False, elem_id="explorer-filters"):
+                categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
+                                              info="None ticked = all", elem_id="explorer-categories", interactive=on,
+                                              scale=1)
+                quality = quality_section.build_filter(dataset, ready)
+                quality_timer = quality_section.build_timer(dataset)
             status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
             with gr.Row(equal_height=False, elem_id="explorer-main"):
                 with gr.Column(scale=2, min_width=0, elem_id="explorer-table-column"):
@@ -261,36 +267,54 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                         chart_fields += [gr.BarPlot(x="characters", y="rows", title=f"{field} length (characters)",
                                                     x_label_angle=-40, height=280, y_lim=[0, None])
                                          for field in TEXT_FIELDS[1:]]
+                    quality_chart = quality_section.build_chart()
+                    quality_section.build_legend()
 
-        view_inputs = [categories, search, regex, sort]
+        view_inputs = [categories, search, regex, sort, quality]
         other_controls = [search_button, previous, page_box, following, file_format, export_button]
         view_outputs = [table, status, page_box, current, page_note, link_query, export_info]
         chart_outputs = [chart_box, charts_empty, chart_categories] + chart_fields
         private = dict(api_visibility="private")
 
-        def show(cats, text, use_regex, order, page_number=1, opened=None, note=""):
+        def show(cats, text, use_regex, order, ticked, page_number=1, opened=None, note=""):
             """Values for `view_outputs`: one page of one view; a bad query becomes the summary line."""
             index = _loaded(dataset)
             try:
-                selection = index.select(cats, text, use_regex, order)
+                selection = index.select(cats, text, use_regex, order, ticked)
                 number = min(max(1, int(page_number)), selection.pages)
                 records = index.page(selection, number)
             except QueryError as err:
-                return (table_html([], message="Fix the search to see rows."), f"⚠️ {err}", "1", 1, "",
-                        build_query(cats, text, use_regex, order), export_note(0, order))
+                return (table_html([], message="Fix the search to see rows." if not ticked or index.signals is not None
+                                   else "The rows show once the quality signals are ready."), f"⚠️ {err}", "1", 1, "",
+                        build_query(cats, text, use_regex, order, quality=ticked), export_note(0, order))
             row = opened["row"] if opened else None
             opened = opened if opened and any(r["row"] == row for r in records) else None
-            return (table_html(records, text, use_regex, order, opened),
+            return (table_html(records, text, use_regex, order, opened, signals=index.signals),
                     summary(selection.total, number, selection.pages, index.num_rows), str(number), number, note,
-                    build_query(cats, text, use_regex, order, number, row), export_note(selection.total, order))
+                    build_query(cats, text, use_regex, order, number, row, quality=ticked),
+                    export_note(selection.total, order))
 
-        def charts(cats, text, use_regex, order):
+        def quality_view(cats, text, use_regex, order, ticked):
+            """Values for `quality_outputs`: the Quality filter's counts in this selection and the signals chart."""
+            if dataset.state != "ready":
+                return [gr.update(), gr.update()]
+            index = dataset.get()
+            try:
+                base = index.select(cats, text, use_regex, order)
+                selection = index.select(cats, text, use_regex, order, ticked)
+            except QueryError:
+                return [quality_section.filter_update(index, None, dataset), gr.update()]
+            frame = quality_section.chart_frame(index, selection)
+            return [quality_section.filter_update(index, base, dataset),
+                    quality_section.chart_html(frame, index.categories) if frame is not None else gr.update()]
+
+        def charts(cats, text, use_regex, order, ticked):
             """Values for `chart_outputs`: the charts of this selection, or an empty state saying why none."""
             if dataset.state != "ready":
                 return [gr.update()] * len(chart_outputs)  # the poll draws them once the data is there
             index = dataset.get()
             try:
-                selection = index.select(cats, text, use_regex, order)
+                selection = index.select(cats, text, use_regex, order, ticked)
             except QueryError:
                 return _no_charts(chart_fields, "No charts: the search above is not valid. Fix it to see the selection.")
             if selection.total == 0:
@@ -300,7 +324,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return [gr.update(visible=True), gr.update(value="", visible=False), index.category_counts(selection)] + \
                    [length_histogram(index.lengths[f][selection.rows]) for f in TEXT_FIELDS]
 
-        def open_row(cats, text, use_regex, order, page_number, opened, evt: gr.EventData):
+        def open_row(cats, text, use_regex, order, ticked, page_number, opened, evt: gr.EventData):
             """Open the clicked row (or close it when it is the open one)."""
             index = _loaded(dataset)
             row = getattr(evt, "_data", None) or {}
@@ -309,32 +333,57 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 record = None
             else:
                 record = index.record(int(row))
-            values = show(cats, text, use_regex, order, page_number, record)
-            return (values[0], record_html(record, text, use_regex), record,
+            values = show(cats, text, use_regex, order, ticked, page_number, record)
+            return (values[0], record_html(record, text, use_regex, index.signals), record,
                     gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF), values[5])
 
         closed_row = [record_html(None), None, gr.update(interactive=False, value=TRY_OFF)]
         row_outputs = [row_view, selected, try_in_chat]
 
-        def first(cats, text, use_regex, order):
-            return (*show(cats, text, use_regex, order, 1), *closed_row)
+        def first(cats, text, use_regex, order, ticked):
+            return (*show(cats, text, use_regex, order, ticked, 1), *closed_row)
 
-        for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input):
+        quality_outputs = [quality, quality_chart]
+        for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input):
             trigger(first, view_inputs, view_outputs + row_outputs, **private) \
-                .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private)
+                .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
+                .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 
         def step(delta):
-            def go(cats, text, use_regex, order, page_number, opened):
-                return show(cats, text, use_regex, order, int(page_number or 1) + delta, opened)
+            def go(cats, text, use_regex, order, ticked, page_number, opened):
+                return show(cats, text, use_regex, order, ticked, int(page_number or 1) + delta, opened)
             return go
 
-        def typed_page(cats, text, use_regex, order, typed, page_number, opened):
+        def typed_page(cats, text, use_regex, order, ticked, typed, page_number, opened):
             try:
-                pages = _loaded(dataset).select(cats, text, use_regex, order).pages
+                pages = _loaded(dataset).select(cats, text, use_regex, order, ticked).pages
             except QueryError:
                 pages = 1  # show() reports the error
             number, note = resolve_page(typed, pages, page_number)
-            return show(cats, text, use_regex, order, number, opened, note)
+            return show(cats, text, use_regex, order, ticked, number, opened, note)
+
+        def quality_tick(cats, text, use_regex, order, ticked, page_number, opened, shown):
+            """While the signals compute: the filter says how far along. The tick that finds them there
+            redraws the view with them (counts, badges, the opened record's signals, a quality filter
+            from a link) and stops the timer."""
+            keep = [gr.update()] * (len(view_outputs) + 1)
+            if dataset.state == "failed" or dataset.quality.state == "failed":
+                return keep + [gr.update(info=quality_section.info(dataset), interactive=False), gr.update(),
+                               gr.Timer(active=False)]
+            if dataset.state != "ready" or dataset.quality.state != "ready" or not shown:
+                # not shown: the page is not filled from its link yet (the loading poll does that first)
+                return keep + [gr.update(info=quality_section.info(dataset)), gr.update(), gr.Timer(active=True)]
+            index = dataset.get()
+            record = opened if opened and 0 <= int(opened.get("row", -1)) < index.num_rows else None
+            values = list(show(cats, text, use_regex, order, ticked, page_number or 1, record))
+            if not ticked:  # the same rows, now with their badges; what the page box holds stays as typed
+                values = values[:1] + [gr.update()] * (len(values) - 1)
+            return values + [record_html(record, text, use_regex, index.signals)] + \
+                quality_view(cats, text, use_regex, order, ticked) + [gr.Timer(active=False)]
+
+        quality_timer.tick(quality_tick, view_inputs + [current, selected, filled],
+                           view_outputs + [row_view] + quality_outputs + [quality_timer], queue=False,
+                           show_progress="hidden", **private)
 
         previous.click(step(-1), view_inputs + [current, selected], view_outputs, **private)
         following.click(step(+1), view_inputs + [current, selected], view_outputs, **private)
@@ -348,8 +397,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return url;
         }""")
 
-        def export_view(cats, text, use_regex, order, fmt, progress=gr.Progress()):
-            return _export(_loaded(dataset), exports, fmt, progress, cats, text, use_regex, order)
+        def export_view(cats, text, use_regex, order, ticked, fmt, progress=gr.Progress()):
+            return _export(_loaded(dataset), exports, fmt, progress, cats, text, use_regex, order, ticked)
 
         export_button.click(export_view, view_inputs + [file_format], export_file, **private)
 
@@ -357,16 +406,23 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             """Values for `fill_outputs`: the view a URL query asks for (the data is loaded), controls on."""
             index = dataset.get()
             view = parse_query(query, index.counts)
+            try:
+                base = index.select(view.categories, view.search, view.regex, view.sort)
+            except QueryError:
+                base = None
             updates = [gr.update(choices=_category_choices(index), value=view.categories, interactive=True),
                        gr.update(value=view.search, interactive=True), gr.update(value=view.regex, interactive=True),
-                       gr.update(value=view.sort, interactive=True)] + [gr.update(interactive=True)] * len(other_controls)
+                       gr.update(value=view.sort, interactive=True),
+                       quality_section.filter_update(index, base, dataset, view.quality)] + \
+                [gr.update(interactive=True)] * len(other_controls)
             record = index.record(view.row) if view.row is not None and view.row < index.num_rows else None
             # A link to a page past the end (the data changed since) opens the last page: show() clamps.
-            values = list(show(view.categories, view.search, view.regex, view.sort, view.page, record))
+            values = list(show(view.categories, view.search, view.regex, view.sort, view.quality, view.page, record))
             values[2] = gr.update(value=values[2], interactive=True)
             if record is not None:
-                values[5] = build_query(view.categories, view.search, view.regex, view.sort, values[3], view.row)
-            outputs = updates + values + [record_html(record, view.search, view.regex), record,
+                values[5] = build_query(view.categories, view.search, view.regex, view.sort, values[3], view.row,
+                                        quality=view.quality)
+            outputs = updates + values + [record_html(record, view.search, view.regex, index.signals), record,
                                           gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF)]
             if tabs is not None:
                 outputs.append(gr.Tabs(selected="explorer") if view.explorer else gr.update())
@@ -405,17 +461,21 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return keep + keep_charts + done
             values = fill(query)
             if with_charts:
-                choice_update, text, use_regex, order = values[:4]
-                values += charts(choice_update["value"], text["value"], use_regex["value"], order["value"])
+                choice_update, text, use_regex, order, ticked = values[:5]
+                values += charts(choice_update["value"], text["value"], use_regex["value"], order["value"],
+                                 ticked["value"])
             return values + done
 
         def on_load(request: gr.Request):
             query = str(request.query_params) if request is not None else ""
-            return [query] + screen(query, False, with_charts=False)
+            # Signals already there: the page is drawn with them, so the quality poll has nothing to do.
+            polling = gr.update() if dataset.state != "ready" or dataset.quality.state == "loading" else gr.Timer(active=False)
+            return [query] + screen(query, False, with_charts=False) + [polling]
 
         # On page load the view follows the URL; charts come after the table, as they take longer.
-        demo.load(on_load, None, [query_state] + fill_outputs + screen_outputs, **private) \
-            .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private)
+        demo.load(on_load, None, [query_state] + fill_outputs + screen_outputs + [quality_timer], **private) \
+            .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
+            .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
         # While the data loads, each tick updates the loading line; the tick that finds it ready fills
         # the whole view (charts too) from the URL query stashed at page load, then stops the timer.
         timer.tick(lambda query, shown: screen(query, shown, with_charts=True), [query_state, filled],
@@ -443,11 +503,11 @@ def _loaded(dataset: DatasetLoader) -> Index:
 
 
 def _export(index: Index, exports: ExportStore, file_format: str, progress, categories, search: str,
-            regex: bool = False, sort: str = DEFAULT_SORT) -> str:
+            regex: bool = False, sort: str = DEFAULT_SORT, quality=()) -> str:
     """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error."""
     try:
         check_format(file_format)
-        selection = index.select(categories, search, regex, sort)
+        selection = index.select(categories, search, regex, sort, quality)
         return exports.export(index.table(selection), file_format,
                               lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
     except (QueryError, ExportError) as err:
@@ -485,16 +545,19 @@ def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
     answer page "abc" with a message-less error).
     """
 
-    def explore(categories: list[str], search: str, page: int):
+    def explore(categories: list[str], search: str, page: int, quality: list[str] | None = None):
         """Rows of one page (PAGE_SIZE rows, from page 1) matching the categories (empty = all) and the
-        case-insensitive literal search; returns (rows, total matching rows)."""
+        case-insensitive literal search, and, when `quality` names signals, flagged by any of them (optional:
+        calls with the first three values alone are unchanged); returns (rows, total matching rows)."""
         data = _loaded(dataset)
         try:
-            selection = data.select(categories, search)
+            selection = data.select(categories, search, quality=quality)
             rows = data.page(selection, page)
         except QueryError as err:
             raise gr.Error(str(err), print_exception=False) from None
         return rows, selection.total
+
+    explore.optional_inputs = 1  # `quality`: app.check_arity lets a call leave it out (calls from before it)
 
     def export(categories: list[str], search: str, file_format: str, progress=gr.Progress()):
         """Every row matching the categories (empty = all) and the search, as a jsonl, csv or parquet file."""
@@ -507,12 +570,15 @@ def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
         api_categories = gr.Dropdown(choices, multiselect=True, allow_custom_value=True, label="categories")
         api_search = gr.Textbox(label="search")
         api_page = gr.Number(1, precision=0, label="page")
+        # Optional (a trailing input whose function parameter has a default; app.check_arity pads a call
+        # that leaves it out): quality signals, rows flagged by any of them.
+        api_quality = gr.Dropdown(list(SIGNALS), multiselect=True, allow_custom_value=True, label="quality")
         api_format = gr.Dropdown(list(FORMATS), value="jsonl", allow_custom_value=True, label="file_format")
         api_rows = gr.JSON(label="rows")
         api_total = gr.Number(label="total", precision=0)
         api_file = gr.File(label="file")
         trigger = gr.Button(visible=False)
-    trigger.click(explore, [api_categories, api_search, api_page], [api_rows, api_total], api_name="explore",
+    trigger.click(explore, [api_categories, api_search, api_page, api_quality], [api_rows, api_total], api_name="explore",
                   preprocess=False)
     trigger.click(export, [api_categories, api_search, api_format], api_file, api_name="export", queue=False,
                   preprocess=False)

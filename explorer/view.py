@@ -3,7 +3,9 @@
 - `table_html`: one page of the selection as a table like the Hugging Face Dataset Viewer's: each
   cell a short preview with the search matches marked, a length column when the rows are sorted by
   a length, and (for small screens) the opened record right under its row.
-- `record_html`: one record whole, with the matches marked.
+- `record_html`: one record whole, with the matches marked; with the quality signals, the record's
+  signals listed with their explanations and the text they point at underlined (a style of its own,
+  not the search's yellow mark).
 - `summary`, `resolve_page`, `export_note`: the words around them.
 
 Everything a dataset holds is escaped; only the markup made here is HTML. Matches are found by
@@ -20,6 +22,7 @@ import time
 from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
 from explorer.query import BEST_MATCH, PAGE_SIZE, SORTS, ranks_by_relevance
 from explorer.search import HIGHLIGHT_SECONDS, Search, parse_or_none
+from explorer.signals import SIGNALS, Signals
 
 CELL_CHARS = 160  # a cell shows this much of its text (around the first match); the row view shows all
 
@@ -41,6 +44,27 @@ def _marked(text: str, spans, start: int = 0, stop: int | None = None) -> str:
         out.append(f"<mark>{html.escape(text[begin:end])}</mark>")
         last = end
     out.append(html.escape(text[last:stop]))
+    return "".join(out)
+
+
+def _marked_with_signals(text: str, marks, flagged) -> str:
+    """`text` as HTML: `marks` (search matches) in <mark>, `flagged` ((start, end, signal) spans) in
+    <span class='dolly-flag'>. Spans may overlap: the text is cut at every boundary and each piece wrapped
+    in what covers it, so the markup is always well nested."""
+    cuts = sorted({0, len(text), *(x for b, e in marks for x in (b, e)), *(x for b, e, _ in flagged for x in (b, e))})
+    out = []
+    for begin, end in zip(cuts, cuts[1:]):
+        if not 0 <= begin < end <= len(text):
+            continue
+        piece = html.escape(text[begin:end])
+        if any(b <= begin and end <= e for b, e in marks):
+            piece = f"<mark>{piece}</mark>"
+        names = [name for b, e, name in flagged if b <= begin and end <= e]
+        if names:
+            names = list(dict.fromkeys(names))
+            piece = (f"<span class='dolly-flag' data-signal='{html.escape(' '.join(names))}' "
+                     f"title='{html.escape(', '.join(names))}'>{piece}</span>")
+        out.append(piece)
     return "".join(out)
 
 
@@ -95,11 +119,21 @@ def sort_note(sort: str, search: str = "", regex: bool = False) -> str:
     return f"Best match ranks the rows a (non-regex) search finds; {why}, so the rows are in dataset order."
 
 
+def signal_badges(names: list[str]) -> str:
+    """A row's quality signals as small badges (each with its explanation as a tooltip), or ""."""
+    if not names:
+        return ""
+    badges = "".join(f"<span class='dolly-badge' data-signal='{html.escape(n)}' title='{html.escape(SIGNALS.get(n, ''))}'>"
+                     f"{html.escape(n)}</span>" for n in names)
+    return f"<div class='dolly-badges' aria-label='quality signals: {html.escape(', '.join(names))}'>{badges}</div>"
+
+
 def table_html(records: list[dict], search: str = "", regex: bool = False, sort: str = "dataset order",
-               opened: dict | None = None, message: str = "") -> str:
+               opened: dict | None = None, message: str = "", signals: Signals | None = None) -> str:
     """One page of rows as an HTML table. Each row's number is a button ("Open row N") so the keyboard
     can open rows too; `opened` (a record on this page) gets its whole text in a row right below,
-    which the CSS shows only where the row view does not fit beside the table (phones)."""
+    which the CSS shows only where the row view does not fit beside the table (phones). With `signals`,
+    a flagged row carries badges naming its signals under its category (and the class `is-flagged`)."""
     found, deadline = parse_or_none(search, regex), _deadline()
     by_length = length_column(sort)
     headers = ["row"] + ([f"{by_length} length"] if by_length else []) + ["category", *TEXT_FIELDS]
@@ -113,15 +147,17 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
                  f"aria-label='Open row {row}'>{row}</button></td>"]
         if by_length:
             cells.append(f"<td class='c-len'>{len(str(record.get(by_length) or '')):,}</td>")
-        cells.append(f"<td class='c-cat'>{html.escape(str(record['category']))}</td>")
+        flags = signals.of_row(row) if signals is not None and row < signals.num_rows else []
+        cells.append(f"<td class='c-cat'>{html.escape(str(record['category']))}{signal_badges(flags)}</td>")
         for field in TEXT_FIELDS:
             preview = cell_preview(record.get(field), found, deadline=deadline)
             # dir='auto': an Arabic or Hebrew record reads right to left, its full stop on the left.
             cells.append(f"<td class='c-{field}' data-label='{field}'><div class='dolly-clamp' dir='auto'>{preview}</div></td>")
-        current = " aria-current='true' class='is-open'" if is_open else ""
+        classes_ = " ".join((["is-open"] if is_open else []) + (["is-flagged"] if flags else []))
+        current = (" aria-current='true'" if is_open else "") + (f" class='{classes_}'" if classes_ else "")
         body.append(f"<tr data-row='{row}'{current}>{''.join(cells)}</tr>")
         if is_open:
-            body.append(f"<tr class='dolly-detail'><td colspan='{len(headers)}'>{record_html(opened, search, regex)}"
+            body.append(f"<tr class='dolly-detail'><td colspan='{len(headers)}'>{record_html(opened, search, regex, signals)}"
                         "<button type='button' class='dolly-try' data-action='try'>Try in chat</button></td></tr>")
     if not records:
         body.append(f"<tr class='dolly-none'><td colspan='{len(headers)}'>{html.escape(message or 'No rows to show.')}</td></tr>")
@@ -131,22 +167,53 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
-def record_html(record: dict | None, search: str = "", regex: bool = False) -> str:
-    """One record whole (every field, extra columns too), matches of the search marked."""
+def record_html(record: dict | None, search: str = "", regex: bool = False, signals: Signals | None = None) -> str:
+    """One record whole (every field, extra columns too), matches of the search marked; with `signals`,
+    the record's signals listed with their explanations and the text they point at underlined."""
     if not record:
         return ("<div class='dolly-meta dolly-hint'>Click a row (or Tab to its number and press Enter) to read "
                 "the whole record here and try it in the chat.</div>")
     found, deadline = parse_or_none(search, regex), _deadline()
-    parts = [f"<div class='dolly-record'><div class='dolly-meta'>Row {int(record['row'])} · "
+    row = int(record["row"])
+    parts = [f"<div class='dolly-record'><div class='dolly-meta'>Row {row} · "
              f"category <b>{html.escape(str(record['category']))}</b></div>"]
+    known = signals is not None and row < signals.num_rows
+    spans = signals.spans_of(row) if known else []
+    if known:
+        parts.append(_signals_list(signals, row))
     for field in TEXT_FIELDS:
         text = str(record.get(field) or "")
-        body = mark(text, found, deadline) if text else "(empty)"
+        flagged = [(s.start, s.end, s.signal) for s in spans if s.field == field]
+        if text and flagged:
+            body = _marked_with_signals(text, found.spans(text, deadline) if found is not None else [], flagged)
+        else:
+            body = mark(text, found, deadline) if text else "(empty)"
         parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}' dir='auto'>{body}</div>")
     for key, value in record.items():
         if key not in REQUIRED_COLUMNS and key != "row":
             parts.append(f"<h4>{html.escape(str(key))}</h4><div class='dolly-text' dir='auto'>{html.escape(str(value))}</div>")
     return "".join(parts) + "</div>"
+
+
+def _signals_list(signals: Signals, row: int) -> str:
+    """The record's quality signals, each with its explanation (and, for duplicates, the group's rows)."""
+    names = signals.of_row(row)
+    if not names:
+        return "<div class='dolly-meta dolly-signals dolly-signals-none'>Quality: no signal flags this record.</div>"
+    items = []
+    for name in names:
+        extra = ""
+        if name == "duplicate":
+            others = [int(r) for r in signals.group(row) if int(r) != row]
+            if others:
+                shown = ", ".join(f"{r:,}" for r in others[:10]) + (f" and {len(others) - 10:,} more" if len(others) > 10 else "")
+                extra = f" Same group as row{'s' if len(others) > 1 else ''} {shown}."
+        elif name == "language" and signals.language[row]:
+            extra = f" Language found: {signals.language[row]} (main: {signals.main_language})."
+        items.append(f"<li data-signal='{html.escape(name)}'><b>{html.escape(name)}</b>: "
+                     f"{html.escape(SIGNALS.get(name, ''))}{html.escape(extra)}</li>")
+    return (f"<div class='dolly-signals' role='note'><h4>Quality signals</h4><ul>{''.join(items)}</ul>"
+            "<div class='dolly-meta'>The text a signal points at is <span class='dolly-flag'>underlined</span>.</div></div>")
 
 
 # -- words around the table ---------------------------------------------------------------------

@@ -46,7 +46,9 @@ CATALOGUE = [
     ("/explore", [[], 5, 1], "search must be text"),
     ("/explore", [[], ["river"], 1], "search must be text"),
     ("/explore", [[], "river " * 400, 1], "search is 2,400 characters long; the limit is 2,000"),
-    ("/explore", [[], "", 1, "extra"], "/explore takes 3 input values, in this order: categories, search, page"),
+    ("/explore", [[], "", 1, "extra"], "Unknown signal 'extra'"),  # the optional 4th input: quality
+    ("/explore", [[], "", 1, [], "extra"],
+     "/explore takes 3 to 4 input values, in this order: categories, search, page, quality (optional)"),
     # /export (categories, search, file_format)
     ("/export", [[], "", "xml"], "Unknown export format 'xml' (file_format)"),
     ("/export", [[], "", None], "(file_format): use one of jsonl, csv, parquet"),
@@ -80,8 +82,8 @@ TOO_FEW = [  # raw HTTP only (gradio_client cannot send too few values, nor a st
     ("/chat", chat(context="\udfff context"), "The Context is not valid text: character 1 is a lone surrogate"),
     ("/chat", [], "/chat takes 9 input values, in this order: message, context, do_sample"),
     ("/chat", ["Hello"], "/chat takes 9 input values"),
-    ("/explore", [], "/explore takes 3 input values, in this order: categories, search, page"),
-    ("/explore", [["open_qa"], "river"], "/explore takes 3 input values"),
+    ("/explore", [], "/explore takes 3 to 4 input values, in this order: categories, search, page, quality (optional)"),
+    ("/explore", [["open_qa"], "river"], "/explore takes 3 to 4 input values"),
     ("/export", [[]], "/export takes 3 input values, in this order: categories, search, file_format"),
 ]
 

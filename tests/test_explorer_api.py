@@ -23,7 +23,8 @@ from tests.conftest import NO_MODEL, free_port, serve, stop_app as stop
 
 ROOT = Path(__file__).resolve().parents[1]
 # Names the Explorer's UI handlers would get if they leaked into the API.
-UI_HANDLERS = {"/first", "/go", "/open_row", "/export_view", "/restore", "/charts", "/show", "/lambda"}
+UI_HANDLERS = {"/first", "/go", "/open_row", "/export_view", "/restore", "/charts", "/show", "/lambda", "/quality_view",
+               "/quality_tick"}
 
 
 def loaded(source) -> DatasetLoader:
