@@ -239,6 +239,20 @@ def _citations(cols, spans, report) -> np.ndarray:
     return flags
 
 
+_CITATION_AND_SPACE = re.compile(r"[ \t]*" + CITATION.pattern, re.IGNORECASE)
+
+
+def remove_citations(text: str) -> str:
+    """`text` without the markers the citations signal finds, nor the spaces just before each ("France [2]."
+    becomes "France."): the one automatic fix (the Explorer's and `python -m explorer.curate --fix citations`).
+    Repeated until none is left, as removing "[1]" from "[[1]2]" leaves "[2]"."""
+    while True:
+        fixed = _CITATION_AND_SPACE.sub("", text)
+        if fixed == text:
+            return fixed
+        text = fixed
+
+
 # -- empty ----------------------------------------------------------------------------------------------
 def _has_alnum(arr) -> np.ndarray:
     return np.asarray(pc.match_substring_regex(arr, r"[\p{L}\p{N}]").fill_null(False))
