@@ -33,6 +33,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default=env("DOLLY_DATA", DEFAULT_DATA),
                         help="Dataset for the Explorer: a Hub dataset id, or a local .jsonl/.json/.csv/.parquet "
                              "file or a folder of them (offline use). Env: DOLLY_DATA.")
+    parser.add_argument("--curation-db", default=None, metavar="PATH_OR_URL",
+                        help="Where the Explorer keeps curation decisions (edits, exclusions, acceptances, with "
+                             "history): an SQLite file, or a postgresql:// URL that app replicas share. Default: "
+                             "/data/open-dolly/curation.sqlite3 on a Space with persistent storage, else "
+                             "~/.local/share/open-dolly/curation.sqlite3 ($XDG_DATA_HOME). Env: DOLLY_CURATION_DB.")
     parser.add_argument("--host", default=env("DOLLY_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")),
                         help="Interface to listen on; 0.0.0.0 to serve your network. Env: DOLLY_HOST.")
     # --port and --concurrency are read as text and checked below, flag and variable alike (_whole).
@@ -78,6 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.share = settings.switch("DOLLY_SHARE")
         except settings.SettingError as err:
             parser.error(str(err))
+    from dolly.curation import StoreError, open_store, resolve_location, shown
+
+    try:  # opened now, so that a wrong place is an error at start, naming the setting
+        args.curation_store = open_store(args.curation_db)
+    except StoreError as err:
+        parser.error(str(err))
+    args.curation_where = shown(resolve_location(args.curation_db))
     args.quantize = str(args.quantize).strip().lower()
     if args.quantize not in QUANTIZE:
         parser.error(f"--quantize (or DOLLY_QUANTIZE) must be one of {', '.join(QUANTIZE)}, got {args.quantize!r}")
@@ -134,6 +146,7 @@ def launch_options(args) -> dict:
     from starlette.middleware import Middleware
 
     from explorer.links import LegacyPageLinks
+    from explorer.history import HEAD as HISTORY_HEAD
     from explorer.tab import CSS
     from space.tab import CSS as CHAT_CSS, HEAD as CHAT_HEAD
 
@@ -152,7 +165,7 @@ def launch_options(args) -> dict:
         middleware += [Middleware(LoginRateLimit), Middleware(RequireLogin)]
     # Nothing in the app takes an upload: RefuseUploads closes Gradio's upload routes, and the few
     # multipart bodies Gradio still reads elsewhere (component_server) are capped at MAX_UPLOAD_SIZE.
-    return {"css": CSS + CHAT_CSS, "head": CHAT_HEAD, "app_kwargs": {"middleware": middleware},
+    return {"css": CSS + CHAT_CSS, "head": CHAT_HEAD + HISTORY_HEAD, "app_kwargs": {"middleware": middleware},
             "max_file_size": MAX_UPLOAD_SIZE, "favicon_path": str(FAVICON)}
 
 
@@ -270,7 +283,7 @@ def build_app(args, dataset=None):
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(engine, concurrency=args.concurrency)
             # ---- Explorer tab (id "explorer") ----
-            explorer = build_explorer_tab(demo, dataset, tabs=tabs)
+            explorer = build_explorer_tab(demo, dataset, tabs=tabs, store=getattr(args, "curation_store", None))
             # Try in chat: the opened record's instruction is sent in a fresh chat, with its context, and
             # its human response in the reference panel beside the answer.
             chat.wire_try_in_chat(explorer.try_in_chat, explorer.selected, tabs)
@@ -280,7 +293,8 @@ def build_app(args, dataset=None):
                                        login_required=args.auth is not None)
     demo.page_data = dataset  # what a shared link's title and preview image tell (dolly/page_meta.py)
     # Closing the app (demo.close(), which main() also calls on Ctrl-C and SIGTERM) removes its exports.
-    demo.on_close = [explorer.exports.close] + ([engine.close] if isinstance(engine, BackendEngine) else [])
+    demo.on_close = [explorer.exports.close] + ([engine.close] if isinstance(engine, BackendEngine) else []) + \
+        ([args.curation_store.close] if getattr(args, "curation_store", None) is not None else [])
     return demo
 
 
@@ -319,6 +333,7 @@ def main(argv=None) -> int:
               "(or DOLLY_PORT).", file=sys.stderr, flush=True)
         return 1
     print(f"open Dolly is serving at {demo.local_url}", flush=True)
+    print(f"Curation decisions are kept in {args.curation_where}", flush=True)
     if args.share and not demo.share_url:
         # Gradio has printed its own reason; say plainly that the app is still up.
         print(f"open Dolly: no public --share link could be made (no tunnel to gradio.live from here); "

@@ -15,8 +15,11 @@ import gradio as gr
 
 from dolly.data import TEXT_FIELDS
 from explorer import quality as quality_section
+from dolly.curation import Store, curated
+from explorer.curation_panel import CurationPanel, CSS as CURATION_CSS, key_of
 from explorer.charts import length_histogram
 from explorer.export import FORMATS, ExportError, ExportStore, check_format
+from explorer.history import GO_ID, PUSH, REPLACE, tag, untag
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
 from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError
@@ -110,7 +113,7 @@ CSS = """
 button[role="tab"].selected { color: #c2410c !important; }
 footer, footer a, footer button, footer span, footer div { color: #4b5563 !important; opacity: 1 !important; }
 .dark footer, .dark footer a, .dark footer button, .dark footer span, .dark footer div { color: #d1d5db !important; }
-""" + quality_section.CSS
+""" + quality_section.CSS + CURATION_CSS
 
 # Opening a row: a click anywhere on it (or Enter on its number button) sends its dataset row number;
 # the inline "Try in chat" (phones) presses the real button beside the table. After each re-render
@@ -184,13 +187,15 @@ TRY_OFF, TRY_ON = "Try in chat (open a row first)", "Try in chat"
 
 
 # -- the screen ---------------------------------------------------------------------------------
-def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | None = None) -> ExplorerTab:
+def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | None = None,
+                       store: Store | None = None) -> ExplorerTab:
     """The Explorer tab for the dataset `dataset` loads (started, or loaded already, by the caller).
 
     The tab is drawn at once; while the data loads it says so (its controls off) and a timer polls
     `dataset`, filling the view when the data is there. Also registers the public /explore and
     /export API endpoints, and, on page load, restores a view from the URL's query (switching
-    `tabs` to the Explorer when the link is about it), once the data is there.
+    `tabs` to the Explorer when the link is about it), once the data is there. With a curation `store`
+    (dolly.curation), the row viewer edits, excludes and accepts records, and the export can be curated.
     """
     state = dataset.state  # what the page shows before its first poll: the data is often there already
     # Exports are written into Gradio's cache, which serves them from there: one stored copy each.
@@ -202,6 +207,11 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         current = gr.State(1)  # the page on screen (the page box may hold anything the user typed)
         query_state = gr.State("")  # the page's URL query, kept until the data is there to restore it
         filled = gr.State(False)  # whether this page shows the data (so a late poll leaves it alone)
+        # The same, as the browser holds it. A State lives on the server and is updated when an event
+        # ends there, while the inputs an event sends are the browser's values when it starts: a poll
+        # sent while the fill's answer was on its way would read filled=True with the unfilled view's
+        # inputs. A component's value travels with those inputs, so the two always agree.
+        drawn = gr.Checkbox(False, visible=False, elem_id="explorer-drawn")
         # While loading: where it is. Once loaded: what the data lacked or was read from (dataset.note()).
         loading = gr.Markdown(_loading_md(dataset) if state == "loading" else dataset.note(),
                               visible=state == "loading" or bool(dataset.note()),
@@ -243,15 +253,22 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 with gr.Column(scale=1, min_width=0, elem_id="explorer-side"):
                     row_view = gr.HTML(record_html(None), elem_id="explorer-row", padding=True)
                     try_in_chat = gr.Button(TRY_OFF, interactive=False, elem_id="explorer-try-in-chat")
+                    panel = CurationPanel(store)
                     link = gr.Textbox(label="Link to this view", interactive=False, buttons=["copy"],
                                       elem_id="explorer-link")
+            # The view's link query, tagged with how the address bar takes it (explorer.history).
             link_query = gr.Textbox(build_query(), visible="hidden", elem_id="explorer-link-query")
+            history_query = gr.Textbox("", visible="hidden", elem_id="explorer-history-query")
+            history_go = gr.Button("Restore the view of the address", visible="hidden", elem_id=GO_ID)
             with gr.Accordion("Export the selection", open=False, elem_id="explorer-export-panel"):
                 export_info = gr.Markdown(export_note(ready.num_rows, DEFAULT_SORT) if ready else "",
                                           elem_id="explorer-export-note")
                 with gr.Row(equal_height=True):
                     file_format = gr.Radio(list(FORMATS), value="jsonl", label="Format", elem_id="explorer-format",
                                            interactive=on)
+                    as_curated = gr.Checkbox(store is not None, label="Curated: edits applied, excluded records left out "
+                                             "(a curation column says edited/accepted)", visible=store is not None,
+                                             elem_id="explorer-export-curated")
                     export_button = gr.Button("Export", elem_id="explorer-export", interactive=on)
                 export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file")
             with gr.Accordion("Charts of the selection", open=True):
@@ -286,12 +303,12 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             except QueryError as err:
                 return (table_html([], message="Fix the search to see rows." if not ticked or index.signals is not None
                                    else "The rows show once the quality signals are ready."), f"⚠️ {err}", "1", 1, "",
-                        build_query(cats, text, use_regex, order, quality=ticked), export_note(0, order))
+                        tag(build_query(cats, text, use_regex, order, quality=ticked), PUSH), export_note(0, order))
             row = opened["row"] if opened else None
             opened = opened if opened and any(r["row"] == row for r in records) else None
             return (table_html(records, text, use_regex, order, opened, signals=index.signals),
                     summary(selection.total, number, selection.pages, index.num_rows), str(number), number, note,
-                    build_query(cats, text, use_regex, order, number, row, quality=ticked),
+                    tag(build_query(cats, text, use_regex, order, number, row, quality=ticked), PUSH),
                     export_note(selection.total, order))
 
         def quality_view(cats, text, use_regex, order, ticked):
@@ -376,12 +393,13 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             index = dataset.get()
             record = opened if opened and 0 <= int(opened.get("row", -1)) < index.num_rows else None
             values = list(show(cats, text, use_regex, order, ticked, page_number or 1, record))
+            values[5] = tag(untag(values[5])[1], REPLACE)  # the same view redrawn: no new history entry
             if not ticked:  # the same rows, now with their badges; what the page box holds stays as typed
                 values = values[:1] + [gr.update()] * (len(values) - 1)
             return values + [record_html(record, text, use_regex, index.signals)] + \
                 quality_view(cats, text, use_regex, order, ticked) + [gr.Timer(active=False)]
 
-        quality_timer.tick(quality_tick, view_inputs + [current, selected, filled],
+        quality_timer.tick(quality_tick, view_inputs + [current, selected, drawn],
                            view_outputs + [row_view] + quality_outputs + [quality_timer], queue=False,
                            show_progress="hidden", **private)
 
@@ -391,16 +409,45 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         table.click(open_row, view_inputs + [current, selected], [table] + row_outputs + [link_query], **private)
 
         # The address bar follows the view, so copying it (or the box) shares exactly this view.
-        link_query.change(None, link_query, link, api_visibility="private", js="""(query) => {
-            const url = window.location.origin + window.location.pathname + query;
-            window.history.replaceState(null, "", url);
-            return url;
-        }""")
+        # explorer.history's script pushes or replaces the browser's entry as the tag says.
+        link_query.change(None, link_query, link, api_visibility="private",
+                          js="(value) => window.dollyAddress ? window.dollyAddress.explorer(value) : ''")
 
-        def export_view(cats, text, use_regex, order, ticked, fmt, progress=gr.Progress()):
-            return _export(_loaded(dataset), exports, fmt, progress, cats, text, use_regex, order, ticked)
+        def export_view(cats, text, use_regex, order, ticked, fmt, curate, progress=gr.Progress()):
+            return _export(_loaded(dataset), exports, fmt, progress, cats, text, use_regex, order, ticked,
+                           store=store if curate else None)
 
-        export_button.click(export_view, view_inputs + [file_format], export_file, **private)
+        export_button.click(export_view, view_inputs + [file_format, as_curated], export_file, **private)
+
+        # -- curation: the opened record's decisions (explorer.curation_panel) --------------------
+        curate_outputs = [row_view] + panel.outputs()
+
+        def curate_view(record, text, use_regex, message=""):
+            """The row viewer for `record` as curated, and the Curate section's values."""
+            if dataset.state != "ready":
+                return [gr.update()] * len(curate_outputs)
+            index = dataset.get()
+            shown_record, values = panel.view(index, record, message)
+            return [record_html(shown_record, text, use_regex, index.signals)] + values
+
+        def decide(action):
+            def save(record, opened, text, use_regex, instruction, context, response, category, reason,
+                     request: gr.Request):
+                index = _loaded(dataset)
+                form = {"instruction": instruction, "context": context, "response": response, "category": category}
+                shown_record, values = panel.decide(action, index, record, opened, request, form=form, reason=reason)
+                return [record_html(shown_record, text, use_regex, index.signals)] + values
+            return save
+
+        if store is not None:
+            selected.change(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private)
+            decision_inputs = [selected, panel.version, search, regex, *panel.fields.values(), panel.reason]
+            for button, action in ((panel.save, "edit"), (panel.accept, "accept"), (panel.undo, "undo"),
+                                   (panel.exclude, "exclude")):
+                button.click(decide(action), decision_inputs, curate_outputs, **private)
+            panel.edit.click(lambda record: panel.open_form(_loaded(dataset), record), selected,
+                             [panel.form, *panel.fields.values(), panel.message], **private)
+            panel.cancel.click(lambda: gr.update(visible=False), None, panel.form, **private)
 
         def restore(query: str) -> list:
             """Values for `fill_outputs`: the view a URL query asks for (the data is loaded), controls on."""
@@ -419,9 +466,9 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             # A link to a page past the end (the data changed since) opens the last page: show() clamps.
             values = list(show(view.categories, view.search, view.regex, view.sort, view.quality, view.page, record))
             values[2] = gr.update(value=values[2], interactive=True)
-            if record is not None:
-                values[5] = build_query(view.categories, view.search, view.regex, view.sort, values[3], view.row,
-                                        quality=view.quality)
+            # Filled from the address: it replaces the history entry, never adds one.
+            values[5] = tag(build_query(view.categories, view.search, view.regex, view.sort, values[3],
+                                        view.row if record is not None else None, quality=view.quality), REPLACE)
             outputs = updates + values + [record_html(record, view.search, view.regex, index.signals), record,
                                           gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF)]
             if tabs is not None:
@@ -431,12 +478,23 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         # page_box is both a control (turned on) and a view output (its value): it is listed once.
         fill_controls = [c for c in other_controls if c is not page_box]
         fill_outputs = view_inputs + fill_controls + view_outputs + row_outputs + ([tabs] if tabs is not None else [])
-        screen_outputs = [loading, failed, body, timer, filled]
+        screen_outputs = [loading, failed, body, timer, filled, drawn]
 
         def fill(query: str) -> list:
             values = restore(query)
             del values[len(view_inputs) + other_controls.index(page_box)]
             return values
+
+        def back_or_forward(query) -> list:
+            """Back/Forward reached an Explorer address: its view, restored as a page load would."""
+            query = query[0] if isinstance(query, list) and query else query  # the script's one value
+            if dataset.state != "ready":
+                return [gr.update()] * len(fill_outputs)  # the loading poll restores it from the address
+            return fill(str(query or ""))
+
+        history_go.click(back_or_forward, history_query, fill_outputs, js="() => [window.location.search]", **private) \
+            .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
+            .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 
         def screen(query: str, shown: bool, with_charts: bool) -> list:
             """Everything the page shows for the loader's state now; `shown`: the page has the data already."""
@@ -448,15 +506,15 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 keep[-1] = gr.Tabs(selected="explorer")  # the link is about the Explorer: open it, loading or failed
             if now == "loading":
                 return keep + keep_charts + [gr.update(value=_loading_md(dataset), visible=True), gr.update(),
-                                             gr.update(), gr.Timer(active=True), False]
+                                             gr.update(), gr.Timer(active=True), False, False]
             if now == "failed":
                 return keep + keep_charts + [gr.update(visible=False), gr.update(value=_error_md(dataset.error), visible=True),
-                                             gr.update(visible=False), gr.Timer(active=False), False]
+                                             gr.update(visible=False), gr.Timer(active=False), False, False]
             # `body` is left as drawn (visible): setting visible=True again would also show the hidden
             # link_query box inside it (Gradio 6.31 passes a layout's visibility down to its children).
             note = dataset.note()
             done = [gr.update(value=note, visible=bool(note)), gr.update(),
-                    gr.update(visible=False) if dataset.get().num_rows == 0 else gr.update(), gr.Timer(active=False), True]
+                    gr.update(visible=False) if dataset.get().num_rows == 0 else gr.update(), gr.Timer(active=False), True, True]
             if shown:
                 return keep + keep_charts + done
             values = fill(query)
@@ -503,12 +561,16 @@ def _loaded(dataset: DatasetLoader) -> Index:
 
 
 def _export(index: Index, exports: ExportStore, file_format: str, progress, categories, search: str,
-            regex: bool = False, sort: str = DEFAULT_SORT, quality=()) -> str:
-    """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error."""
+            regex: bool = False, sort: str = DEFAULT_SORT, quality=(), store: Store | None = None) -> str:
+    """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error.
+    With a curation `store`: as curated (edits applied, excluded records left out, a curation column)."""
     try:
         check_format(file_format)
         selection = index.select(categories, search, regex, sort, quality)
-        return exports.export(index.table(selection), file_format,
+        table = index.table(selection)
+        if store is not None:
+            table = curated(table, store.states(key_of(index)), rows=selection.rows, column=True)
+        return exports.export(table, file_format,
                               lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
     except (QueryError, ExportError) as err:
         raise gr.Error(str(err), print_exception=False) from None

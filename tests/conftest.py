@@ -5,11 +5,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.dolly_data import make_records, write_jsonl
+
+# The app keeps curation decisions in the user's own data folder (dolly.curation); every app a test
+# starts, in-process or as `python app.py`, keeps them in the session's own file instead.
+_CURATION = tempfile.mkdtemp(prefix="dolly-test-curation-")
+os.environ["DOLLY_CURATION_DB"] = os.path.join(_CURATION, "curation.sqlite3")
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's background services try to reach Google; on a closed network they only add noise.
@@ -108,3 +114,7 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CURATION, ignore_errors=True)
