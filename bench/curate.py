@@ -17,6 +17,15 @@ Baselines, same run, 15k rows only: the duplicate signal done the obvious way wi
 counting the way training does it (train.data.tokenize_record, one record at a time).
 
 Target (issue 16): signals over 15k rows take <= 3 s; over 1M rows they run in the background.
+
+The curation store (dolly/curation.py), `--store sqlite,postgresql` (run after the signals; `--sizes ""`
+skips those): save latency with 1 editor (the baseline, same run) and with 8 concurrent editors, each
+saving its own records in turn through edit, accept, exclude and undo, each save naming the version it
+opened. Editors as threads of one app (one store, its connection pool: how one `python app.py` serves
+them) and as processes (one store each: app replicas sharing one database). SQLite: a file in a
+temporary folder on this machine's disk (WAL, synchronous=FULL: every save waits for fsync). PostgreSQL:
+Debian's server started for the run in a temporary folder (tests/postgres.py), over a unix socket, fsync
+and synchronous_commit on (the defaults).
 """
 import argparse
 import json
@@ -103,6 +112,105 @@ def datasketch_baseline(frame) -> float:
     return time.perf_counter() - started
 
 
+# -- the curation store ------------------------------------------------------------------------------
+def editor(location: str, dataset: str, first_row: int, saves: int, store=None) -> list[float]:
+    """One editor's saves on its own records (rows first_row..first_row+9), cycling through edit, accept,
+    exclude and undo, each naming the version it opened; the seconds each save took."""
+    from dolly.curation import open_store
+
+    own = store is None
+    store = open_store(location) if own else store
+    versions, took = {}, []
+    for i in range(saves):
+        row = first_row + i % 10
+        version = versions.get(row, 0)
+        step = (i // 10) % 4
+        started = time.perf_counter()
+        if step == 0:
+            state = store.edit(dataset, row, version, {"response": f"response {i} of editor {first_row}"}, "bench")
+        elif step == 1:
+            state = store.accept(dataset, row, version, "bench")
+        elif step == 2:
+            state = store.exclude(dataset, row, version, "bench", "bench")
+        else:
+            state = store.undo(dataset, row, version, "bench")
+        took.append(time.perf_counter() - started)
+        versions[row] = state.version
+    if own:
+        store.close()
+    return took
+
+
+def _editor_process(args) -> list[float]:
+    return editor(*args)
+
+
+def percentiles(took: list[float]) -> str:
+    import numpy as np
+
+    ms = np.asarray(took) * 1000
+    return (f"p50 {np.percentile(ms, 50):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, "
+            f"max {ms.max():.1f} ms")
+
+
+def store_bench(backend: str, editors: int, saves: int) -> None:
+    import concurrent.futures
+    import shutil
+    import tempfile
+    import uuid
+
+    import numpy as np
+
+    from dolly.curation import open_store
+
+    server, folder = None, None
+    if backend == "sqlite":
+        folder = tempfile.mkdtemp(prefix="dolly-bench-store-", dir=str(ROOT.parent) if os.access(ROOT.parent, os.W_OK) else None)
+        location = str(Path(folder) / "curation.sqlite3")
+    elif backend == "postgresql":
+        from tests import postgres
+
+        why = postgres.unavailable()
+        if why:
+            print(f"\nstore postgresql: not measured ({why})")
+            return
+        server = postgres.Server()
+        location = server.url
+    else:
+        raise SystemExit(f"--store: unknown backend {backend!r}; use sqlite, postgresql")
+    try:
+        open_store(location).close()  # tables created before the clock starts
+        print(f"\nstore {backend}: {editors} editors x {saves} saves each (edit/accept/exclude/undo in turn)")
+        one = editor(location, uuid.uuid4().hex, 0, saves)
+        print(f"  1 editor (baseline): {percentiles(one)}; {len(one) / sum(one):.0f} saves/s")
+        for mode in ("threads", "processes"):
+            dataset = uuid.uuid4().hex
+            if mode == "threads":
+                shared = open_store(location)
+                pool = concurrent.futures.ThreadPoolExecutor(editors)
+                jobs = [pool.submit(editor, location, dataset, k * 10, saves, shared) for k in range(editors)]
+            else:
+                pool = concurrent.futures.ProcessPoolExecutor(editors, mp_context=multiprocessing.get_context("spawn"))
+                list(pool.map(_editor_process, [(location, uuid.uuid4().hex, 0, 1) for _ in range(editors)]))  # warm: imports
+                jobs = [pool.submit(_editor_process, (location, dataset, k * 10, saves)) for k in range(editors)]
+            started = time.perf_counter()
+            took = [t for job in jobs for t in job.result()]
+            wall = time.perf_counter() - started
+            pool.shutdown()
+            if mode == "threads":
+                shared.close()
+            with open_store(location) as store:
+                kept = sum(len(store.history(dataset, row)) for row in range(editors * 10))
+            ratio = np.percentile(took, 95) / np.percentile(one, 95)
+            print(f"  {editors} editors as {mode}: {percentiles(took)}; {len(took) / wall:.0f} saves/s; p95 "
+                  f"{ratio:.1f}x the 1-editor p95; {kept:,} of {len(took):,} saves in the history")
+    finally:
+        if server is not None:
+            server.stop()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def cpu_model() -> str:
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
@@ -119,10 +227,13 @@ def main():
     parser.add_argument("--tokenizer", default=str(TOKENIZER))
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--store", default="sqlite,postgresql", help="curation store backends to time ('' for none)")
+    parser.add_argument("--editors", type=int, default=8)
+    parser.add_argument("--saves", type=int, default=200, help="saves per editor")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}", flush=True)
     context = multiprocessing.get_context("spawn")
-    for rows in (int(s) for s in args.sizes.split(",")):
+    for rows in (int(s) for s in args.sizes.split(",") if s.strip()):
         queue = context.Queue()
         process = context.Process(target=child, args=(rows, args.tokenizer, args.max_length, not args.no_baseline, queue))
         process.start()
@@ -147,6 +258,8 @@ def main():
             print(line)
         else:
             print(f"  too_long: not measured (no tokenizer at {args.tokenizer})")
+    for backend in (b.strip() for b in args.store.split(",") if b.strip()):
+        store_bench(backend, args.editors, args.saves)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

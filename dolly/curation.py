@@ -142,7 +142,7 @@ class Conflict(CurationError):
     `current` is the newer state of the (first) record; `stale` every refused record's newer state."""
 
     def __init__(self, stale: list[RecordState], opened: dict[int, int], total: int = 1):
-        self.stale, self.current = stale, stale[0]
+        self.stale, self.current, self._args = stale, stale[0], (stale, opened, total)
         first = stale[0]
         message = (f"Row {first.row} was changed by {first.author} at {first.when()} since you opened it "
                    f"(you opened version {opened[first.row]}; it is now version {first.version}, {first.describe()}).")
@@ -152,6 +152,9 @@ class Conflict(CurationError):
             message = (f"{len(stale)} of the {total} records were changed since you opened them: " + message
                        + (f" Also {others}{more}." if others else "") + " Nothing was saved.")
         super().__init__(message + " Reload to see the newer text, then make your change again.")
+
+    def __reduce__(self):  # picklable (a process pool hands it back to its caller)
+        return Conflict, self._args
 
 
 def when(at: str) -> str:

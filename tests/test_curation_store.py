@@ -2,6 +2,7 @@
 history and undo, optimistic versioning under concurrent saves, kill -9 right after a save, identity."""
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -94,6 +95,8 @@ def test_stale_save_is_refused_with_who_and_when(location, key):
         assert "Row 3 was changed by ann at " in message and " UTC since you opened it" in message
         assert caught.value.current.fields == {"response": "Ann's text."} and caught.value.current.version == 1
         assert caught.value.current.apply({"response": "old", "context": "c"}) == {"response": "Ann's text.", "context": "c"}
+        copy = pickle.loads(pickle.dumps(caught.value))  # crosses a process pool whole
+        assert str(copy) == message and copy.current == caught.value.current
         for store in (replica_a, replica_b):  # never overwritten
             assert store.state(key, 3).fields == {"response": "Ann's text."}
         # reopened at the newer version, the save goes through
