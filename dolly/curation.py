@@ -241,6 +241,7 @@ class Store:
 
     location: str
     _unique_errors: tuple = ()
+    _lost_errors: tuple = ()
     _id_column = ""
 
     def __init__(self):
@@ -248,8 +249,10 @@ class Store:
         self._all: list = []
         self._pool_lock = threading.Lock()
         self._closed = False
+        self._ready = False
         with self._connection() as conn:
             self._create(conn)
+        self._ready = True
 
     # Subclasses: _connect() -> connection; _begin(conn) -> context manager of one write transaction;
     # _q(sql) -> the SQL in the driver's placeholder style; _lock_row = " FOR UPDATE" or "".
@@ -265,12 +268,37 @@ class Store:
         with self._pool_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = self._connect()
+            try:
+                conn = self._connect()
+            except self._lost_errors as error:
+                if not self._ready:
+                    raise
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise StoreError(f"The curation store at {shown(self.location)} did not answer ({first[:200]}). "
+                                 "Try again; if it goes on, check the database.") from None
             with self._pool_lock:
                 self._all.append(conn)
         try:
             yield conn
-        finally:
+        except self._lost_errors as error:
+            # The database went away (a PostgreSQL restart, a network cut, a lock held past the timeout): this
+            # connection is dropped, the next call opens a new one. Retrying is safe: a save that did reach
+            # the database before the cut is refused as stale, never applied twice.
+            with self._pool_lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+            if not self._ready:
+                raise
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise StoreError(f"The curation store at {shown(self.location)} did not answer ({first[:200]}). "
+                             "Try again; if it goes on, check the database.") from None
+        except BaseException:  # a Conflict, a bad request: the connection is fine, back to the pool
+            with self._pool_lock:
+                self._idle.append(conn)
+            raise
+        else:
             with self._pool_lock:
                 self._idle.append(conn)
 
@@ -488,6 +516,7 @@ class SQLiteStore(Store):
     disk), writers of one process take turns on a lock, other processes wait up to 30 s for the file's."""
 
     _unique_errors = (sqlite3.IntegrityError,)
+    _lost_errors = (sqlite3.OperationalError,)
     _id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self, path: Path):
@@ -547,6 +576,7 @@ class PostgresStore(Store):
                              "pip install 'psycopg[binary]'.") from None
         self._psycopg, self.location = psycopg, url
         self._unique_errors = (psycopg.errors.UniqueViolation,)
+        self._lost_errors = (psycopg.OperationalError,)
         try:
             for attempt in range(3):  # replicas starting at once race to create the tables: the loser retries
                 try:

@@ -59,8 +59,8 @@ class Server:
             shutil.chown(self.folder, "nobody", "nogroup" if _group_exists("nogroup") else None)
         self.data, self.port = self.folder / "data", _free_port()
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "dolly", "-E", "UTF8", "--no-sync")
-        options = f"-c listen_addresses='' -c unix_socket_directories='{self.folder}' -p {self.port}"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+        self._options = f"-c listen_addresses='' -c unix_socket_directories='{self.folder}' -p {self.port}"
+        self._run("pg_ctl", "-D", str(self.data), "-o", self._options, "-l", str(self.folder / "log"), "-w", "start")
         self.url = f"postgresql://dolly@/postgres?host={self.folder}&port={self.port}"
 
     def _run(self, program: str, *args: str) -> None:
@@ -72,6 +72,11 @@ class Server:
             log = self.folder / "log"
             raise RuntimeError(f"{program} failed ({done.returncode}): {done.stdout}{done.stderr}"
                                + (log.read_text() if log.exists() else ""))
+
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: as a crash would, no checkpoint; recovery replays the WAL) and start it."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-o", self._options, "-l", str(self.folder / "log"), "-w", "start")
 
     def stop(self) -> None:
         try:

@@ -203,6 +203,22 @@ def test_kill_9_right_after_a_save_loses_nothing(location, key):
         assert store.edit(key, 7, 1, {"response": "and it goes on"}).version == 2
 
 
+def test_postgres_crash_after_a_save_loses_nothing_and_the_store_reconnects(pg_server, key):
+    store = open_store(pg_server.url)
+    try:
+        store.edit(key, 1, 0, {"response": "confirmed before the crash"}, author="ann")
+        pg_server.restart("immediate")  # as a crash: no checkpoint, the server replays its WAL
+        try:  # the pooled connection died with the server: said clearly, and the next call reconnects
+            state = store.state(key, 1)
+        except StoreError as error:
+            assert "did not answer" in str(error) and "Try again" in str(error)
+            state = store.state(key, 1)
+        assert (state.version, state.fields) == (1, {"response": "confirmed before the crash"})
+        assert store.edit(key, 1, 1, {"response": "after"}, author="bob").version == 2
+    finally:
+        store.close()
+
+
 def test_decisions_survive_a_restart_and_follow_the_same_data(tmp_path):
     records = make_records(30, seed=3)
     jsonl = write_jsonl(tmp_path / "a.jsonl", records)
