@@ -173,14 +173,19 @@ def dataset_key(records: pd.DataFrame | pa.Table) -> str:
         records[list(REQUIRED_COLUMNS)], preserve_index=False)
     digest = hashlib.sha256(f"open-dolly curation v1; rows={table.num_rows}".encode())
     for name in REQUIRED_COLUMNS:
-        column = pc.fill_null(table[name].cast(pa.large_string()), "").combine_chunks()
-        if isinstance(column, pa.ChunkedArray):  # an empty table
-            column = pa.array([], pa.large_string())
-        offsets = np.frombuffer(column.buffers()[1], np.int64)[column.offset: column.offset + len(column) + 1]
-        digest.update(name.encode() + b"\x00" + np.diff(offsets).astype("<i8").tobytes())
-        data = column.buffers()[2]
-        if data is not None and len(offsets) and offsets[-1] > offsets[0]:
-            digest.update(memoryview(data)[int(offsets[0]): int(offsets[-1])])
+        column = table[name].cast(pa.large_string())
+        if column.null_count:
+            column = pc.fill_null(column, "")
+        # Every value's length, then its bytes: chunk by chunk (no copy of the text), the same digest
+        # however the column is chunked.
+        lengths, texts = hashlib.sha256(), hashlib.sha256()
+        for chunk in column.chunks:
+            offsets = np.frombuffer(chunk.buffers()[1], np.int64)[chunk.offset: chunk.offset + len(chunk) + 1]
+            lengths.update(np.diff(offsets).astype("<i8").tobytes())
+            data = chunk.buffers()[2]
+            if data is not None and len(offsets) and offsets[-1] > offsets[0]:
+                texts.update(memoryview(data)[int(offsets[0]): int(offsets[-1])])
+        digest.update(name.encode() + b"\x00" + lengths.digest() + texts.digest())
     return digest.hexdigest()[:32]
 
 
