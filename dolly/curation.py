@@ -622,7 +622,7 @@ def curated(records: pd.DataFrame | pa.Table, states: dict[int, RecordState], ro
     (excluded ones are gone), so the file stays in the dolly schema that `python -m train --data` reads.
     Returns the same kind it was given."""
     table = records if isinstance(records, pa.Table) else None
-    frame = records.to_pandas() if table is not None else records.reset_index(drop=True).copy()
+    frame = records.to_pandas() if table is not None else records.reset_index(drop=True)  # copy-on-write: records stay as they are
     rows = np.arange(len(frame), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(rows) != len(frame):
         raise CurationError(f"{len(rows):,} row numbers for {len(frame):,} records.")
