@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # The settings that have no flag (dolly/settings.py) first: space/ reads them as it is imported.
     for problem in settings.check():
         parser.exit(2, f"{parser.prog}: error: {problem}\n")
-    from space.model import DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZE
+    from space.model import CPU_ENGINES, DEFAULT_MODEL, DEVICES, DTYPES, QUANTIZE
 
     parser.add_argument("--data", default=env("DOLLY_DATA", DEFAULT_DATA),
                         help="Dataset for the Explorer: a Hub dataset id, or a local .jsonl/.json/.csv/.parquet "
@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "negligible quality loss; none on GPU), none, int8 (per channel), int4 (groups of 64: "
                              "a quarter, with a measurable quality loss). int8/int4 run on the CPU only. "
                              "Env: DOLLY_QUANTIZE.")
+    parser.add_argument("--cpu-engine", default=env("DOLLY_CPU_ENGINE", "auto"), choices=CPU_ENGINES,
+                        help="What runs the model on a CPU: auto (OpenVINO when it is installed and the model converts, "
+                             "else torch; the Chat tab's status line says which and why), openvino (converted once into "
+                             "a cache: DOLLY_CACHE, else beside the Hugging Face cache), torch. A GPU always runs "
+                             "torch. Env: DOLLY_CPU_ENGINE.")
     parser.add_argument("--concurrency", default=env("DOLLY_CONCURRENCY", "2"),
                         help="How many chat replies are generated at once (Chat tab, /chat and /v1 together); more "
                              "requests wait. With --backend, raise it: the backend batches. Env: DOLLY_CONCURRENCY.")
@@ -93,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.quantize = str(args.quantize).strip().lower()
     if args.quantize not in QUANTIZE:
         parser.error(f"--quantize (or DOLLY_QUANTIZE) must be one of {', '.join(QUANTIZE)}, got {args.quantize!r}")
+    args.cpu_engine = str(args.cpu_engine).strip().lower()
+    if args.cpu_engine not in CPU_ENGINES:
+        parser.error(f"--cpu-engine (or DOLLY_CPU_ENGINE) must be one of {', '.join(CPU_ENGINES)}, got {args.cpu_engine!r}")
     args.dtype = str(args.dtype).strip().lower()
     if args.dtype not in DTYPES:
         parser.error(f"--dtype (or DOLLY_DTYPE) must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
@@ -272,7 +280,7 @@ def build_app(args, dataset=None):
     else:
         # The model loads in the background too: the app serves (and the Explorer works) meanwhile.
         engine = LocalEngine(ModelLoader(args.model, args.device, args.dtype, on_done=_report_model,
-                                         quantize=args.quantize).start(),
+                                         quantize=args.quantize, cpu_engine=args.cpu_engine).start(),
                              concurrency=args.concurrency)
     # Gradio's cache (uploads; exports too, which explorer.export also sweeps): entries older than a
     # day go, hourly.

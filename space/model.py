@@ -17,6 +17,9 @@ DEFAULT_MODEL = "databricks/dolly-v2-3b"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE = ("auto", "none", "int8", "int4")  # --quantize; space/quantize.py says what each means
+# --cpu-engine: what runs the model on a CPU. openvino = space/engine_openvino.py (a converted copy, cached);
+# torch = transformers in this process; auto = OpenVINO when it is installed and the model converts, else torch.
+CPU_ENGINES = ("auto", "openvino", "torch")
 FIX_HINT = "Start the app with a model it can load, e.g. `python app.py --model path/to/checkpoint`."
 
 
@@ -33,12 +36,17 @@ class LoadedModel:
     device: str
     dtype: str
     quantize: str = "none"  # the weights' format: none, int8 or int4
+    engine: str = "torch"  # what runs it: torch, or openvino (CPU_ENGINES)
+    why: str = ""  # why this engine, when it is not the one asked for (--cpu-engine auto fell back)
 
     @property
     def mode(self) -> str:
         """How it computes, for the status line: 'bfloat16', or 'int8 weights, bfloat16 activations'."""
         from space.quantize import describe
 
+        if self.engine == "openvino":
+            weights = "the checkpoint's weights" if self.quantize == "none" else f"{self.quantize} weights"
+            return f"OpenVINO, {weights}, {self.dtype} activations"
         return describe(self.quantize, self.dtype)
 
     @property
@@ -103,19 +111,40 @@ def pick_quantize(quantize: str, device: str) -> str:
 _load_lock = threading.Lock()
 
 
+def check_cpu_engine(cpu_engine: str | None) -> str:
+    engine = (cpu_engine or "auto").strip().lower()
+    if engine not in CPU_ENGINES:
+        raise ModelError(f"Unknown --cpu-engine '{cpu_engine}': use one of {', '.join(CPU_ENGINES)}.")
+    return engine
+
+
 def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: str = "none",
-               on_stage=lambda stage: None) -> LoadedModel:
+               on_stage=lambda stage: None, cpu_engine: str = "torch") -> LoadedModel:
     """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix.
 
     `quantize` (app flag default: auto): none, int8, int4, or auto (int8 on a CPU, none on a GPU).
+    `cpu_engine` (app flag default: auto): on a CPU, openvino, torch, or auto (openvino when it is
+    installed and the model converts, else torch, saying why in `LoadedModel.why`). A GPU runs torch.
     """
     name = str(name or "").strip()
     if not name:
         raise ModelError(f"No model given. {FIX_HINT}")
+    engine = check_cpu_engine(cpu_engine)
     device = pick_device(device)
     mode = pick_quantize(quantize, device)
-    torch_dtype = pick_dtype(dtype, device, quantized=mode != "none")
-    source = name
+    why = ""
+    if device == "cpu" and engine != "torch":
+        loaded, why = _load_openvino(name, mode, engine, on_stage)
+        if loaded is not None:
+            return loaded
+    lm = _load_torch(name, device, dtype, mode, on_stage)
+    lm.why = why
+    return lm
+
+
+def _checkpoint_folder(name: str, on_stage) -> str:
+    """A local folder holding `name`'s checkpoint: the folder itself, or the Hub snapshot (downloaded
+    when the Hub is reachable, else the one in this machine's cache). ModelError when there is none."""
     if is_local(name):
         path = Path(name).expanduser()
         if not path.is_dir():
@@ -125,19 +154,68 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: s
                 f"{path} is not a model checkpoint (no config.json in it). Point --model at the folder "
                 "the training script wrote (it holds config.json, the weights and the tokenizer)."
             )
-        source = str(path)
-    else:
-        on_stage("checking that the Hugging Face Hub is reachable")
-        unreachable = hub_unreachable()
-        if unreachable:  # said in seconds, instead of after the Hub client's minute of retries
-            source = cached_snapshot(name)
-            if source is None:
-                folder = name.split("/")[-1]
-                raise ModelError(
-                    f"Could not load model '{name}': the Hugging Face Hub is not reachable ({unreachable}) and the "
-                    f"model is not in this machine's cache. Download it once where the Hub is reachable "
-                    f"(`hf download {name} --local-dir ./{folder}`), then start the app with `--model ./{folder}`."
-                )
+        return str(path)
+    on_stage("checking that the Hugging Face Hub is reachable")
+    unreachable = hub_unreachable()
+    if unreachable:  # said in seconds, instead of after the Hub client's minute of retries
+        source = cached_snapshot(name)
+        if source is None:
+            folder = name.split("/")[-1]
+            raise ModelError(
+                f"Could not load model '{name}': the Hugging Face Hub is not reachable ({unreachable}) and the "
+                f"model is not in this machine's cache. Download it once where the Hub is reachable "
+                f"(`hf download {name} --local-dir ./{folder}`), then start the app with `--model ./{folder}`."
+            )
+        return source
+    return name
+
+
+def _load_openvino(name: str, mode: str, engine: str, on_stage) -> tuple[LoadedModel | None, str]:
+    """(the model on OpenVINO, "") or, with --cpu-engine auto, (None, why the torch path runs instead).
+    With --cpu-engine openvino, a model it cannot run is a ModelError."""
+    from space import engine_openvino
+
+    def cannot(reason: str):
+        if engine == "openvino":
+            raise ModelError(f"--cpu-engine openvino cannot run {name}: {reason}. Use --cpu-engine torch (or auto).")
+        return None, f"Runs on torch, not OpenVINO: {reason}."
+
+    missing = engine_openvino.available()
+    if missing:
+        return cannot(missing)
+    source = _checkpoint_folder(name, on_stage)
+    from space.convert import ConversionError, convert, converted
+
+    try:
+        if not is_local(source):
+            from huggingface_hub import snapshot_download
+
+            on_stage("downloading the checkpoint")
+            source = snapshot_download(name)
+        folder = Path(source)
+        if converted(folder, mode) is None:
+            on_stage(f"converting for OpenVINO ({mode}), once")
+        ov_folder = convert(folder, mode, on_stage=on_stage)
+        on_stage("loading the tokenizer")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        on_stage("compiling the OpenVINO model")
+        model = engine_openvino.load(ov_folder, mode)
+    except ConversionError as error:
+        return cannot(f"it could not be converted ({error})")
+    except MemoryError as error:
+        raise ModelError(f"Out of memory converting {name} for OpenVINO: use a smaller model or --cpu-engine torch.") from error
+    except (OSError, ValueError, RuntimeError) as error:
+        return cannot(f"{type(error).__name__}: {_first_line(error)}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, name, "cpu", model.precision, mode, engine="openvino"), ""
+
+
+def _load_torch(name: str, device: str, dtype: str, mode: str, on_stage) -> LoadedModel:
+    torch_dtype = pick_dtype(dtype, device, quantized=mode != "none")
+    source = _checkpoint_folder(name, on_stage)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -200,10 +278,13 @@ class ModelLoader(Background[LoadedModel]):
     generate() thread then decoded ~15% slower (bench/RESULTS.md). Keep torch work off long-lived threads.
     """
 
-    def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None, quantize: str = "none"):
+    def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None, quantize: str = "none",
+                 cpu_engine: str = "torch"):
         self.name, self.device, self.dtype, self.quantize = str(name), device, dtype, quantize
+        self.cpu_engine = cpu_engine
         super().__init__(f"model '{self.name}'",
-                         lambda stage: load_model(self.name, device, dtype, quantize, on_stage=stage),
+                         lambda stage: load_model(self.name, device, dtype, quantize, on_stage=stage,
+                                                  cpu_engine=cpu_engine),
                          expected=(ModelError,), on_done=on_done)
 
     def start(self) -> "ModelLoader":
@@ -224,8 +305,9 @@ class ModelLoader(Background[LoadedModel]):
         where = f"\n\n<small>Loaded from `{self.name}`</small>" if is_local(self.name) else ""
         if self.state == "ready":
             m = self.get()
+            why = f" {m.why}" if m.why else ""
             return (f"**Model ready:** {self.label} is ready on {m.device} ({m.mode}, {m.window}-token window), "
-                    f"loaded in {self.elapsed:.0f} s.{where}")
+                    f"loaded in {self.elapsed:.0f} s.{why}{where}")
         if self.state == "failed":
             return f"**The chat model could not be loaded.** {self.error}"
         return f"**Loading the chat model** {self.label}: {self.stage}… ({self.elapsed:.0f} s).{where}"
