@@ -59,6 +59,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+try:  # SQLite writers of several processes queue on a lock file (see SQLiteStore._file_lock)
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy wait only
+    fcntl = None
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -518,7 +523,7 @@ def _fields(fields) -> dict:
 
 class SQLiteStore(Store):
     """One SQLite file: WAL (readers never wait for a writer), synchronous=FULL (a confirmed save is on
-    disk), writers of one process take turns on a lock, other processes wait up to 30 s for the file's."""
+    disk); writers take turns on a lock within a process and on `<file>.lock` between processes."""
 
     _unique_errors = (sqlite3.IntegrityError,)
     _lost_errors = (sqlite3.OperationalError,)
@@ -534,6 +539,16 @@ class SQLiteStore(Store):
         except OSError as error:
             raise StoreError(f"{SETTING}: cannot make the folder {path.parent} for the curation store "
                              f"({error.strerror or error}). Point it at a file in a folder you can write.") from None
+        try:
+            with open(path, "rb") as existing:
+                header = existing.read(16)
+        except FileNotFoundError:
+            header = b""
+        except OSError as error:
+            raise StoreError(f"{SETTING}: cannot read {path} ({error.strerror or error}).") from None
+        if header and header != b"SQLite format 3\x00":
+            raise StoreError(f"{SETTING}: {path} is not an SQLite database. Point it at a new file (it is created) "
+                             "or at the curation store's own file.")
         try:
             super().__init__()
         except sqlite3.DatabaseError as error:
@@ -554,7 +569,7 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def _begin(self, conn):
-        with self._write_lock:
+        with self._write_lock, self._file_lock():
             cur = conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -564,6 +579,21 @@ class SQLiteStore(Store):
                     cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _file_lock(self):
+        """Writers of several processes (two apps, a CLI) queue on a lock file beside the database: the
+        kernel wakes a waiter when the lock is free, where SQLite's own busy wait polls with growing sleeps
+        and can leave one process waiting seconds while others keep writing."""
+        if fcntl is None:
+            yield
+            return
+        handle = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(handle)  # releases the lock
 
 
 class PostgresStore(Store):

@@ -162,6 +162,52 @@ def test_concurrent_saves_of_different_records_all_kept_same_record_one_wins(loc
             store.close()
 
 
+REPLICA = """
+import sys
+from dolly.curation import Conflict, open_store
+location, key, me = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = open_store(location)
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
+for step in range(20):
+    store.edit(key, me, step, {"response": f"replica {me} step {step}"}, author=f"r{me}")
+try:
+    store.edit(key, 50, 0, {"response": f"replica {me}"}, author=f"r{me}")
+    print("won", flush=True)
+except Conflict as conflict:
+    print("refused", conflict.current.author, flush=True)
+"""
+
+
+def test_replicas_in_separate_processes_share_one_store(location, key):
+    """Three app processes on one store at once: all their saves of their own records are kept; of three saves
+    of the same record opened at the same version, one is kept and two are refused naming the winner."""
+    replicas = [subprocess.Popen([sys.executable, "-c", REPLICA, location, key, str(me)], cwd=ROOT, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for me in range(3)]
+    try:
+        for replica in replicas:
+            assert replica.stdout.readline().strip() == "ready", replica.stderr.read()
+        for replica in replicas:
+            replica.stdin.write("go\n")
+            replica.stdin.flush()
+        finished = [replica.communicate(timeout=120) for replica in replicas]
+        outcomes = [out.strip() for out, _ in finished]
+    finally:
+        for replica in replicas:
+            if replica.poll() is None:
+                replica.kill()
+    assert all(r.returncode == 0 for r in replicas), [err for _, err in finished]
+    assert sorted(o.split()[0] for o in outcomes) == ["refused", "refused", "won"]
+    winner = f"r{outcomes.index('won')}"
+    assert all(o == f"refused {winner}" for o in outcomes if o != "won")
+    with open_store(location) as store:
+        states = store.states(key)
+        assert {row: (s.version, s.fields["response"]) for row, s in states.items() if row < 3} == \
+            {me: (20, f"replica {me} step 19") for me in range(3)}
+        assert states[50].author == winner and len(store.history(key, 50)) == 1
+
+
 def test_edit_many_saves_all_or_nothing(location, key):
     with open_store(location) as store:
         store.edit(key, 2, 0, {"response": "someone else"}, author="ann")
