@@ -42,7 +42,8 @@ Windows). Never beside the data, which may sit in a read-only cache.
 
 Durability: a save returns once committed. SQLite runs in WAL mode with synchronous=FULL (the commit is on
 disk before the call returns); PostgreSQL commits with its default synchronous_commit=on. A kill -9 right
-after a save loses nothing that was confirmed.
+after a save loses nothing that was confirmed. Beside an SQLite file live its `-wal` and `-shm` files and a
+`.lock` file on which the writers of several processes queue; copy the store with the app stopped.
 """
 from __future__ import annotations
 
