@@ -195,3 +195,27 @@ def test_bad_input_is_a_clear_error_with_status_2_and_nothing_written(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "in", "taken.jsonl"]  # no partial files left
     done = curate(data, "--output", taken, "--force")
     assert done.returncode == 0 and len(load_records(str(taken), progress=False)) == 8
+
+
+def test_db_url_reads_the_decisions_of_a_postgresql_store(tmp_path):
+    from tests import postgres
+
+    why = postgres.unavailable()
+    if why:
+        pytest.skip(why)
+    server = postgres.Server()
+    try:
+        data = write_jsonl(tmp_path / "d.jsonl", make_records(10, seed=8))
+        key = dataset_key(load_records(str(data), progress=False))
+        with open_store(server.url) as store:
+            store.exclude(key, 0, 0, "off topic", author="ann")
+            store.edit(key, 1, 0, {"response": "edited on another replica"}, author="bob")
+        out = tmp_path / "curated.parquet"
+        done = curate(data, "--db", server.url, "--output", out)
+        assert done.returncode == 0, done.stderr
+        assert f"Curation decisions from {server.url}: 1 edited, 1 excluded (left out), 0 accepted." in done.stdout
+        got = load_records(str(out), progress=False)
+        assert len(got) == 9 and got.loc[0, "response"] == "edited on another replica"
+        assert list(got.columns) == ["instruction", "context", "response", "category"]  # no --curation-column
+    finally:
+        server.stop()
