@@ -80,10 +80,31 @@ def pick_mode(quantize: str | None, device: str) -> str:
     return mode
 
 
-def describe(mode: str, dtype: torch.dtype) -> str:
+def describe(mode: str, dtype: torch.dtype, decode_dtype: torch.dtype | None = None) -> str:
     """How the model computes, in words for the status line: 'int8 weights, bfloat16 activations'."""
     name = str(dtype).removeprefix("torch.")
-    return name if mode == "none" else f"{mode} weights, {name} activations"
+    if mode == "none":
+        return name
+    decoding = f" ({str(decode_dtype).removeprefix('torch.')} when decoding)" if decode_dtype not in (None, dtype) else ""
+    return f"{mode} weights, {name} activations{decoding}"
+
+
+def decode_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Make the quantized layers of `model` compute one decoded token in `dtype` (bf16), whatever the
+    model's own float dtype, and prompts in the model's dtype.
+
+    For a CPU without native bf16 (AVX2 only): PyTorch's int8 matrix-vector kernel is ~9x slower with
+    float32 input than with bf16 input there (17.35 against 1.92 ms on a 2048x8192 layer, issue 18),
+    while a bf16 prompt matmul is emulated and ~5x slower than float32. Decoding in bf16 and prefilling
+    in float32 is the fast one of each (bench/RESULTS.md). The bf16 scales are plain attributes, so a
+    later model.to(float32) leaves them as they are.
+    """
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            module.decode_scale = module.scale.to(dtype)
+        elif isinstance(module, Int4Linear):
+            module.decode_scale_zero = module.scale_zero.to(dtype)
+    return model
 
 
 # --- the quantized linears --------------------------------------------------------------------------
@@ -155,7 +176,8 @@ def _scratch_like(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if not hasattr(_scratch, "buffers"):
         _scratch.buffers = {}
     buffer = _scratch.buffers.get(dtype)
-    if buffer is None or buffer.numel() < weight.numel():
+    # A buffer made under inference_mode cannot be written outside it (and the other way round is slow).
+    if buffer is None or buffer.numel() < weight.numel() or buffer.is_inference() != torch.is_inference_mode_enabled():
         buffer = _scratch.buffers[dtype] = torch.empty(weight.numel(), dtype=dtype)
     return buffer[: weight.numel()].view(weight.shape)
 
@@ -182,9 +204,16 @@ class Int8Linear(nn.Module):
         self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale.to(dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.decode_scale = None  # decode_in() sets it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
+        if self.decode_scale is not None and rows.shape[0] < PREFILL_ROWS and rows.dtype != self.decode_scale.dtype:
+            out = torch._weight_int8pack_mm(rows.to(self.decode_scale.dtype).contiguous(), self.qweight,
+                                            self.decode_scale).to(x.dtype)
+            if self.bias is not None:
+                out = out + self.bias
+            return out.reshape(*x.shape[:-1], self.out_features)
         if rows.dtype != self.scale.dtype:
             rows = rows.to(self.scale.dtype)
         if rows.shape[0] < PREFILL_ROWS:
@@ -231,15 +260,19 @@ class Int4Linear(nn.Module):
         # [K/group, N, 2]: scale and zero of each group and output row, as the kernel wants them.
         self.register_buffer("scale_zero", torch.cat(scale_zero).transpose(0, 1).contiguous())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.decode_scale_zero = None  # decode_in() sets it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One kernel for prompts and tokens alike: at 128 rows it measured close to dequantizing the
         # weight plus a bf16 matmul, since unpacking its nibble layout in PyTorch costs more than it saves.
         rows = x.reshape(-1, self.in_features)
-        if rows.dtype != self.scale_zero.dtype:
-            rows = rows.to(self.scale_zero.dtype)
-        out = torch._weight_int4pack_mm_for_cpu(rows.contiguous(), self.qweight, self.group, self.scale_zero)
-        out = out[:, : self.out_features]
+        scale_zero = self.scale_zero
+        if self.decode_scale_zero is not None and rows.shape[0] < PREFILL_ROWS:
+            scale_zero = self.decode_scale_zero
+        if rows.dtype != scale_zero.dtype:
+            rows = rows.to(scale_zero.dtype)
+        out = torch._weight_int4pack_mm_for_cpu(rows.contiguous(), self.qweight, self.group, scale_zero)
+        out = out[:, : self.out_features].to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
