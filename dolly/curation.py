@@ -321,6 +321,30 @@ class Store:
                     conn.close()
             self._all, self._idle = [], []
 
+    # -- for modules that keep their own tables in this store (dolly/contributions.py) -----------------
+    # One database, one connection pool, one locking rule: such a module writes through `writing()` (the
+    # same write transaction and lock as a curation save) and reads through `reading()`.
+    @contextlib.contextmanager
+    def writing(self):
+        """One write transaction: a cursor, committed when the block ends (before it returns), rolled back
+        on an error. SQL goes through `sql()` (? placeholders in, the driver's style out)."""
+        with self._connection() as conn, self._begin(conn) as cur:
+            yield cur
+
+    @contextlib.contextmanager
+    def reading(self):
+        """A cursor for reads (each statement sees what was committed before it)."""
+        with self._connection() as conn:
+            yield conn.cursor()
+
+    def sql(self, text: str) -> str:
+        return self._q(text)
+
+    @property
+    def id_column(self) -> str:
+        """The column definition of an auto-numbered primary key `id` in this database's SQL."""
+        return self._id_column
+
     def __enter__(self):
         return self
 
