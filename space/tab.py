@@ -15,10 +15,13 @@ import logging
 from dataclasses import dataclass
 
 import gradio as gr
+from gradio.context import Context
 
 from dolly.source import hub_id
-from space.chat import DEFAULTS, EMPTY_REPLY, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations
+from space import conversations as saved_chats
+from space.chat import DEFAULTS, EMPTY_REPLY, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations, content_text
 from space.model import ModelError
+from space.transcript_export import NOTICE, file_name, is_passage, passage_message, to_json, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,12 @@ HINT = ("**Ask Dolly something**: an instruction or a question. For a question a
 COULD_NOT_ANSWER = "⚠️ Could not answer."
 STOPPED = "Stopped."
 NOTE = "Note:"
-NOTICE = "notice:"
+CUT_BY_RELOAD = "The page was closed or reloaded while this reply was being written, so it ends here."
+
+# Where the conversations live in the browser (localStorage keys). Gradio encrypts the stored value with
+# `secret`, which travels in the page's config: it hides nothing from the user whose browser it is, and a
+# fixed one keeps the chats readable after the server restarts (a random one would lose them every time).
+STORE_KEY, LIVE_KEY, STORE_SECRET = "open-dolly-chats", "open-dolly-chat-live", "open-dolly-chats-v1"
 
 PLACEHOLDERS = {
     "loading": "The model is still loading (see above); you can type already.",
@@ -64,9 +72,15 @@ SCROLL_TO_CONVERSATION = """() => { requestAnimationFrame(() =>
 
 # Gradio draws the chat's examples as role="list" holding buttons: assistive technology (and axe-core)
 # read that as a broken list. They are a group of buttons; drop the role wherever Gradio draws them.
+# The folded passage under a question: Gradio draws its arrow as an unnamed button inside the title, which
+# is itself the button (role=button) that folds and unfolds it; the arrow is decoration, so it leaves the
+# accessibility tree and cannot take focus (disabled; CSS passes its clicks to the title).
 HEAD = """<script>
-new MutationObserver(() => document.querySelectorAll('#chat-chatbot .examples[role=list]')
-  .forEach((e) => e.removeAttribute('role'))).observe(document.documentElement, {childList: true, subtree: true});
+new MutationObserver(() => {
+  document.querySelectorAll('#chat-chatbot .examples[role=list]').forEach((e) => e.removeAttribute('role'));
+  document.querySelectorAll('#chat-chatbot .thought-group .title button:not([aria-hidden])').forEach((e) => {
+    e.setAttribute('aria-hidden', 'true'); e.disabled = true; });
+}).observe(document.documentElement, {childList: true, subtree: true});
 </script>"""
 
 CSS = """
@@ -74,6 +88,12 @@ CSS = """
 #chat-reference-box { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .75rem 1rem;
                       background: var(--background-fill-secondary); }
 #chat-intro p, #chat-status p { margin: .15rem 0; }
+#chat-chatbot .thought-group .title button { pointer-events: none; }
+/* The list of chats: one per line, newest first, scrolling inside its panel; New chat stays beside it. */
+#chat-list { max-height: 16rem; overflow-y: auto; }
+#chat-list .wrap { flex-direction: column; align-items: stretch; }
+#chat-bar { flex-wrap: nowrap; align-items: flex-start; }
+#chat-bar > #chat-new { flex: none; }
 #chat-status small { color: var(--body-text-color); }
 /* Gradio's red stop button has white text at 3.8:1; WCAG AA asks 4.5:1. */
 #chat-stop { background: #b91c1c; border-color: #b91c1c; color: #fff; }
@@ -101,8 +121,9 @@ def is_notice(message) -> bool:
 
 
 def conversation(history) -> list:
-    """The messages that are the conversation itself: the user's and the model's, without notices."""
-    return [message for message in history or [] if not is_notice(message)]
+    """The messages that are the conversation itself: the user's and the model's, without notices or
+    the passages shown under questions."""
+    return [message for message in history or [] if not is_notice(message) and not is_passage(message)]
 
 
 def _role(message) -> str | None:
@@ -123,6 +144,16 @@ def last_user_turn(history) -> tuple[list, str | None]:
         if _role(history[i]) == "user":
             return history[:i], _text(history[i])
     return history, None
+
+
+def edited_history(history, index, text) -> tuple[list, str | None]:
+    """Edit & resend: (the history up to the edited user message, with `text` in its place, that text),
+    or (history, None) when `index` is no user message or the text is empty (nothing to send)."""
+    history = list(history or [])
+    text = content_text(text).strip()
+    if not isinstance(index, int) or not 0 <= index < len(history) or _role(history[index]) != "user" or not text:
+        return history, None
+    return history[:index] + [{"role": "user", "content": text}], text
 
 
 def mark_stopped(history) -> list:
@@ -214,19 +245,32 @@ def make_chat_fn(engine):
 def make_respond_fn(engine):
     """The chat box's reply: streams the history with the reply growing in it. Never raises: what
     goes wrong becomes a notice in the conversation, and when no reply was written at all the user's
-    message goes back into the box (outputs: chatbot, message box)."""
+    message goes back into the box (outputs: chatbot, message box, the browser's live copy).
 
-    def respond(pending, history, context, *settings):
+    The passage the question used is shown folded under it, so that a later change of the Context box
+    cannot make the transcript lie. As the reply grows it is written to the browser with each new piece
+    (only this conversation: a few kB, beside the chat's own update), so a reload mid-reply brings it
+    back as far as it got (space/conversations.py, merge_live)."""
+
+    def respond(pending, history, context, conversation_id, reference, *settings):
         history = list(history or [])
         if not pending:
-            yield gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip()
             return
         before = history[:-1]  # the last message is `pending`, already shown
+        question = history[-1:] + ([passage_message(context)] if (context or "").strip() else [])
+
+        def live(shown_now):
+            if conversation_id is None:
+                return gr.skip()
+            return saved_chats.live_record(conversation_id, shown_now, context, dict(zip(SETTING_NAMES, settings)),
+                                           reference)
 
         def failed(reason, text=""):
             if text:  # part of a reply was written: keep it, say why it ends there
-                return before + [history[-1], {"role": "assistant", "content": text}, notice(COULD_NOT_ANSWER, reason)], gr.skip()
-            return before + [notice(COULD_NOT_ANSWER, reason)], pending
+                return (before + question + [{"role": "assistant", "content": text}, notice(COULD_NOT_ANSWER, reason)],
+                        gr.skip(), gr.skip())
+            return before + [notice(COULD_NOT_ANSWER, reason)], pending, gr.skip()
 
         try:
             generation = engine.chat(pending, context or "", conversation(before), **dict(zip(SETTING_NAMES, settings)))
@@ -237,12 +281,13 @@ def make_respond_fn(engine):
             log.exception("chat request failed")
             yield failed(f"Something went wrong: {type(error).__name__}: {error}")
             return
-        shown = history + [notice(NOTE, text) for text in generation.notices]
+        shown = before + question + [notice(NOTE, text) for text in generation.notices]
         text = ""
         try:
-            yield shown, gr.skip()
+            yield shown, gr.skip(), live(shown)
             for text in generation:
-                yield shown + [{"role": "assistant", "content": text}], gr.skip()
+                growing = shown + [{"role": "assistant", "content": text}]
+                yield growing, gr.skip(), live(growing)
         except (ModelError, ChatInputError) as error:
             yield failed(str(error), text)
             return
@@ -253,7 +298,7 @@ def make_respond_fn(engine):
         finally:
             generation.cancel()  # Stop or a closed page: generation ends at its next token
         if not text:
-            yield shown + [{"role": "assistant", "content": EMPTY_REPLY}], gr.skip()
+            yield shown + [{"role": "assistant", "content": EMPTY_REPLY}], gr.skip(), gr.skip()
 
     return respond
 
@@ -274,47 +319,77 @@ class ChatTab:
     pending: gr.State  # the message being answered
     stopped: gr.State  # True once Stop was pressed for the reply being written
     busy: gr.State  # True from a send until its reply ended, however it ended
-    saved: gr.State  # the conversation Try in chat replaced: (history, context), or None
+    saved: gr.State  # the id of the conversation Try in chat left (the Restore button opens it), or None
+    chats: gr.BrowserState  # every conversation, in the browser (space/conversations.py)
+    live: gr.BrowserState  # the conversation whose reply is being written, as it grows
+    current: gr.State  # the id of the conversation shown, None until its first message is saved
+    chat_list: gr.Radio
+    chats_box: gr.Accordion
+    title: gr.Textbox
     concurrency: int = 2
 
+    @property
+    def shown(self) -> list:
+        """What showing a conversation sets (see _shown_values)."""
+        return [self.chatbot, self.context, self.reference, self.reference_box] + self.controls
+
+    @property
+    def listed(self) -> list:
+        """What shows the list (see _list_values)."""
+        return [self.chat_list, self.chats_box, self.title]
+
+    @property
+    def save_args(self) -> tuple[list, list]:
+        """(inputs, outputs) of _save: the conversation shown, written into the browser's list."""
+        return ([self.chats, self.current, self.chatbot, self.context, self.reference] + self.controls,
+                [self.chats, self.current] + self.listed)
+
+    def save(self, dependency):
+        """After `dependency`, however it ended: save the conversation shown."""
+        return dependency.then(_save, *self.save_args, queue=False, show_progress="hidden", api_visibility="private")
+
     def answer(self, dependency):
-        """After `dependency` (which put the user's message in the chat and in `pending`), write the
-        reply, then give the Send button back. The last step runs however the reply ended."""
+        """After `dependency` (which put the user's message in the chat and in `pending`), save the
+        conversation (a new one gets its id and its place in the list), write the reply, then give the
+        Send button back and save again. The last steps run however the reply ended."""
         private = dict(api_visibility="private")
-        respond = dependency.success(
-            make_respond_fn(self.engine), [self.pending, self.chatbot, self.context] + self.controls,
-            [self.chatbot, self.message], concurrency_limit=self.concurrency, concurrency_id="dolly-chat",
+        saved = dependency.success(_save, *self.save_args, queue=False, show_progress="hidden", **private)
+        respond = saved.success(
+            make_respond_fn(self.engine),
+            [self.pending, self.chatbot, self.context, self.current, self.reference] + self.controls,
+            [self.chatbot, self.message, self.live], concurrency_limit=self.concurrency, concurrency_id="dolly-chat",
             show_progress="hidden", **private)
-        respond.then(self._finish, [self.chatbot, self.stopped],
-                     [self.chatbot, self.stopped, self.busy, self.send, self.stop],
-                     queue=False, show_progress="hidden", **private)
+        finished = respond.then(self._finish, [self.chatbot, self.stopped],
+                                [self.chatbot, self.stopped, self.busy, self.send, self.stop, self.live],
+                                queue=False, show_progress="hidden", **private)
+        self.save(finished)
         self.stop.click(None, cancels=[respond], queue=False, **private)
         return respond
 
     @staticmethod
     def _finish(history, stopped):
         return (mark_stopped(history) if stopped else gr.skip(), False, False,
-                gr.Button(visible=True), gr.Button(visible=False))
+                gr.Button(visible=True), gr.Button(visible=False), saved_chats.NO_LIVE)
 
     def wire_try_in_chat(self, button: gr.Button, selected: gr.State, tabs: gr.Tabs | None = None):
-        """Try in chat: a fresh conversation (the earlier one can be restored) with the record's
-        instruction sent at once, its context in the Context box, and the human reference response
-        beside the answer (under it on a phone), scrolled into view."""
+        """Try in chat: a new conversation (the earlier one stays in the list, and Restore opens it
+        again) with the record's instruction sent at once, its context in the Context box, and the
+        human reference response beside the answer (under it on a phone), scrolled into view."""
         private = dict(api_visibility="private")
 
-        def start(record, history, context, busy):
+        def start(record, history, current, busy):
             not_busy(busy)
             message, record_context, reference = try_in_chat(record)
-            history = list(history or [])
-            saved = (history, context) if history else gr.skip()
+            earlier = current if history else None
             return ([{"role": "user", "content": message}], message, record_context, reference,
-                    gr.Column(visible=True), saved, gr.Button(visible=bool(history)) if history else gr.skip(),
-                    False, True, gr.Button(visible=False), gr.Button(visible=True), "")
+                    gr.Column(visible=True), earlier if earlier else gr.skip(),
+                    gr.Button(visible=True) if earlier else gr.skip(),
+                    False, True, gr.Button(visible=False), gr.Button(visible=True), "", None)
 
         event = button.click(
-            start, [selected, self.chatbot, self.context, self.busy],
+            start, [selected, self.chatbot, self.current, self.busy],
             [self.chatbot, self.pending, self.context, self.reference, self.reference_box, self.saved, self.restore,
-             self.stopped, self.busy, self.send, self.stop, self.message],
+             self.stopped, self.busy, self.send, self.stop, self.message, self.current],
             queue=False, show_progress="hidden", **private)
         if tabs is not None:
             event = event.success(lambda: gr.Tabs(selected="chat"), outputs=tabs, queue=False, **private)
@@ -324,6 +399,101 @@ class ChatTab:
         # the tab switched and the answer grew.
         respond.then(None, js=SCROLL_TO_CONVERSATION, **private)
         return respond
+
+
+def _settings_dict(values) -> dict:
+    return dict(zip(SETTING_NAMES, values))
+
+
+def _shown_values(conversation) -> list:
+    """A conversation's history, Context, reference and settings for the components of ChatTab.shown;
+    None: an empty chat (the settings stay as they are)."""
+    if conversation is None:
+        return [[], "", "", gr.Column(visible=False)] + [gr.skip()] * len(SETTING_NAMES)
+    settings = conversation.get("settings") or {}
+    return ([conversation["history"], conversation["context"], conversation["reference"],
+             gr.Column(visible=bool(conversation["reference"]))]
+            + [settings[name] if name in settings else gr.skip() for name in SETTING_NAMES])
+
+
+def _list_values(store, current) -> list:
+    """The list (newest first, the shown one selected), its heading with the count, the shown one's title."""
+    conversation = saved_chats.find(store, current) if current else None
+    count = len(store["conversations"])
+    return [gr.Radio(choices=saved_chats.choices(store), value=current if conversation else None),
+            gr.Accordion(label=f"Your chats ({count})"), conversation["title"] if conversation else ""]
+
+
+def _save(store, current, history, context, reference, *settings):
+    store, current = saved_chats.save(store, current, history, context, _settings_dict(settings), reference)
+    return [store, current] + _list_values(store, current)
+
+
+def _on_load(store, live):
+    """The page opened (or was reloaded): the list from the browser, a reply cut by the reload put back
+    and marked, and the conversation that was open shown again."""
+    store = saved_chats.merge_live(store, live, notice(STOPPED, CUT_BY_RELOAD))
+    current = store["active"]
+    return [store, saved_chats.NO_LIVE, current] + _shown_values(saved_chats.find(store, current)) + _list_values(store, current)
+
+
+def _open(store, conversation_id, busy):
+    not_busy(busy)
+    store, conversation = saved_chats.open_(store, conversation_id)
+    current = conversation["id"] if conversation else None
+    return [store, current] + _shown_values(conversation) + _list_values(store, current)
+
+
+def _new_chat(store, busy):
+    """New chat: an empty conversation; the one shown stays in the list."""
+    not_busy(busy)
+    store = saved_chats.clean_store(store)
+    store["active"] = None
+    return [store, None] + _shown_values(None) + _list_values(store, None)
+
+
+def _rename(store, current, title):
+    try:
+        store = saved_chats.rename(store, current, title)
+    except ValueError as error:
+        raise gr.Error(str(error), title="Cannot rename", print_exception=False) from None
+    return [store] + _list_values(store, current)
+
+
+def _delete(store, current, busy):
+    not_busy(busy)
+    store, following = saved_chats.delete(store, current)
+    return [store, following] + _shown_values(saved_chats.find(store, following)) + _list_values(store, following)
+
+
+def _export(history, title, kind):
+    """(file name, MIME type, text) of the conversation shown, for the browser to download: the file is
+    made in the page, so nothing of the conversation is written on the server."""
+    if not any(_role(m) == "user" for m in history or []):
+        raise gr.Error("There is nothing to export yet: the conversation is empty.", title="Nothing to export",
+                       print_exception=False)
+    title = title or saved_chats.title_of(history)
+    if kind == "md":
+        return [file_name(title, "md"), "text/markdown", to_markdown(history, title)]
+    return [file_name(title, "json"), "application/json", to_json(history)]
+
+
+def _export_markdown(history, title):
+    return _export(history, title, "md")
+
+
+def _export_json(history, title):
+    return _export(history, title, "json")
+
+
+DOWNLOAD = """(name, type, text) => {
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([text], {type: type + ';charset=utf-8'}));
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+}"""
 
 
 def not_busy(busy):
@@ -350,6 +520,15 @@ def _retry(history, busy):
         return gr.skip(), "", False, False, gr.skip(), gr.skip()
     return (before + [{"role": "user", "content": message}], message, False, True,
             gr.Button(visible=False), gr.Button(visible=True))
+
+
+def _edit(history, busy, evt: gr.EditData):
+    """Edit & resend: the conversation up to the edited message, which is sent again as edited."""
+    not_busy(busy)
+    history, message = edited_history(history, evt.index, evt.value)
+    if message is None:  # an empty edit sends nothing; the message shows as it was
+        return history, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return history, message, False, True, gr.Button(visible=False), gr.Button(visible=True)
 
 
 def _undo(history):
@@ -399,11 +578,30 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     status = gr.Markdown(engine.status(), elem_id="chat-status")
     timer = gr.Timer(1.0, active=True)  # polls the engine while its state may change (status_line)
     seen = gr.State(None)
+    # The conversations, kept in this browser: a list newest first, and what can be done with the one shown.
+    chats = gr.BrowserState(saved_chats.empty_store(), storage_key=STORE_KEY, secret=STORE_SECRET)
+    live = gr.BrowserState(None, storage_key=LIVE_KEY, secret=STORE_SECRET)
+    with gr.Row(equal_height=False, elem_id="chat-bar"):
+        new_chat = gr.Button("New chat", size="sm", scale=0, min_width=110, elem_id="chat-new")
+        with gr.Accordion("Your chats (0)", open=False, elem_id="chat-chats") as chats_box:
+            chat_list = gr.Radio([], label="Your chats, newest first (kept in this browser only)",
+                                 elem_id="chat-list")
+            with gr.Row(equal_height=True):
+                title = gr.Textbox(label="Title of this chat", max_lines=1, scale=3, min_width=200,
+                                   elem_id="chat-title")
+                rename = gr.Button("Rename", size="sm", scale=0, min_width=90, elem_id="chat-rename")
+            with gr.Row():
+                export_md = gr.Button("Export Markdown", size="sm", elem_id="chat-export-md")
+                export_json = gr.Button("Export JSON (OpenAI messages)", size="sm", elem_id="chat-export-json")
+                delete = gr.Button("Delete this chat", size="sm", variant="stop", elem_id="chat-delete")
+            gr.Markdown(f"<small>The newest {saved_chats.MAX_CONVERSATIONS} chats are kept (at most about "
+                        f"{saved_chats.MAX_STORE_CHARS / 1e6:g} million characters); past that the chat used "
+                        "longest ago is dropped. Export a chat to keep it for good.</small>", elem_id="chat-list-note")
     with gr.Row(equal_height=False, elem_id="chat-conversation"):
         with gr.Column(scale=3, min_width=320):
             chatbot = gr.Chatbot(
                 label="Conversation with Dolly", show_label=False, height=460, elem_id="chat-chatbot",
-                buttons=["copy"], placeholder=HINT,
+                buttons=["copy"], placeholder=HINT, editable="user",
                 examples=[{"text": message, "display_text": message + (" (with a passage)" if context else "")}
                           for message, context in EXAMPLES],
             )
@@ -435,8 +633,9 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
                 setting(gr.Number(DEFAULTS["seed"], precision=0, label="Seed (-1 = random)")),
             ]
     pending, stopped, busy, saved = gr.State(""), gr.State(False), gr.State(False), gr.State(None)
+    current = gr.State(None)
     tab = ChatTab(engine, chatbot, message, context, controls, send, stop, restore, reference_box, reference,
-                  status, pending, stopped, busy, saved, concurrency)
+                  status, pending, stopped, busy, saved, chats, live, current, chat_list, chats_box, title, concurrency)
 
     timer.tick(lambda seen_state, tokens: _tick(engine, seen_state, tokens), [seen, controls[4]],
                [status, timer, seen, controls[4], message, intro_line], queue=False, show_progress="hidden", **private)
@@ -446,15 +645,29 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
         tab.answer(trigger(_submit, [message, chatbot, busy], [message] + starts, **quick))
     tab.answer(chatbot.retry(_retry, [chatbot, busy], starts, **quick))
     tab.answer(chatbot.example_select(_example, [busy], starts[:2] + [context] + starts[2:], **quick))
-    chatbot.undo(_undo, [chatbot], [chatbot, message], queue=False, **private)
-    # Clear starts over: the reference and the Context belong to the conversation that was cleared.
-    chatbot.clear(lambda: ("", gr.Column(visible=False), ""), None, [context, reference_box, reference],
-                  queue=False, **private)
+    tab.answer(chatbot.edit(_edit, [chatbot, busy], starts, **quick))
+    tab.save(chatbot.undo(_undo, [chatbot], [chatbot, message], queue=False, **private))
+    # Clear starts a new chat: the one cleared stays in the list, with its Context and reference.
+    chatbot.clear(_new_chat, [chats, busy], [chats, current] + tab.shown + tab.listed, **quick)
     stop.click(lambda history: (mark_stopped(history), True), [chatbot], [chatbot, stopped], queue=False, **private)
     hide.click(lambda: gr.Column(visible=False), outputs=reference_box, queue=False, **private)
-    restore.click(lambda pair: (pair[0], pair[1], None, gr.Button(visible=False), gr.Column(visible=False))
-                  if pair else (gr.skip(),) * 5,
-                  [saved], [chatbot, context, saved, restore, reference_box], queue=False, **private)
+
+    # The list: page load (and reload) restores; New chat, open, rename, delete, export.
+    Context.root_block.load(_on_load, [chats, live], [chats, live, current] + tab.shown + tab.listed,
+                                       **quick)
+    new_chat.click(_new_chat, [chats, busy], [chats, current] + tab.shown + tab.listed, **quick)
+    chat_list.input(_open, [chats, chat_list, busy], [chats, current] + tab.shown + tab.listed, **quick)
+    for trigger in (rename.click, title.submit):
+        trigger(_rename, [chats, current, title], [chats] + tab.listed, **quick)
+    delete.click(_delete, [chats, current, busy], [chats, current] + tab.shown + tab.listed, **quick)
+    # The Context typed for a chat is kept with it even before the next send.
+    context.blur(_save, *tab.save_args, **quick)
+    # Restore earlier chat (after Try in chat): the list's conversation that was open before.
+    restore.click(_open, [chats, saved, busy], [chats, current] + tab.shown + tab.listed, **quick).success(
+        lambda: (None, gr.Button(visible=False)), None, [saved, restore], **quick)
+    download = [gr.Textbox(visible="hidden", elem_id=f"chat-download-{part}") for part in ("name", "type", "text")]
+    for button, export in ((export_md, _export_markdown), (export_json, _export_json)):
+        button.click(export, [chatbot, title], download, **quick).success(None, download, None, js=DOWNLOAD, **private)
 
     # The /chat API: the same engine call, errors raised for the caller (see the module docstring).
     api_reply = gr.Textbox(visible=False)
