@@ -12,13 +12,16 @@ Call `build_chat_tab(engine)` inside a `gr.Tab`; wire the Explorer's button with
 `ChatTab.wire_try_in_chat`.
 """
 import logging
+import time
 from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 from gradio.context import Context
 
 from dolly.source import hub_id
 from space import conversations as saved_chats
+from space.chat_meters import prompt_meter, reply_stats
 from space.chat import DEFAULTS, EMPTY_REPLY, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations, content_text
 from space.model import ModelError
 from space.transcript_export import NOTICE, file_name, is_passage, passage_message, to_json, to_markdown
@@ -245,7 +248,8 @@ def make_chat_fn(engine):
 def make_respond_fn(engine):
     """The chat box's reply: streams the history with the reply growing in it. Never raises: what
     goes wrong becomes a notice in the conversation, and when no reply was written at all the user's
-    message goes back into the box (outputs: chatbot, message box, the browser's live copy).
+    message goes back into the box (outputs: chatbot, message box, the browser's live copy, the small
+    print under the chat with the reply's tokens and speed, once it is written).
 
     The passage the question used is shown folded under it, so that a later change of the Context box
     cannot make the transcript lie. As the reply grows it is written to the browser with each new piece
@@ -255,7 +259,7 @@ def make_respond_fn(engine):
     def respond(pending, history, context, conversation_id, reference, *settings):
         history = list(history or [])
         if not pending:
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         before = history[:-1]  # the last message is `pending`, already shown
         question = history[-1:] + ([passage_message(context)] if (context or "").strip() else [])
@@ -269,8 +273,8 @@ def make_respond_fn(engine):
         def failed(reason, text=""):
             if text:  # part of a reply was written: keep it, say why it ends there
                 return (before + question + [{"role": "assistant", "content": text}, notice(COULD_NOT_ANSWER, reason)],
-                        gr.skip(), gr.skip())
-            return before + [notice(COULD_NOT_ANSWER, reason)], pending, gr.skip()
+                        gr.skip(), gr.skip(), gr.skip())
+            return before + [notice(COULD_NOT_ANSWER, reason)], pending, gr.skip(), gr.skip()
 
         try:
             generation = engine.chat(pending, context or "", conversation(before), **dict(zip(SETTING_NAMES, settings)))
@@ -282,12 +286,14 @@ def make_respond_fn(engine):
             yield failed(f"Something went wrong: {type(error).__name__}: {error}")
             return
         shown = before + question + [notice(NOTE, text) for text in generation.notices]
-        text = ""
+        text, started, first, last = "", time.monotonic(), None, None
         try:
-            yield shown, gr.skip(), live(shown)
+            yield shown, gr.skip(), live(shown), ""
             for text in generation:
+                last = time.monotonic()
+                first = first or last
                 growing = shown + [{"role": "assistant", "content": text}]
-                yield growing, gr.skip(), live(growing)
+                yield growing, gr.skip(), live(growing), gr.skip()
         except (ModelError, ChatInputError) as error:
             yield failed(str(error), text)
             return
@@ -297,8 +303,12 @@ def make_respond_fn(engine):
             return
         finally:
             generation.cancel()  # Stop or a closed page: generation ends at its next token
+        stats = (f"<small>This reply: {reply_stats(generation.completion_tokens, last - first, first - started)}</small>"
+                 if first is not None else "")
         if not text:
-            yield shown + [{"role": "assistant", "content": EMPTY_REPLY}], gr.skip(), gr.skip()
+            yield shown + [{"role": "assistant", "content": EMPTY_REPLY}], gr.skip(), gr.skip(), stats
+        else:
+            yield gr.skip(), gr.skip(), gr.skip(), stats
 
     return respond
 
@@ -326,6 +336,8 @@ class ChatTab:
     chat_list: gr.Radio
     chats_box: gr.Accordion
     title: gr.Textbox
+    stats: gr.Markdown  # the last reply's tokens and speed, in small print under the chat
+    meter: gr.Markdown  # the next prompt's share of the window, under the message box
     concurrency: int = 2
 
     @property
@@ -345,8 +357,14 @@ class ChatTab:
                 [self.chats, self.current] + self.listed)
 
     def save(self, dependency):
-        """After `dependency`, however it ended: save the conversation shown."""
-        return dependency.then(_save, *self.save_args, queue=False, show_progress="hidden", api_visibility="private")
+        """After `dependency`, however it ended: save the conversation shown (and measure the next prompt)."""
+        return self.measure(dependency.then(_save, *self.save_args, queue=False, show_progress="hidden",
+                                            api_visibility="private"))
+
+    def measure(self, dependency):
+        """After `dependency`: the meter under the message box, for the conversation as it is now."""
+        return dependency.then(partial(_meter, self.engine), [self.message, self.context, self.chatbot, self.controls[4]],
+                               self.meter, queue=False, show_progress="hidden", api_visibility="private")
 
     def answer(self, dependency):
         """After `dependency` (which put the user's message in the chat and in `pending`), save the
@@ -357,7 +375,7 @@ class ChatTab:
         respond = saved.success(
             make_respond_fn(self.engine),
             [self.pending, self.chatbot, self.context, self.current, self.reference] + self.controls,
-            [self.chatbot, self.message, self.live], concurrency_limit=self.concurrency, concurrency_id="dolly-chat",
+            [self.chatbot, self.message, self.live, self.stats], concurrency_limit=self.concurrency, concurrency_id="dolly-chat",
             show_progress="hidden", **private)
         finished = respond.then(self._finish, [self.chatbot, self.stopped],
                                 [self.chatbot, self.stopped, self.busy, self.send, self.stop, self.live],
@@ -399,6 +417,17 @@ class ChatTab:
         # the tab switched and the answer grew.
         respond.then(None, js=SCROLL_TO_CONVERSATION, **private)
         return respond
+
+
+def _meter(engine, message, context, history, max_new_tokens):
+    """The meter's line (space/chat_meters.py); empty until a local model is ready (a --backend model's
+    tokenizer is on another machine: its meter is not shown)."""
+    loader = getattr(engine, "loader", None)
+    if loader is None or engine.state != "ready":
+        return ""
+    lm = loader.get()
+    line, warns = prompt_meter(lm.tokenizer, lm.window, message, context, conversation(history), max_new_tokens)
+    return f"<small><strong>{line}</strong></small>" if warns else f"<small>{line}</small>"
 
 
 def _settings_dict(values) -> dict:
@@ -608,6 +637,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
         with gr.Column(scale=2, min_width=320, visible=False, elem_id="chat-reference-box") as reference_box:
             reference = gr.Markdown(elem_id="chat-reference")
             hide = gr.Button("Hide reference", size="sm", elem_id="chat-hide-reference")
+    stats = gr.Markdown("", elem_id="chat-stats")  # not in the chat's column: the reference sits right under it
     with gr.Row(equal_height=False, elem_id="chat-input"):
         message = gr.Textbox(label="Message", placeholder=PLACEHOLDERS.get(engine.state, PLACEHOLDERS["ready"]),
                              lines=1, max_lines=8, scale=3, min_width=260, elem_id="chat-message")  # 1: Enter sends
@@ -620,6 +650,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
             send = gr.Button("Send", variant="primary", elem_id="chat-send")
             stop = gr.Button("Stop", variant="stop", visible=False, elem_id="chat-stop")
             restore = gr.Button("Restore earlier chat", size="sm", visible=False, elem_id="chat-restore")
+    meter = gr.Markdown("", elem_id="chat-meter")
     with gr.Accordion("Generation settings", open=False, elem_id="chat-settings"):
         with gr.Row():
             controls = [
@@ -635,10 +666,13 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     pending, stopped, busy, saved = gr.State(""), gr.State(False), gr.State(False), gr.State(None)
     current = gr.State(None)
     tab = ChatTab(engine, chatbot, message, context, controls, send, stop, restore, reference_box, reference,
-                  status, pending, stopped, busy, saved, chats, live, current, chat_list, chats_box, title, concurrency)
+                  status, pending, stopped, busy, saved, chats, live, current, chat_list, chats_box, title, stats, meter,
+                  concurrency)
 
-    timer.tick(lambda seen_state, tokens: _tick(engine, seen_state, tokens), [seen, controls[4]],
-               [status, timer, seen, controls[4], message, intro_line], queue=False, show_progress="hidden", **private)
+    # (The meter too: it appears once the model is ready, and follows a reply as it grows.)
+    tab.measure(timer.tick(lambda seen_state, tokens: _tick(engine, seen_state, tokens), [seen, controls[4]],
+                           [status, timer, seen, controls[4], message, intro_line], queue=False, show_progress="hidden",
+                           **private))
     quick = dict(queue=False, show_progress="hidden", **private)
     starts = [chatbot, pending, stopped, busy, send, stop]
     for trigger in (message.submit, send.click):
@@ -648,18 +682,22 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     tab.answer(chatbot.edit(_edit, [chatbot, busy], starts, **quick))
     tab.save(chatbot.undo(_undo, [chatbot], [chatbot, message], queue=False, **private))
     # Clear starts a new chat: the one cleared stays in the list, with its Context and reference.
-    chatbot.clear(_new_chat, [chats, busy], [chats, current] + tab.shown + tab.listed, **quick)
+    tab.measure(chatbot.clear(_new_chat, [chats, busy], [chats, current] + tab.shown + tab.listed, **quick))
     stop.click(lambda history: (mark_stopped(history), True), [chatbot], [chatbot, stopped], queue=False, **private)
     hide.click(lambda: gr.Column(visible=False), outputs=reference_box, queue=False, **private)
 
     # The list: page load (and reload) restores; New chat, open, rename, delete, export.
-    Context.root_block.load(_on_load, [chats, live], [chats, live, current] + tab.shown + tab.listed,
-                                       **quick)
-    new_chat.click(_new_chat, [chats, busy], [chats, current] + tab.shown + tab.listed, **quick)
-    chat_list.input(_open, [chats, chat_list, busy], [chats, current] + tab.shown + tab.listed, **quick)
+    tab.measure(Context.root_block.load(_on_load, [chats, live], [chats, live, current] + tab.shown + tab.listed,
+                                        **quick))
+    tab.measure(new_chat.click(_new_chat, [chats, busy], [chats, current] + tab.shown + tab.listed, **quick))
+    tab.measure(chat_list.input(_open, [chats, chat_list, busy], [chats, current] + tab.shown + tab.listed, **quick))
     for trigger in (rename.click, title.submit):
         trigger(_rename, [chats, current, title], [chats] + tab.listed, **quick)
-    delete.click(_delete, [chats, current, busy], [chats, current] + tab.shown + tab.listed, **quick)
+    tab.measure(delete.click(_delete, [chats, current, busy], [chats, current] + tab.shown + tab.listed, **quick))
+    # The meter follows the boxes, typed or set (the newest change wins), and the reply's room.
+    for trigger in (message.change, context.change, controls[4].change):
+        trigger(partial(_meter, engine), [message, context, chatbot, controls[4]], meter, trigger_mode="always_last",
+                **quick)
     # The Context typed for a chat is kept with it even before the next send.
     context.blur(_save, *tab.save_args, **quick)
     # Restore earlier chat (after Try in chat): the list's conversation that was open before.

@@ -459,7 +459,7 @@ def test_a_failed_reply_is_a_notice_and_the_text_goes_back_in_the_box(tmp_path):
     history = [user("earlier"), assistant("answer"), user("Hello?")]
     # (message, history, Context, the conversation's id (None: not saved), reference, settings)
     outputs = list(respond("Hello?", history, "", None, "", *validate_settings().__dict__.values()))
-    shown, box, _live = outputs[-1]
+    shown, box = outputs[-1][:2]
     assert shown[:2] == history[:2] and notice_title(shown[-1]) == COULD_NOT_ANSWER
     assert "Model folder not found" in shown[-1]["content"]
     assert box == "Hello?"
