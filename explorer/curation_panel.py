@@ -9,16 +9,27 @@ plain functions here, tested without a browser.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 
 import gradio as gr
+import numpy as np
 
 from dolly.curation import ANONYMOUS, Change, CurationError, RecordState, Store, dataset_key, when
 from dolly.data import REQUIRED_COLUMNS
-from explorer.query import Index
+from explorer.query import Index, Selection
+from explorer.signals import CITATION_FIELDS, remove_citations
 
 CSS = """
+/* The "Show" choice beside the summary line on wide screens (its two options on one line); under it on phones. */
+#explorer-summary-row { align-items: center; }
+@media (min-width: 901px) {
+  #explorer-summary-row { flex-wrap: nowrap; }
+  #explorer-summary-row > #explorer-summary { flex: 1 1 auto !important; min-width: 0; }
+  #explorer-shown { flex: 0 0 auto !important; width: auto !important; }
+  #explorer-shown .wrap { flex-wrap: nowrap; }
+}
 #explorer-curate { border-top: 1px solid var(--border-color-primary); padding-top: .4rem; }
 #explorer-curate-status p { margin: .2rem 0; }
 #explorer-curate-message:has(p) { border-left: 3px solid #b91c1c; padding: .2rem .6rem; }
@@ -62,6 +73,64 @@ def status_md(state: RecordState, counts: dict[str, int], history: list[Change])
 def edited_fields(record: dict, form: dict) -> dict:
     """The form's fields that differ from the original record: an unchanged field is not an edit."""
     return {name: form[name] for name in REQUIRED_COLUMNS if name in form and form[name] != record.get(name, "")}
+
+
+CURATED, ORIGINAL = "curated", "original"  # the two ways the Explorer shows the records (its "Show" choice)
+PREVIEW_RECORDS = 3  # records whose change the citation fix's preview shows in full
+
+
+def visible_rows(selection: Selection, states: dict[int, RecordState], shown: str) -> Selection:
+    """`selection` as the Explorer shows it: curated, without the excluded records; original, all of them."""
+    if shown == ORIGINAL or not states:
+        return selection
+    excluded = np.fromiter((row for row, state in states.items() if state.status == "excluded"), np.int64)
+    if not len(excluded):
+        return selection
+    return dataclasses.replace(selection, rows=selection.rows[~np.isin(selection.rows, excluded)])
+
+
+def as_curated(records: list[dict], states: dict[int, RecordState], shown: str) -> list[dict]:
+    """The records of a page with their edits applied (curated), or as they are (original)."""
+    if shown == ORIGINAL:
+        return records
+    return [states[r["row"]].apply(r) if r["row"] in states else r for r in records]
+
+
+def shown_choices(counts: dict[str, int]) -> list[tuple[str, str]]:
+    """The "Show" choice (curated: edits applied, excluded hidden; or original), curated with the dataset's counts."""
+    tally = " · ".join(f"{counts.get(name, 0):,} {name}" for name in ("edited", "excluded", "accepted"))
+    return [(f"curated ({tally})", CURATED), ("original", ORIGINAL)]
+
+
+def citation_fixes(records: list[dict], states: dict[int, RecordState]) -> tuple[dict, list[tuple[dict, dict]]]:
+    """The citation-marker fix for `records` (a selection, as loaded) as curated now:
+    ({row: (version, fields changed)} for the store's edit_many, [(before, after) records] that change)."""
+    edits, changes = {}, []
+    for record in records:
+        state = states.get(record["row"], RecordState(record["row"]))
+        if state.status == "excluded":
+            continue
+        before = state.apply(record)
+        fixed = {name: remove_citations(before[name]) for name in CITATION_FIELDS if before.get(name)}
+        fixed = {name: text for name, text in fixed.items() if text != before[name]}
+        if fixed:
+            edits[record["row"]] = (state.version, {**state.fields, **fixed})
+            changes.append((before, {**before, **fixed}))
+    return edits, changes
+
+
+def fix_preview_md(changes: list[tuple[dict, dict]]) -> str:
+    """How many records the fix changes, and the first few, before and after."""
+    if not changes:
+        return "No record of the selection has citation markers: nothing to change."
+    parts = [f"**{len(changes):,} record{'s' if len(changes) != 1 else ''}** of the selection would change. "
+             f"The first {min(len(changes), PREVIEW_RECORDS)}:"]
+    for before, after in changes[:PREVIEW_RECORDS]:
+        for name in CITATION_FIELDS:
+            if before.get(name) != after.get(name):
+                parts.append(f"- Row {before['row']}, {name}: <del>{html.escape(before[name][:300])}</del><br>"
+                             f"<ins>{html.escape(after[name][:300])}</ins>")
+    return "\n".join(parts)
 
 
 class CurationPanel:
@@ -151,3 +220,44 @@ class CurationPanel:
             # A conflict (or a refusal): the newer state is shown above; the form keeps what was typed.
             return self.view(index, record, f"⚠️ {err}", keep_form=action == "edit")
         return self.view(index, record, f"Saved: row {row} {state.describe()}.", state=state)
+
+
+class CitationFix:
+    """"Fix the selection": remove citation markers from every record of the selection, previewed first
+    (how many records change, the first few before and after), then applied as one all-or-nothing save."""
+
+    def __init__(self, store: Store | None):
+        self.store = store
+        with gr.Accordion("Fix the selection", open=False, visible=store is not None, elem_id="explorer-fix-panel"):
+            gr.Markdown("Remove citation markers (`[12]`, `[citation needed]`, `[a]`) from the context and response "
+                        "of every record in the selection, as the dolly-15k card recommends. Nothing changes until "
+                        "you apply the preview; each record's change is kept in its history, and Undo reverts it.")
+            with gr.Row():
+                self.preview = gr.Button("Preview: remove citation markers", elem_id="explorer-fix-preview")
+                self.apply = gr.Button("Apply to the records shown", variant="primary", interactive=False,
+                                       elem_id="explorer-fix-apply")
+            self.result = gr.Markdown("", elem_id="explorer-fix-result")
+            self.pending = gr.State(None)  # {"key", "edits": {row: (version, fields)}} of the last preview
+
+    def outputs(self) -> list:
+        return [self.result, self.apply, self.pending]
+
+    def show_preview(self, index: Index, selection: Selection) -> list:
+        """Values for `outputs()`: the preview of the fix over `selection`, Apply on when something changes."""
+        key = key_of(index)
+        edits, changes = citation_fixes(index.records(selection.rows), self.store.states(key))
+        label = f"Apply to {len(edits):,} record{'s' if len(edits) != 1 else ''}"
+        return [fix_preview_md(changes), gr.update(interactive=bool(edits), value=label if edits else "Apply"),
+                {"key": key, "edits": edits} if edits else None]
+
+    def save(self, pending: dict | None, request: gr.Request) -> list:
+        """Values for `outputs()`: the previewed fix saved (all records, or none when one changed since)."""
+        if not pending:
+            return ["Preview the fix first.", gr.update(interactive=False), None]
+        try:
+            saved = self.store.edit_many(pending["key"], pending["edits"], author=author_of(request))
+        except CurationError as err:
+            return [f"⚠️ {err}", gr.update(interactive=False, value="Apply"), None]
+        return [f"Removed citation markers from {len(saved):,} record{'s' if len(saved) != 1 else ''}. "
+                "Each one's history has the change; Undo in the row viewer reverts one.",
+                gr.update(interactive=False, value="Apply"), None]

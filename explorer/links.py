@@ -2,6 +2,9 @@
 
     ?tab=explorer&category=closed_qa&category=summarization&q=river&regex=1&sort=...&quality=citations,empty&p=2&row=17
 
+`shown=original` shows the records as loaded, without the curation store's decisions (the default is
+the dataset as curated: edits applied, excluded records hidden).
+
 `category` and `quality` (quality signals, explorer.signals) may repeat or be comma-separated. Unknown or malformed values are dropped rather than
 raised: a shared link from an older dataset should still open, showing what it can.
 
@@ -20,7 +23,7 @@ from explorer.signals import SIGNALS
 
 PAGE_KEY = "p"
 LEGACY_PAGE_KEY = "page"  # Gradio's; only ever read by legacy_page_redirect
-EXPLORER_KEYS = ("category", "q", "regex", "sort", "quality", PAGE_KEY, "row")
+EXPLORER_KEYS = ("category", "q", "regex", "sort", "quality", PAGE_KEY, "row", "shown")
 
 
 @dataclass
@@ -32,6 +35,7 @@ class View:
     page: int = 1
     row: int | None = None
     quality: list[str] = field(default_factory=list)  # quality signals ticked
+    original: bool = False  # the records as loaded, not as curated
     explorer: bool = False  # whether the link is about the Explorer at all (then open its tab)
 
 
@@ -66,6 +70,8 @@ def parse_query(query, known_categories=None) -> View:
             view.page = int(value)
         elif key == "row" and value.isdigit():
             view.row = int(value)
+        elif key == "shown":
+            view.original = value == "original"
         elif key == "tab":
             view.explorer = view.explorer or value == "explorer"
     view.explorer = view.explorer or any(key in EXPLORER_KEYS for key, _ in pairs)
@@ -73,7 +79,7 @@ def parse_query(query, known_categories=None) -> View:
 
 
 def build_query(categories=(), search: str = "", regex: bool = False, sort: str = DEFAULT_SORT,
-                page: int = 1, row: int | None = None, quality=()) -> str:
+                page: int = 1, row: int | None = None, quality=(), original: bool = False) -> str:
     """The query string ("?tab=explorer&...") that `parse_query` turns back into this view."""
     params = [("tab", "explorer")]
     params += [("category", c) for c in categories or ()]
@@ -85,6 +91,8 @@ def build_query(categories=(), search: str = "", regex: bool = False, sort: str 
         params.append(("sort", sort))
     if quality:
         params.append(("quality", ",".join(quality)))
+    if original:
+        params.append(("shown", "original"))
     if page and int(page) > 1:
         params.append((PAGE_KEY, str(int(page))))
     if row is not None:

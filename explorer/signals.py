@@ -227,9 +227,12 @@ CITATION = re.compile(
 _CITATION_COARSE = r"\[[^\]\n]{1,40}\]"
 
 
+CITATION_FIELDS = ("context", "response")  # where citation markers are looked for, and removed
+
+
 def _citations(cols, spans, report) -> np.ndarray:
     flags = np.zeros(len(cols["response"]), bool)
-    for i, name in enumerate(("context", "response")):
+    for i, name in enumerate(CITATION_FIELDS):
         texts = cols[name]
         for row in _candidates(texts, _CITATION_COARSE):
             for m in CITATION.finditer(texts[int(row)].as_py()):

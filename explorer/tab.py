@@ -16,13 +16,14 @@ import gradio as gr
 from dolly.data import TEXT_FIELDS
 from explorer import quality as quality_section
 from dolly.curation import Store, curated
-from explorer.curation_panel import CurationPanel, CSS as CURATION_CSS, key_of
+from explorer import curation_panel
+from explorer.curation_panel import CURATED, ORIGINAL, CSS as CURATION_CSS, CitationFix, CurationPanel, key_of
 from explorer.charts import length_histogram
 from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.history import GO_ID, PUSH, REPLACE, tag, untag
 from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
-from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError
+from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, Selection
 from explorer.signals import SIGNALS
 from explorer.view import export_note, plain_error, record_html, resolve_page, summary, table_html
 
@@ -236,7 +237,14 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                               scale=1)
                 quality = quality_section.build_filter(dataset, ready)
                 quality_timer = quality_section.build_timer(dataset)
-            status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
+            with gr.Row(equal_height=True, elem_id="explorer-summary-row"):
+                status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
+                # Curated (edits applied, excluded hidden) or as loaded; on the summary's line, so the
+                # filters above keep the table on the first screen.
+                shown_as = gr.Radio(curation_panel.shown_choices(store.counts(key_of(ready)) if store and ready else {}),
+                                    value=CURATED, label="Show the records", show_label=False, container=False,
+                                    elem_id="explorer-shown", visible=store is not None, interactive=on, scale=0,
+                                    min_width=540)
             with gr.Row(equal_height=False, elem_id="explorer-main"):
                 with gr.Column(scale=2, min_width=0, elem_id="explorer-table-column"):
                     first_page = ready.page(ready.select(), 1) if ready else []
@@ -271,6 +279,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                              elem_id="explorer-export-curated")
                     export_button = gr.Button("Export", elem_id="explorer-export", interactive=on)
                 export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file")
+            fix = CitationFix(store)
             with gr.Accordion("Charts of the selection", open=True):
                 charts_empty = gr.Markdown("", visible=False, elem_id="explorer-charts-empty")
                 with gr.Column(elem_id="explorer-charts") as chart_box:
@@ -287,51 +296,60 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                     quality_chart = quality_section.build_chart()
                     quality_section.build_legend()
 
-        view_inputs = [categories, search, regex, sort, quality]
+        view_inputs = [categories, search, regex, sort, quality, shown_as]
         other_controls = [search_button, previous, page_box, following, file_format, export_button]
         view_outputs = [table, status, page_box, current, page_note, link_query, export_info]
         chart_outputs = [chart_box, charts_empty, chart_categories] + chart_fields
         private = dict(api_visibility="private")
 
-        def show(cats, text, use_regex, order, ticked, page_number=1, opened=None, note=""):
+        def states(index: Index) -> dict:
+            return store.states(key_of(index)) if store is not None else {}
+
+        def select(index: Index, cats, text, use_regex, order, ticked=(), as_shown=CURATED):
+            """The rows of this view: as curated, the excluded records are left out."""
+            return curation_panel.visible_rows(index.select(cats, text, use_regex, order, ticked), states(index), as_shown)
+
+        def show(cats, text, use_regex, order, ticked, as_shown, page_number=1, opened=None, note=""):
             """Values for `view_outputs`: one page of one view; a bad query becomes the summary line."""
             index = _loaded(dataset)
             try:
-                selection = index.select(cats, text, use_regex, order, ticked)
+                selection = select(index, cats, text, use_regex, order, ticked, as_shown)
                 number = min(max(1, int(page_number)), selection.pages)
-                records = index.page(selection, number)
+                records = curation_panel.as_curated(index.page(selection, number), states(index), as_shown)
             except QueryError as err:
                 return (table_html([], message="Fix the search to see rows." if not ticked or index.signals is not None
                                    else "The rows show once the quality signals are ready."), f"⚠️ {err}", "1", 1, "",
-                        tag(build_query(cats, text, use_regex, order, quality=ticked), PUSH), export_note(0, order))
+                        tag(build_query(cats, text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL), PUSH),
+                        export_note(0, order))
             row = opened["row"] if opened else None
             opened = opened if opened and any(r["row"] == row for r in records) else None
             return (table_html(records, text, use_regex, order, opened, signals=index.signals),
                     summary(selection.total, number, selection.pages, index.num_rows), str(number), number, note,
-                    tag(build_query(cats, text, use_regex, order, number, row, quality=ticked), PUSH),
+                    tag(build_query(cats, text, use_regex, order, number, row, quality=ticked,
+                                    original=as_shown == ORIGINAL), PUSH),
                     export_note(selection.total, order))
 
-        def quality_view(cats, text, use_regex, order, ticked):
+        def quality_view(cats, text, use_regex, order, ticked, as_shown):
             """Values for `quality_outputs`: the Quality filter's counts in this selection and the signals chart."""
             if dataset.state != "ready":
                 return [gr.update(), gr.update()]
             index = dataset.get()
             try:
-                base = index.select(cats, text, use_regex, order)
-                selection = index.select(cats, text, use_regex, order, ticked)
+                base = select(index, cats, text, use_regex, order, (), as_shown)
+                selection = select(index, cats, text, use_regex, order, ticked, as_shown)
             except QueryError:
                 return [quality_section.filter_update(index, None, dataset), gr.update()]
             frame = quality_section.chart_frame(index, selection)
             return [quality_section.filter_update(index, base, dataset),
                     quality_section.chart_html(frame, index.categories) if frame is not None else gr.update()]
 
-        def charts(cats, text, use_regex, order, ticked):
+        def charts(cats, text, use_regex, order, ticked, as_shown):
             """Values for `chart_outputs`: the charts of this selection, or an empty state saying why none."""
             if dataset.state != "ready":
                 return [gr.update()] * len(chart_outputs)  # the poll draws them once the data is there
             index = dataset.get()
             try:
-                selection = index.select(cats, text, use_regex, order, ticked)
+                selection = select(index, cats, text, use_regex, order, ticked, as_shown)
             except QueryError:
                 return _no_charts(chart_fields, "No charts: the search above is not valid. Fix it to see the selection.")
             if selection.total == 0:
@@ -341,7 +359,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return [gr.update(visible=True), gr.update(value="", visible=False), index.category_counts(selection)] + \
                    [length_histogram(index.lengths[f][selection.rows]) for f in TEXT_FIELDS]
 
-        def open_row(cats, text, use_regex, order, ticked, page_number, opened, evt: gr.EventData):
+        def open_row(cats, text, use_regex, order, ticked, as_shown, page_number, opened, evt: gr.EventData):
             """Open the clicked row (or close it when it is the open one)."""
             index = _loaded(dataset)
             row = getattr(evt, "_data", None) or {}
@@ -350,36 +368,37 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 record = None
             else:
                 record = index.record(int(row))
-            values = show(cats, text, use_regex, order, ticked, page_number, record)
+            values = show(cats, text, use_regex, order, ticked, as_shown, page_number, record)
             return (values[0], record_html(record, text, use_regex, index.signals), record,
                     gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF), values[5])
 
         closed_row = [record_html(None), None, gr.update(interactive=False, value=TRY_OFF)]
         row_outputs = [row_view, selected, try_in_chat]
 
-        def first(cats, text, use_regex, order, ticked):
-            return (*show(cats, text, use_regex, order, ticked, 1), *closed_row)
+        def first(cats, text, use_regex, order, ticked, as_shown):
+            return (*show(cats, text, use_regex, order, ticked, as_shown, 1), *closed_row)
 
         quality_outputs = [quality, quality_chart]
-        for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input):
+        for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input,
+                        shown_as.input):
             trigger(first, view_inputs, view_outputs + row_outputs, **private) \
                 .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
                 .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 
         def step(delta):
-            def go(cats, text, use_regex, order, ticked, page_number, opened):
-                return show(cats, text, use_regex, order, ticked, int(page_number or 1) + delta, opened)
+            def go(cats, text, use_regex, order, ticked, as_shown, page_number, opened):
+                return show(cats, text, use_regex, order, ticked, as_shown, int(page_number or 1) + delta, opened)
             return go
 
-        def typed_page(cats, text, use_regex, order, ticked, typed, page_number, opened):
+        def typed_page(cats, text, use_regex, order, ticked, as_shown, typed, page_number, opened):
             try:
-                pages = _loaded(dataset).select(cats, text, use_regex, order, ticked).pages
+                pages = select(_loaded(dataset), cats, text, use_regex, order, ticked, as_shown).pages
             except QueryError:
                 pages = 1  # show() reports the error
             number, note = resolve_page(typed, pages, page_number)
-            return show(cats, text, use_regex, order, ticked, number, opened, note)
+            return show(cats, text, use_regex, order, ticked, as_shown, number, opened, note)
 
-        def quality_tick(cats, text, use_regex, order, ticked, page_number, opened, shown):
+        def quality_tick(cats, text, use_regex, order, ticked, as_shown, page_number, opened, shown):
             """While the signals compute: the filter says how far along. The tick that finds them there
             redraws the view with them (counts, badges, the opened record's signals, a quality filter
             from a link) and stops the timer."""
@@ -392,12 +411,12 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return keep + [gr.update(info=quality_section.info(dataset)), gr.update(), gr.Timer(active=True)]
             index = dataset.get()
             record = opened if opened and 0 <= int(opened.get("row", -1)) < index.num_rows else None
-            values = list(show(cats, text, use_regex, order, ticked, page_number or 1, record))
+            values = list(show(cats, text, use_regex, order, ticked, as_shown, page_number or 1, record))
             values[5] = tag(untag(values[5])[1], REPLACE)  # the same view redrawn: no new history entry
             if not ticked:  # the same rows, now with their badges; what the page box holds stays as typed
                 values = values[:1] + [gr.update()] * (len(values) - 1)
             return values + [record_html(record, text, use_regex, index.signals)] + \
-                quality_view(cats, text, use_regex, order, ticked) + [gr.Timer(active=False)]
+                quality_view(cats, text, use_regex, order, ticked, as_shown) + [gr.Timer(active=False)]
 
         quality_timer.tick(quality_tick, view_inputs + [current, selected, drawn],
                            view_outputs + [row_view] + quality_outputs + [quality_timer], queue=False,
@@ -413,9 +432,14 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         link_query.change(None, link_query, link, api_visibility="private",
                           js="(value) => window.dollyAddress ? window.dollyAddress.explorer(value) : ''")
 
-        def export_view(cats, text, use_regex, order, ticked, fmt, curate, progress=gr.Progress()):
-            return _export(_loaded(dataset), exports, fmt, progress, cats, text, use_regex, order, ticked,
-                           store=store if curate else None)
+        def export_view(cats, text, use_regex, order, ticked, as_shown, fmt, curate, progress=gr.Progress()):
+            index = _loaded(dataset)
+            try:
+                rows = select(index, cats, text, use_regex, order, ticked, as_shown).rows
+            except QueryError as err:
+                raise gr.Error(str(err), print_exception=False) from None
+            return _export(index, exports, fmt, progress, cats, text, use_regex, order, ticked,
+                           store=store if curate else None, rows=rows)
 
         export_button.click(export_view, view_inputs + [file_format, as_curated], export_file, **private)
 
@@ -442,9 +466,30 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         if store is not None:
             selected.change(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private)
             decision_inputs = [selected, panel.version, search, regex, *panel.fields.values(), panel.reason]
+            redraw = step(0)  # the same page again: a decision may hide a record or change its text
+
+            def counts_info():
+                return gr.update(choices=curation_panel.shown_choices(store.counts(key_of(_loaded(dataset)))))
+
             for button, action in ((panel.save, "edit"), (panel.accept, "accept"), (panel.undo, "undo"),
                                    (panel.exclude, "exclude")):
-                button.click(decide(action), decision_inputs, curate_outputs, **private)
+                button.click(decide(action), decision_inputs, curate_outputs, **private) \
+                    .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
+                    .then(counts_info, None, shown_as, show_progress="hidden", **private)
+
+            def preview_fix(cats, text, use_regex, order, ticked, as_shown):
+                index = _loaded(dataset)
+                try:
+                    selection = select(index, cats, text, use_regex, order, ticked, as_shown)
+                except QueryError as err:
+                    raise gr.Error(str(err), print_exception=False) from None
+                return fix.show_preview(index, selection)
+
+            fix.preview.click(preview_fix, view_inputs, fix.outputs(), **private)
+            fix.apply.click(fix.save, fix.pending, fix.outputs(), **private) \
+                .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
+                .then(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private) \
+                .then(counts_info, None, shown_as, show_progress="hidden", **private)
             panel.edit.click(lambda record: panel.open_form(_loaded(dataset), record), selected,
                              [panel.form, *panel.fields.values(), panel.message], **private)
             panel.cancel.click(lambda: gr.update(visible=False), None, panel.form, **private)
@@ -453,22 +498,27 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             """Values for `fill_outputs`: the view a URL query asks for (the data is loaded), controls on."""
             index = dataset.get()
             view = parse_query(query, index.counts)
+            as_shown = ORIGINAL if view.original else CURATED
             try:
-                base = index.select(view.categories, view.search, view.regex, view.sort)
+                base = select(index, view.categories, view.search, view.regex, view.sort, (), as_shown)
             except QueryError:
                 base = None
             updates = [gr.update(choices=_category_choices(index), value=view.categories, interactive=True),
                        gr.update(value=view.search, interactive=True), gr.update(value=view.regex, interactive=True),
                        gr.update(value=view.sort, interactive=True),
-                       quality_section.filter_update(index, base, dataset, view.quality)] + \
+                       quality_section.filter_update(index, base, dataset, view.quality),
+                       gr.update(value=as_shown, interactive=True,
+                                 choices=curation_panel.shown_choices(store.counts(key_of(index)) if store else {}))] + \
                 [gr.update(interactive=True)] * len(other_controls)
             record = index.record(view.row) if view.row is not None and view.row < index.num_rows else None
             # A link to a page past the end (the data changed since) opens the last page: show() clamps.
-            values = list(show(view.categories, view.search, view.regex, view.sort, view.quality, view.page, record))
+            values = list(show(view.categories, view.search, view.regex, view.sort, view.quality, as_shown, view.page,
+                               record))
             values[2] = gr.update(value=values[2], interactive=True)
             # Filled from the address: it replaces the history entry, never adds one.
             values[5] = tag(build_query(view.categories, view.search, view.regex, view.sort, values[3],
-                                        view.row if record is not None else None, quality=view.quality), REPLACE)
+                                        view.row if record is not None else None, quality=view.quality,
+                                        original=view.original), REPLACE)
             outputs = updates + values + [record_html(record, view.search, view.regex, index.signals), record,
                                           gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF)]
             if tabs is not None:
@@ -519,9 +569,9 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return keep + keep_charts + done
             values = fill(query)
             if with_charts:
-                choice_update, text, use_regex, order, ticked = values[:5]
+                choice_update, text, use_regex, order, ticked, as_shown = values[:6]
                 values += charts(choice_update["value"], text["value"], use_regex["value"], order["value"],
-                                 ticked["value"])
+                                 ticked["value"], as_shown["value"])
             return values + done
 
         def on_load(request: gr.Request):
@@ -561,15 +611,18 @@ def _loaded(dataset: DatasetLoader) -> Index:
 
 
 def _export(index: Index, exports: ExportStore, file_format: str, progress, categories, search: str,
-            regex: bool = False, sort: str = DEFAULT_SORT, quality=(), store: Store | None = None) -> str:
+            regex: bool = False, sort: str = DEFAULT_SORT, quality=(), store: Store | None = None,
+            rows=None) -> str:
     """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error.
+    `rows`: the selection's rows when the caller chose them (the Explorer's view), else selected here.
     With a curation `store`: as curated (edits applied, excluded records left out, a curation column)."""
     try:
         check_format(file_format)
-        selection = index.select(categories, search, regex, sort, quality)
-        table = index.table(selection)
+        if rows is None:
+            rows = index.select(categories, search, regex, sort, quality).rows
+        table = index.table(Selection((), "", False, sort, rows))
         if store is not None:
-            table = curated(table, store.states(key_of(index)), rows=selection.rows, column=True)
+            table = curated(table, store.states(key_of(index)), rows=rows, column=True)
         return exports.export(table, file_format,
                               lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
     except (QueryError, ExportError) as err:

@@ -73,6 +73,15 @@ def start_app(*argv, env: dict | None = None, **popen) -> tuple[subprocess.Popen
     return process, f"http://127.0.0.1:{port}/"
 
 
+def train_briefly(base_model, data, output_dir) -> subprocess.CompletedProcess:
+    """A real `python -m train` of two steps on `data` (a file `--data` takes), offline: does a file train
+    as it is? Returns the finished process (stdout/stderr as text)."""
+    return subprocess.run([sys.executable, "-m", "train", "--base-model", base_model, "--data", data, "--output-dir",
+                           output_dir, "--max-length", "256", "--test-size", "8", "--per-device-batch-size", "4",
+                           "--max-steps", "2", "--warmup-steps", "0", "--samples-per-category", "0", "--save-steps", "100"],
+                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+
+
 def stop_app(process: subprocess.Popen) -> None:
     """Stop an `app.py` process as Ctrl-C would, and for good if it does not go within 30 s."""
     process.send_signal(signal.SIGINT)

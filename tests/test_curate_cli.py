@@ -15,6 +15,7 @@ from dolly.curation import dataset_key, open_store
 from dolly.data import load_records
 from explorer.curate import main
 from explorer.signals import SIGNALS, compute, remove_citations
+from tests.conftest import train_briefly
 from tests.dolly_data import make_records, write_jsonl
 from tests.signal_data import planted_records
 from tests.tiny_model import save_tiny_model
@@ -105,10 +106,7 @@ def test_cli_applies_decisions_fixes_drops_and_training_takes_it(tmp_path, plant
         pd.testing.assert_frame_equal(load_records(str(other), progress=False), load_records(str(out), progress=False))
 
     # and a short real training run takes the file as it is
-    train = subprocess.run([sys.executable, "-m", "train", "--base-model", tiny, "--data", out, "--output-dir",
-                            tmp_path / "model", "--max-length", "256", "--test-size", "8", "--per-device-batch-size", "4",
-                            "--max-steps", "2", "--warmup-steps", "0", "--samples-per-category", "0", "--save-steps", "100"],
-                           cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    train = train_briefly(tiny, out, tmp_path / "model")
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert f"[train] {len(got)} records from {out}" in train.stdout
     assert (tmp_path / "model" / "config.json").exists()

@@ -2,10 +2,7 @@
 two editors of one record never overwrite each other silently; a confirmed save survives kill -9; the
 curated export trains as it is. Real Chromium, real app, a real SQLite store (its own file per test)."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +12,9 @@ import pytest
 from dolly.curation import dataset_key, open_store
 from dolly.data import load_records
 from tests.browser import wait_idle
-from tests.conftest import NO_MODEL, ROOT, serve, start_app
+from tests.conftest import NO_MODEL, serve, start_app, train_briefly
 from tests.dolly_data import make_records, write_jsonl
-from tests.test_explorer_browser import open_page, shot  # noqa: F401
+from tests.test_explorer_browser import open_page, shot, table_rows, wait_summary  # noqa: F401
 from tests.tiny_model import save_tiny_model
 
 STATUS = "#explorer-curate-status"
@@ -112,10 +109,7 @@ def test_edit_accept_exclude_undo_with_history_and_a_curated_export(open_page, d
         assert {c.author for c in store.history(key, 3)} == {"anonymous"}
     # The curated export trains as it is.
     tiny = save_tiny_model(tmp_path / "tiny", max_positions=256)
-    train = subprocess.run([sys.executable, "-m", "train", "--base-model", tiny, "--data", exported, "--output-dir",
-                            tmp_path / "model", "--max-length", "256", "--test-size", "8", "--per-device-batch-size", "4",
-                            "--max-steps", "2", "--warmup-steps", "0", "--samples-per-category", "0", "--save-steps", "100"],
-                           cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    train = train_briefly(tiny, exported, tmp_path / "model")
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert f"[train] {len(rows)} records from {exported}" in train.stdout
 
@@ -180,3 +174,51 @@ def test_a_saved_edit_survives_kill_9_of_the_app(open_page, data, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_curated_view_hides_excluded_records_and_the_citation_fix_is_previewed_then_applied(open_page, tmp_path):
+    records = make_records(30, seed=17)
+    for row in (2, 5, 8):
+        records[row] = {**records[row], "context": f"A passage [{row}] with a marker.[citation needed]"}
+    data = write_jsonl(tmp_path / "cited.jsonl", records)
+    demo = serve("--data", data, *NO_MODEL, "--curation-db", tmp_path / "view.sqlite3")
+    try:
+        page = open_row(open_page, demo.local_url, 3)
+        page.locator("#explorer-curate-reason input").fill("off topic")
+        page.locator("#explorer-curate-exclude").click()
+        wait_text(page, STATUS, "Row 3: excluded: off topic")
+        wait_summary(page, r"^29 matching rows of 30")  # curated (the default): the excluded record is hidden
+        assert 3 not in table_rows(page)
+        wait_text(page, "#explorer-shown", "0 edited · 1 excluded · 0 accepted")
+        # The original records, as loaded, with a link of their own.
+        wait_idle(page)
+        page.locator("#explorer-shown input[value=original]").check()
+        wait_summary(page, r"^30 matching rows of 30")
+        assert 3 in table_rows(page)
+        page.wait_for_function("() => location.search.includes('shown=original')")
+        page = open_page(demo.local_url + "?tab=explorer&shown=original")
+        wait_summary(page, r"^30 matching rows of 30")
+        assert page.locator("#explorer-shown input[value=original]").is_checked()
+
+        # The citation fix: previewed (how many, before and after), nothing saved until applied.
+        page = open_page(demo.local_url + "?tab=explorer")
+        wait_summary(page, r"^29 matching rows")
+        page.get_by_text("Fix the selection").click()
+        page.locator("#explorer-fix-preview").click()
+        wait_text(page, "#explorer-fix-result", "3 records of the selection would change")
+        assert "A passage [2] with a marker.[citation needed]" in page.locator("#explorer-fix-result").inner_text()
+        shot(page, "16-3-fix-preview")
+        with open_store(str(tmp_path / "view.sqlite3")) as store:
+            assert store.counts(dataset_key(load_records(str(data), progress=False)))["edited"] == 0
+        page.get_by_role("button", name="Apply to 3 records").click()
+        wait_text(page, "#explorer-fix-result", "Removed citation markers from 3 records")
+        wait_text(page, "#explorer-shown", "3 edited · 1 excluded")
+        page = open_row(open_page, demo.local_url, 5)
+        wait_text(page, STATUS, "Row 5: edited (context)")
+        wait_text(page, "#explorer-row", "A passage with a marker.")
+        wait_idle(page)
+        page.locator("#explorer-curate-undo").click()  # one record's fix reverted
+        wait_text(page, STATUS, "Row 5: not reviewed yet")
+        wait_text(page, "#explorer-row", "A passage [5] with a marker.[citation needed]")
+    finally:
+        demo.close()
