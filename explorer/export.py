@@ -16,6 +16,7 @@ removed.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -81,10 +82,14 @@ def write_table(table: pa.Table, path: Path, file_format: str, progress=None) ->
                 writer.write_table(table.slice(start, _CHUNK))
                 report(min(start + _CHUNK, total), total)
     elif file_format == "csv":
-        with pa_csv.CSVWriter(path, table.schema) as writer:
-            for start in range(0, max(total, 1), _CHUNK):  # an empty export still gets its header
-                writer.write_table(table.slice(start, _CHUNK))
-                report(min(start + _CHUNK, total), total)
+        # A UTF-8 byte order mark first: Excel reads a CSV without one in the PC's legacy code page
+        # ("zÃ¼rich"); with it, "zürich". pandas, Arrow and this project's loader skip it.
+        with path.open("wb") as out:
+            out.write(codecs.BOM_UTF8)  # before the writer, which writes the header as it opens
+            with pa_csv.CSVWriter(out, table.schema) as writer:
+                for start in range(0, max(total, 1), _CHUNK):  # an empty export still gets its header
+                    writer.write_table(table.slice(start, _CHUNK))
+                    report(min(start + _CHUNK, total), total)
     else:
         with path.open("w", encoding="utf-8") as out:
             for start in range(0, total, _CHUNK):

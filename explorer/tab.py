@@ -376,12 +376,13 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         row_outputs = [row_view, selected, try_in_chat]
 
         def first(cats, text, use_regex, order, ticked, as_shown):
-            return (*show(cats, text, use_regex, order, ticked, as_shown, 1), *closed_row)
+            """A new selection: its first page, no row open, and no download of the previous selection."""
+            return (*show(cats, text, use_regex, order, ticked, as_shown, 1), *closed_row, None)
 
         quality_outputs = [quality, quality_chart]
         for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input,
                         shown_as.input):
-            trigger(first, view_inputs, view_outputs + row_outputs, **private) \
+            trigger(first, view_inputs, view_outputs + row_outputs + [export_file], **private) \
                 .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
                 .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 
@@ -475,7 +476,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                    (panel.exclude, "exclude")):
                 button.click(decide(action), decision_inputs, curate_outputs, **private) \
                     .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
-                    .then(counts_info, None, shown_as, show_progress="hidden", **private)
+                    .then(counts_info, None, shown_as, show_progress="hidden", **private) \
+                    .then(lambda: None, None, export_file, show_progress="hidden", **private)  # its file is stale now
 
             def preview_fix(cats, text, use_regex, order, ticked, as_shown):
                 index = _loaded(dataset)
@@ -489,7 +491,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             fix.apply.click(fix.save, fix.pending, fix.outputs(), **private) \
                 .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
                 .then(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private) \
-                .then(counts_info, None, shown_as, show_progress="hidden", **private)
+                .then(counts_info, None, shown_as, show_progress="hidden", **private) \
+                .then(lambda: None, None, export_file, show_progress="hidden", **private)
             panel.edit.click(lambda record: panel.open_form(_loaded(dataset), record), selected,
                              [panel.form, *panel.fields.values(), panel.message], **private)
             panel.cancel.click(lambda: gr.update(visible=False), None, panel.form, **private)
@@ -543,6 +546,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return fill(str(query or ""))
 
         history_go.click(back_or_forward, history_query, fill_outputs, js="() => [window.location.search]", **private) \
+            .then(lambda: None, None, export_file, show_progress="hidden", **private) \
             .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
             .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 

@@ -148,6 +148,27 @@ def test_export_shows_the_whole_file_name_and_its_order(open_page, explorer_url,
     assert len(exported) == len(closed) and lengths == sorted(lengths, reverse=True)  # the table's order
 
 
+
+def test_a_download_always_holds_what_the_panel_describes(open_page, explorer_url, dolly_records):
+    """Issue 15 §4: the download offered the older file after the selection changed. It is cleared then."""
+    page = open_page(explorer_url + "?tab=explorer&category=closed_qa")
+    closed = [r for r in dolly_records if r["category"] == "closed_qa"]
+    wait_for_total(page, len(closed))
+    page.get_by_text("Export the selection").click()
+    page.locator("#explorer-export").click()
+    page.locator("#explorer-file a").first.wait_for()
+    assert f"dolly-{len(closed)}-rows.jsonl" in re.sub(r"\s+", "", page.locator("#explorer-file").text_content())
+    wait_idle(page)
+    page.locator('#explorer-categories input[name="open_qa"]').check()
+    both = [r for r in dolly_records if r["category"] in ("closed_qa", "open_qa")]
+    wait_for_total(page, len(both))
+    page.wait_for_selector("#explorer-file a", state="detached")  # the old file is no longer offered
+    assert f"{len(both)} rows" in page.locator("#explorer-export-note").inner_text()
+    wait_idle(page)
+    page.locator("#explorer-export").click()
+    page.wait_for_function("(name) => (document.querySelector('#explorer-file')?.textContent || '')"
+                           ".replace(/\\s+/g, '').includes(name)", arg=f"dolly-{len(both)}-rows.jsonl")
+
 # -- point 1: links with a page --------------------------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
 def test_links_with_a_page_open_and_reload(open_page, explorer_url, size):

@@ -233,3 +233,19 @@ def test_the_exports_together_are_capped_oldest_first(tmp_path):
     # One export bigger than the whole cap is still made (and kept alone).
     small = ExportStore(tmp_path / "small", max_bytes=10)
     assert Path(small.export(table(5), "csv")).exists()
+
+
+def test_a_csv_export_starts_with_a_byte_order_mark_and_loads_back_the_same(tmp_path):
+    """Excel reads a CSV without a BOM in the PC's code page ("zÃ¼rich"); the project's loader, pandas
+    and training read it either way."""
+    records = [{"instruction": "Wo liegt Zürich?", "context": "", "response": "In der Schweiz, «am See».",
+                "category": "open_qa"}, {"instruction": "q", "context": "c, with a comma", "response": "a\nb",
+                                         "category": "closed_qa"}]
+    store = ExportStore(tmp_path / "exports")
+    try:
+        path = Path(store.export(pa.Table.from_pylist(records), "csv"))
+        raw = path.read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf\"instruction\"") and raw.count(b"\xef\xbb\xbf") == 1
+        assert load_records(str(path), progress=False).to_dict("records") == records
+    finally:
+        store.close()
