@@ -88,13 +88,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.share = settings.switch("DOLLY_SHARE")
         except settings.SettingError as err:
             parser.error(str(err))
-    from dolly.curation import StoreError, open_store, resolve_location, shown
-
-    try:  # opened now, so that a wrong place is an error at start, naming the setting
-        args.curation_store = open_store(args.curation_db)
-    except StoreError as err:
-        parser.error(str(err))
-    args.curation_where = shown(resolve_location(args.curation_db))
     args.quantize = str(args.quantize).strip().lower()
     if args.quantize not in QUANTIZE:
         parser.error(f"--quantize (or DOLLY_QUANTIZE) must be one of {', '.join(QUANTIZE)}, got {args.quantize!r}")
@@ -119,6 +112,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.auth = parse_auth(auth)
     except ValueError as err:
         parser.error(str(err))
+    # Last, once every other setting is known good: a wrong place for the store is an error at start,
+    # naming the setting, and nothing is created for a start that fails anyway.
+    from dolly.curation import StoreError, open_store, resolve_location, shown
+
+    try:
+        args.curation_store = open_store(args.curation_db)
+    except StoreError as err:
+        parser.error(str(err))
+    args.curation_where = shown(resolve_location(args.curation_db))
     return args
 
 

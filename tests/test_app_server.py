@@ -142,6 +142,9 @@ BAD_SETTINGS = [
     ("DOLLY_QUANTIZE", "int3", "must be one of auto, none, int8, int4"),
     ("DOLLY_BACKEND", "gpu-host:8000", "must be an http(s) URL"),
     ("DOLLY_AUTH", "alice", "must be USER:PASSWORD"),
+    ("DOLLY_CPU_ENGINE", "gpu", "must be one of auto, openvino, torch"),
+    ("DOLLY_CURATION_DB", "/", "is a folder; give the store's file"),
+    ("DOLLY_CURATION_DB", "mysql://db/curation", "takes a file path (SQLite) or a postgresql:// URL"),
 ]
 
 
@@ -173,7 +176,10 @@ def test_every_environment_setting_the_app_reads_is_checked_at_start():
     checked_with_flags = {n for n, *_ in BAD_SETTINGS}
     any_text = {"DOLLY_DATA", "DOLLY_MODEL", "DOLLY_HOST", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT",
                 "DOLLY_BACKEND_MODEL", "DOLLY_BACKEND_KEY", "DOLLY_API_KEY"}
-    others = {"HF_HUB_OFFLINE": "read by huggingface_hub itself", "SPACES_ZERO_GPU": "the `spaces` package's own rule"}
+    others = {"HF_HUB_OFFLINE": "read by huggingface_hub itself", "SPACES_ZERO_GPU": "the `spaces` package's own rule",
+              "XDG_DATA_HOME": "the XDG convention: any folder (a relative one is ignored, as the spec says)",
+              "LOCALAPPDATA": "Windows' own", "DOLLY_CACHE": "any folder; a conversion that cannot write there "
+                                                            "leaves the chat on the torch path, saying why"}
     unchecked = read - set(SETTINGS) - checked_with_flags - any_text - set(others)
     assert read and not unchecked, f"environment settings read but not checked at start: {sorted(unchecked)}"
     assert set(SETTINGS) <= checked_with_flags  # each has a bad value in the test above
