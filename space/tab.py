@@ -78,12 +78,41 @@ SCROLL_TO_CONVERSATION = """() => { requestAnimationFrame(() =>
 # The folded passage under a question: Gradio draws its arrow as an unnamed button inside the title, which
 # is itself the button (role=button) that folds and unfolds it; the arrow is decoration, so it leaves the
 # accessibility tree and cannot take focus (disabled; CSS passes its clicks to the title).
-HEAD = """<script>
+# A reply waiting for a free --concurrency slot: Gradio's status tracker knows its place in the queue and
+# the estimate ("queue: 2/3 | 1.0/20.0s") but draws it only where progress is shown. The reply's event
+# shows it on the small print under the chat (#chat-stats), where this script reads it and says it in
+# words in a live region of its own (#chat-queue), hiding Gradio's terse line.
+QUEUE_WORDS = """
+function dollyQueueLine() {
+  const tracker = document.querySelector('#chat-stats [data-testid=status-tracker]');
+  const text = tracker && !tracker.classList.contains('hide') ? tracker.textContent : '';
+  const queued = /queue:\\s*(\\d+)\\s*\\/\\s*(\\d*)/.exec(text);
+  let line = document.getElementById('chat-queue');
+  if (!queued) { if (line) line.remove(); return; }
+  const ahead = Number(queued[1]) - 1;
+  const times = /([\\d.]+)\\s*\\/\\s*([\\d.]+)\\s*s/.exec(text);
+  const waited = /\\|\\s*([\\d.]+)\\s*s/.exec(text);  // no estimate until a reply has been timed
+  const when = times ? `, about ${Math.max(1, Math.round(Number(times[2]) - Number(times[1])))} s` :
+               waited ? ` (waiting ${Math.round(Number(waited[1]))} s)` : '';
+  const words = (ahead > 0 ? `${ahead} repl${ahead > 1 ? 'ies' : 'y'} ahead of yours` :
+                 'Yours is next: every reply slot is busy') + when + '.';
+  if (!line) {
+    line = document.createElement('p');
+    line.id = 'chat-queue';
+    line.setAttribute('role', 'status');
+    document.getElementById('chat-stats')?.before(line);
+  }
+  if (line.textContent !== words) line.textContent = words;
+}
+"""
+
+HEAD = """<script>""" + QUEUE_WORDS + """
 new MutationObserver(() => {
+  dollyQueueLine();
   document.querySelectorAll('#chat-chatbot .examples[role=list]').forEach((e) => e.removeAttribute('role'));
   document.querySelectorAll('#chat-chatbot .thought-group .title button:not([aria-hidden])').forEach((e) => {
     e.setAttribute('aria-hidden', 'true'); e.disabled = true; });
-}).observe(document.documentElement, {childList: true, subtree: true});
+}).observe(document.documentElement, {childList: true, subtree: true, characterData: true});
 </script>"""
 
 CSS = """
@@ -92,6 +121,9 @@ CSS = """
                       background: var(--background-fill-secondary); }
 #chat-intro p, #chat-status p { margin: .15rem 0; }
 #chat-chatbot .thought-group .title button { pointer-events: none; }
+/* The queue in words (#chat-queue, HEAD's script) replaces Gradio's own line and timer on the small print. */
+#chat-stats [data-testid=status-tracker] { visibility: hidden; }
+#chat-queue { margin: .25rem 0; font-weight: 600; }
 /* The list of chats: one per line, newest first, scrolling inside its panel; New chat stays beside it. */
 #chat-list { max-height: 16rem; overflow-y: auto; }
 #chat-list .wrap { flex-direction: column; align-items: stretch; }
@@ -376,7 +408,7 @@ class ChatTab:
             make_respond_fn(self.engine),
             [self.pending, self.chatbot, self.context, self.current, self.reference] + self.controls,
             [self.chatbot, self.message, self.live, self.stats], concurrency_limit=self.concurrency, concurrency_id="dolly-chat",
-            show_progress="hidden", **private)
+            show_progress="minimal", show_progress_on=self.stats, **private)  # the queue: see QUEUE_WORDS
         finished = respond.then(self._finish, [self.chatbot, self.stopped],
                                 [self.chatbot, self.stopped, self.busy, self.send, self.stop, self.live],
                                 queue=False, show_progress="hidden", **private)
