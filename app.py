@@ -297,6 +297,11 @@ def build_app(args, dataset=None):
             # Try in chat: the opened record's instruction is sent in a fresh chat, with its context, and
             # its human response in the reference panel beside the answer.
             chat.wire_try_in_chat(explorer.try_in_chat, explorer.selected, tabs)
+            # ---- Contribute tab (id "contribute"): people write records into the curation store ----
+            if getattr(args, "curation_store", None) is not None:
+                from explorer.contribute_tab import build_contribute_tab
+
+                build_contribute_tab(demo, dataset, args.curation_store, auth=args.auth is not None)
     # The OpenAI API on the same server, through the same engine (and --concurrency slots) as the chat.
     # Its key only from the environment; with --auth and no key, /v1 stays closed.
     demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dolly.contributions import CATEGORIES
+from dolly.contributions import CATEGORIES, DEFAULT_LICENSE
 from dolly.data import REQUIRED_COLUMNS, TEXT_FIELDS
 from explorer import signals as sig
 
@@ -219,3 +219,161 @@ def examples(frame: pd.DataFrame, category: str, n: int = 2) -> list[dict]:
         return []
     picks = np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(int))
     return [{c: str(rows[c].iloc[i] or "") for c in REQUIRED_COLUMNS} for i in picks]
+
+
+# -- what the Contribute tab shows and does (plain functions; explorer/contribute_tab.py draws them) ----------
+def new_draft(category: str = "") -> dict:
+    """An empty draft with its own key: the idempotency key of its save (made once per draft)."""
+    import uuid
+
+    return {"key": str(uuid.uuid4()), "category": category, "instruction": "", "context": "", "response": "",
+            "license": DEFAULT_LICENSE, "reason": ""}
+
+
+def reference_of(loader) -> Reference | None:
+    """The loaded dataset's Reference (built once per loaded Index), or None while it loads or failed."""
+    try:
+        index = loader.get()
+    except Exception:  # noqa: BLE001 - not loaded (yet): warnings without duplicate and language
+        return None
+    with _REFERENCE_LOCK:
+        reference = getattr(index, "_contribute_reference", None)
+        if reference is None:
+            signals = getattr(index, "signals", None)
+            main = getattr(signals, "main_language", None) if signals is not None and not callable(signals) else None
+            reference = index._contribute_reference = Reference(index.frame(), main)
+        return reference
+
+
+_REFERENCE_LOCK = threading.Lock()
+
+
+def guideline_md(category: str, frame: pd.DataFrame | None) -> str:
+    """The category's guideline and two example records of the loaded dataset, as Markdown."""
+    if category not in GUIDELINES:
+        return "Choose a category to see its guideline and two example records."
+    text = f"**{GUIDELINES[category]}**"
+    shown = examples(frame, category) if frame is not None else []
+    for i, record in enumerate(shown, 1):
+        context = f"\n\n> *Context:* {_quote(record['context'], 400)}" if record["context"].strip() else ""
+        text += (f"\n\n**Example {i}.** *Instruction:* {_quote(record['instruction'], 300)}{context}\n\n"
+                 f"> *Response:* {_quote(record['response'], 400)}")
+    if frame is not None and not shown:
+        text += "\n\n*(The loaded dataset has no record of this category to show.)*"
+    return text
+
+
+def _quote(text: str, limit: int) -> str:
+    import html
+
+    text = " ".join(str(text).split())
+    return html.escape(text[:limit] + ("…" if len(text) > limit else ""))
+
+
+def record_of(draft: dict) -> dict:
+    return {name: str(draft.get(name) or "") for name in REQUIRED_COLUMNS}
+
+
+def feedback_md(draft: dict, reference: Reference | None, *, question: bool = False,
+                live_warnings: bool = True) -> tuple[str, list[Warning]]:
+    """What the form says before saving: each problem naming its field, then the warnings (overridable)."""
+    import html
+
+    from dolly.contributions import check
+
+    record = record_of(draft)
+    if not any(record[name].strip() for name in TEXT_FIELDS):
+        return "", []  # an empty form: nothing to say yet
+    problems = check(record, question=question)
+    found = warnings(record, reference) if live_warnings else []
+    lines = [f"- ⛔ **{p.field}**: {html.escape(p.message)}" for p in problems]
+    lines += [f"- ⚠️ **{w.field}** ({w.signal}): {html.escape(w.message)}" for w in found]
+    if found:
+        lines.append("\nWarnings do not stop a save: fix the record, or say in *Reason to keep it* why it is right.")
+    return "\n".join(lines), found
+
+
+def save_draft(store, draft: dict, author: str, reference: Reference | None, *, question: bool = False):
+    """Save the draft (a question when `question`): returns (message, saved or None). Refuses with every
+    problem naming its field; with warnings and no reason, says them and asks for one."""
+    from dolly.contributions import ContributionError, Invalid, check, save
+
+    record = record_of(draft)
+    if question:
+        record["response"] = ""
+    problems = check(record, question=question)
+    if problems:
+        return "**Not saved.** " + " ".join(f"**{p.field}**: {p.message}." for p in problems), None
+    found = warnings(record, reference)
+    reason = str(draft.get("reason") or "").strip()
+    if found and not reason:
+        return ("**Not saved yet:** " + " ".join(f"**{w.field}** ({w.signal}): {w.message}." for w in found)
+                + " Fix it, or give a *Reason to keep it* and save again."), None
+    try:
+        saved = save(store, record, key=str(draft.get("key") or ""), author=author,
+                     overrides={w.signal: reason for w in found}, license=str(draft.get("license") or DEFAULT_LICENSE))
+    except Invalid as error:
+        return "**Not saved.** " + " ".join(f"**{p.field}**: {p.message}." for p in error.problems), None
+    except ContributionError as error:
+        return f"**Not saved.** {error}", None
+    c = saved.contribution
+    what = "question" if c.is_question else "record"
+    if not saved.new:
+        return f"This draft was already saved as {what} #{c.id} ({c.category}); nothing was added.", saved
+    return f"**Saved** as {what} #{c.id} ({c.category}) by {c.author}. Thank you! A new draft is open.", saved
+
+
+def save_answer_md(store, question_id, response: str, key: str, author: str, reference: Reference | None,
+                   reason: str = "", license: str = DEFAULT_LICENSE):
+    """Answer a question: (message, saved or None)."""
+    from dolly.contributions import ContributionError, Invalid, get, save_answer
+
+    if question_id in (None, ""):
+        return "**Not saved.** Show a question first.", None
+    question = get(store, int(question_id))
+    if question is None:
+        return f"**Not saved.** Question #{question_id} does not exist.", None
+    found = warnings({**question.record(), "response": response or ""}, reference)
+    found = [w for w in found if w.signal != "duplicate"]  # the question itself may repeat; the answer is new
+    if found and not (reason or "").strip():
+        return ("**Not saved yet:** " + " ".join(f"**{w.field}** ({w.signal}): {w.message}." for w in found)
+                + " Fix it, or give a *Reason to keep it* and save again."), None
+    try:
+        saved = save_answer(store, int(question_id), response or "", key=key, author=author,
+                            overrides={w.signal: reason for w in found}, license=license)
+    except Invalid as error:
+        return "**Not saved.** " + " ".join(f"**{p.field}**: {p.message}." for p in error.problems), None
+    except ContributionError as error:
+        return f"**Not saved.** {error}", None
+    c = saved.contribution
+    if not saved.new:
+        return f"This answer was already saved as record #{c.id}; nothing was added.", saved
+    return f"**Saved** your answer to question #{question_id} as record #{c.id}. Thank you!", saved
+
+
+def question_md(question) -> str:
+    if question is None:
+        return "No open question from someone else right now: write one yourself with *Save as a question*."
+    context = f"\n\n> *Context:* {_quote(question.context, 2000)}" if question.context.strip() else ""
+    return (f"**Question #{question.id}** ({question.category}, by {_quote(question.author, 60)}): "
+            f"{_quote(question.instruction, 2000)}{context}")
+
+
+def leaderboard_md(standings) -> str:
+    """The leaderboard as a Markdown table: per person, records written / accepted / questions, and per category."""
+    if not standings:
+        return "No contributions yet: be the first."
+    people: dict = {}
+    for s in standings:
+        p = people.setdefault(s.author, {"written": 0, "accepted": 0, "questions": 0, "by": {}})
+        p["written"] += s.written
+        p["accepted"] += s.accepted
+        p["questions"] += s.questions
+        if s.written:
+            p["by"][s.category] = p["by"].get(s.category, 0) + s.written
+    rows = sorted(people.items(), key=lambda kv: (-kv[1]["written"], -kv[1]["accepted"], kv[0]))
+    lines = ["| # | Writer | Written | Accepted | Questions | Per category |", "|---|---|---|---|---|---|"]
+    for rank, (author, p) in enumerate(rows, 1):
+        by = ", ".join(f"{c} {n}" for c, n in sorted(p["by"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {rank} | {_quote(author, 60)} | {p['written']} | {p['accepted']} | {p['questions']} | {by} |")
+    return "\n".join(lines)

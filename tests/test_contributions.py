@@ -385,3 +385,44 @@ def test_a_contribution_holding_the_end_marker_trains_as_text(tmp_path, tiny):
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert f"[train] {len(frame)} records from {data}" in train.stdout
     assert json.loads((tmp_path / "model" / "config.json").read_text())
+
+
+# -- the Contribute tab's plain functions ----------------------------------------------------------------------
+def test_the_tab_logic_saves_once_asks_a_reason_for_warnings_and_ranks_writers(tmp_path):
+    from explorer import contribute as logic
+
+    records = make_records(80, seed=6)
+    reference = logic.Reference(pd.DataFrame(records))
+    guideline = logic.guideline_md("summarization", reference.frame)
+    assert guideline.startswith("**Summarization:") and "Example 2." in guideline
+    assert "Choose a category" in logic.guideline_md("", None)
+    with open_store(tmp_path / "s.sqlite3") as store:
+        draft = logic.new_draft("open_qa") | {"instruction": "Why?", "response": "Because."}
+        said, found = logic.feedback_md(draft, reference)
+        assert "**instruction**: write at least 10 characters" in said and found == []
+        message, saved = logic.save_draft(store, draft, "ann", reference)
+        assert saved is None and message.startswith("**Not saved.** **instruction**:")
+
+        draft = logic.new_draft("open_qa") | {"instruction": "Which mountain is the tallest on Earth?",
+                                              "response": "Everest [3]. Mail ann@example.com for more."}
+        message, saved = logic.save_draft(store, draft, "ann", reference)  # warnings and no reason
+        assert saved is None and "**response** (citations)" in message and "Reason to keep it" in message
+        message, saved = logic.save_draft(store, draft | {"reason": "it is a public address"}, "ann", reference)
+        assert message.startswith("**Saved** as record #") and saved.contribution.overrides == \
+            {"citations": "it is a public address", "pii": "it is a public address"}
+        again, repeat = logic.save_draft(store, draft | {"reason": "it is a public address"}, "ann", reference)
+        assert "already saved" in again and repeat.contribution.id == saved.contribution.id
+
+        asked, question = logic.save_draft(store, logic.new_draft("open_qa") | {
+            "instruction": "Which river flows through Budapest?", "response": "ignored"}, "bob", reference, question=True)
+        assert "as question #" in asked and question.contribution.is_question
+        shown = logic.question_md(contrib.open_questions(store, exclude_author="ann")[0])
+        assert f"Question #{question.contribution.id}" in shown and "Budapest" in shown
+        key = new_key()
+        said, answer = logic.save_answer_md(store, question.contribution.id, "The Danube.", key, "ann", reference)
+        assert said.startswith(f"**Saved** your answer to question #{question.contribution.id}")
+        assert "already saved" in logic.save_answer_md(store, question.contribution.id, "The Danube.", key, "ann",
+                                                       reference)[0]
+        board = logic.leaderboard_md(contrib.leaderboard(store))
+        assert board.splitlines()[2] == "| 1 | ann | 2 | 0 | 0 | open_qa 2 |"
+        assert board.splitlines()[3] == "| 2 | bob | 0 | 0 | 1 |  |"
