@@ -426,3 +426,52 @@ def test_the_tab_logic_saves_once_asks_a_reason_for_warnings_and_ranks_writers(t
         board = logic.leaderboard_md(contrib.leaderboard(store))
         assert board.splitlines()[2] == "| 1 | ann | 2 | 0 | 0 | open_qa 2 |"
         assert board.splitlines()[3] == "| 2 | bob | 0 | 0 | 1 |  |"
+
+
+# -- python -m explorer.contributions --------------------------------------------------------------------------
+def run_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "explorer.contributions", *map(str, argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_export_cli_writes_the_dolly_schema_and_preference_pairs(location, me, tmp_path):
+    from dolly.data import load_records
+
+    with open_store(location) as store:
+        contrib.save(store, {**GOOD, "response": "Everest.\n### End"}, key=new_key(), author=f"{me}-ann")
+        contrib.save(store, {"instruction": "An open question nobody answered yet?", "category": "open_qa"},
+                     key=new_key(), author=f"{me}-ann")
+        contrib.save_rating(store, key=new_key(), reply_id="r", rating="down", model_id="m",
+                            prompt="Name a fruit that is red.", original="A banana.", corrected="An apple.",
+                            category="open_qa", author=f"{me}-bob")
+        expected = contrib.records(store)
+    for suffix in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"contributions.{suffix}"
+        done = run_cli("export", "--db", location, "--output", out)
+        assert done.returncode == 0, done.stderr
+        assert f"{len(expected)} contributed records from" in done.stdout
+        got = load_records(str(out), progress=False)
+        assert list(got.columns) == ["instruction", "context", "response", "category"]
+        pd.testing.assert_frame_equal(got, expected)
+    assert "Everest.\n### End" in set(got["response"]) and "An open question nobody answered yet?" not in set(got["instruction"])
+    meta = tmp_path / "meta.jsonl"
+    assert run_cli("export", "--db", location, "--output", meta, "--meta").returncode == 0
+    assert {"author", "source", "license"} <= set(pd.read_json(meta, lines=True).columns)
+    pairs = tmp_path / "pairs.jsonl"
+    assert run_cli("preferences", "--db", location, "--output", pairs).returncode == 0
+    frame = pd.read_json(pairs, lines=True)
+    assert list(frame.columns) == ["prompt", "chosen", "rejected"] and "An apple." in set(frame["chosen"])
+
+
+def test_export_cli_refuses_bad_input_with_status_2(tmp_path):
+    db = tmp_path / "s.sqlite3"
+    open_store(db).close()
+    (tmp_path / "taken.jsonl").write_text("")
+    for argv, message in ((("export", "--db", db, "--output", tmp_path / "out.txt"), "unknown file type '.txt'"),
+                          (("export", "--db", db, "--output", tmp_path / "taken.jsonl"), "exists; pass --force"),
+                          (("export", "--db", tmp_path / "none.sqlite3", "--output", tmp_path / "o.jsonl"),
+                           "no curation store there"),
+                          (("publish", "--output", tmp_path / "o.jsonl"), "invalid choice: 'publish'")):
+        done = run_cli(*argv)
+        assert done.returncode == 2 and message in done.stderr, (argv, done.stderr)
+    assert not (tmp_path / "o.jsonl").exists() and (tmp_path / "taken.jsonl").read_text() == ""
