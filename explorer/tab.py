@@ -60,7 +60,13 @@ CSS = """
              border: 1px solid var(--button-secondary-border-color, #9ca3af);
              background: var(--button-secondary-background-fill, #f3f4f6); color: var(--body-text-color); cursor: pointer; }
 .dolly-record { display: flex; flex-direction: column; gap: .6rem; }
-.dolly-record h4 { margin: .2rem 0; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em;
+.dolly-nav { display: flex; align-items: center; gap: .3rem; }
+.dolly-nav h2 { flex: 1; margin: 0; font-size: .9rem; font-weight: 400; }
+.dolly-nav button { font: inherit; min-width: 2rem; padding: .1rem .4rem; border-radius: 6px; cursor: pointer;
+                    border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary);
+                    color: var(--body-text-color); }
+.dolly-nav button:disabled { opacity: .45; cursor: default; }
+.dolly-record h3 { margin: .2rem 0; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em;
                    color: var(--body-text-color); }
 .dolly-text { white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.5; padding: .5rem .75rem; border-radius: 6px;
               background: var(--background-fill-secondary); }
@@ -136,6 +142,44 @@ if (!window.dollyDropdownsCloseOnLeave) {
     }, 0);
   }, true);
 }
+// The open record's bar (explorer.view.record_html): ↑/↓ open the row above/below on this page, ×
+// closes it; Escape closes it and j/k move, when no text box has the focus. Opening goes through the
+// row's own button, as a click on it would.
+if (!window.dollyRecordNav) {
+  window.dollyRecordNav = true;
+  const openRow = () => document.querySelector('#explorer-table tr.is-open');
+  const neighbour = (tr, step) => {
+    let next = step < 0 ? tr?.previousElementSibling : tr?.nextElementSibling;
+    while (next && !next.matches('tr[data-row]')) next = step < 0 ? next.previousElementSibling : next.nextElementSibling;
+    return next;
+  };
+  const go = (action) => {
+    const tr = openRow();
+    if (!tr) return false;
+    const target = action === 'close' ? tr : neighbour(tr, action === 'previous' ? -1 : 1);
+    target?.querySelector('.dolly-open')?.click();
+    return !!target;
+  };
+  const refresh = () => {
+    const tr = openRow();
+    document.querySelectorAll('.dolly-nav [data-nav=previous]').forEach((b) => { b.disabled = !neighbour(tr, -1); });
+    document.querySelectorAll('.dolly-nav [data-nav=next]').forEach((b) => { b.disabled = !neighbour(tr, 1); });
+  };
+  let pending = false;
+  new MutationObserver(() => {
+    if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; refresh(); }); }
+  }).observe(document.documentElement, {childList: true, subtree: true});
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest?.('.dolly-nav [data-nav]');
+    if (button) { event.stopPropagation(); go(button.dataset.nav); }
+  }, true);
+  document.addEventListener('keydown', (event) => {
+    if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (event.target.closest?.('input, textarea, select, [contenteditable=true]')) return;
+    const action = {Escape: 'close', j: 'next', k: 'previous'}[event.key];
+    if (action && openRow() && go(action)) event.preventDefault();
+  });
+}
 let lastOpened = null;
 element.addEventListener('click', (event) => {
   if (event.target.closest('[data-action=try]')) {
@@ -185,6 +229,11 @@ def _category_choices(index: Index) -> list[tuple[str, str]]:
 
 LOADING_NOTE = "Search, filters, paging and export turn on once the data is there."
 TRY_OFF, TRY_ON = "Try in chat (open a row first)", "Try in chat"
+
+
+def no_file() -> dict:
+    """The export's download, cleared (and hidden) when the selection changes."""
+    return gr.update(value=None, visible=False)
 
 
 # -- the screen ---------------------------------------------------------------------------------
@@ -278,7 +327,9 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                              "(a curation column says edited/accepted)", visible=store is not None,
                                              elem_id="explorer-export-curated")
                     export_button = gr.Button("Export", elem_id="explorer-export", interactive=on)
-                export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file")
+                # Shown once there is a file: Gradio's empty File box is an unlabelled region to a screen
+                # reader (axe: aria-prohibited-attr), and a dashed box saying nothing to everyone else.
+                export_file = gr.File(label="Download", interactive=False, elem_id="explorer-file", visible=False)
             fix = CitationFix(store)
             with gr.Accordion("Charts of the selection", open=True):
                 charts_empty = gr.Markdown("", visible=False, elem_id="explorer-charts-empty")
@@ -377,7 +428,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
 
         def first(cats, text, use_regex, order, ticked, as_shown):
             """A new selection: its first page, no row open, and no download of the previous selection."""
-            return (*show(cats, text, use_regex, order, ticked, as_shown, 1), *closed_row, None)
+            return (*show(cats, text, use_regex, order, ticked, as_shown, 1), *closed_row, no_file())
 
         quality_outputs = [quality, quality_chart]
         for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input,
@@ -439,8 +490,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 rows = select(index, cats, text, use_regex, order, ticked, as_shown).rows
             except QueryError as err:
                 raise gr.Error(str(err), print_exception=False) from None
-            return _export(index, exports, fmt, progress, cats, text, use_regex, order, ticked,
-                           store=store if curate else None, rows=rows)
+            return gr.update(value=_export(index, exports, fmt, progress, cats, text, use_regex, order, ticked,
+                                           store=store if curate else None, rows=rows), visible=True)
 
         export_button.click(export_view, view_inputs + [file_format, as_curated], export_file, **private)
 
@@ -477,7 +528,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 button.click(decide(action), decision_inputs, curate_outputs, **private) \
                     .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
                     .then(counts_info, None, shown_as, show_progress="hidden", **private) \
-                    .then(lambda: None, None, export_file, show_progress="hidden", **private)  # its file is stale now
+                    .then(no_file, None, export_file, show_progress="hidden", **private)  # its file is stale now
 
             def preview_fix(cats, text, use_regex, order, ticked, as_shown):
                 index = _loaded(dataset)
@@ -492,7 +543,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
                 .then(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private) \
                 .then(counts_info, None, shown_as, show_progress="hidden", **private) \
-                .then(lambda: None, None, export_file, show_progress="hidden", **private)
+                .then(no_file, None, export_file, show_progress="hidden", **private)
             panel.edit.click(lambda record: panel.open_form(_loaded(dataset), record), selected,
                              [panel.form, *panel.fields.values(), panel.message], **private)
             panel.cancel.click(lambda: gr.update(visible=False), None, panel.form, **private)
@@ -546,7 +597,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return fill(str(query or ""))
 
         history_go.click(back_or_forward, history_query, fill_outputs, js="() => [window.location.search]", **private) \
-            .then(lambda: None, None, export_file, show_progress="hidden", **private) \
+            .then(no_file, None, export_file, show_progress="hidden", **private) \
             .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
             .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 

@@ -175,8 +175,14 @@ def record_html(record: dict | None, search: str = "", regex: bool = False, sign
                 "the whole record here and try it in the chat.</div>")
     found, deadline = parse_or_none(search, regex), _deadline()
     row = int(record["row"])
-    parts = [f"<div class='dolly-record'><div class='dolly-meta'>Row {row} · "
-             f"category <b>{html.escape(str(record['category']))}</b></div>"]
+    # Headings continue the page's outline (h1 "open Dolly", then this record's h2 and its fields' h3).
+    # The bar's buttons open the row above or below in the table, or close this one (Escape too).
+    parts = [f"<div class='dolly-record'><div class='dolly-nav' role='toolbar' aria-label='Record'>"
+             f"<h2 class='dolly-meta'>Row {row} · category <b>{html.escape(str(record['category']))}</b></h2>"
+             f"<button type='button' data-nav='previous' aria-label='Previous row' title='Previous row (k)'>↑</button>"
+             f"<button type='button' data-nav='next' aria-label='Next row' title='Next row (j)'>↓</button>"
+             f"<button type='button' data-nav='close' aria-label='Close the record' title='Close (Escape)'>×</button>"
+             f"</div>"]
     known = signals is not None and row < signals.num_rows
     spans = signals.spans_of(row) if known else []
     if known:
@@ -188,10 +194,10 @@ def record_html(record: dict | None, search: str = "", regex: bool = False, sign
             body = _marked_with_signals(text, found.spans(text, deadline) if found is not None else [], flagged)
         else:
             body = mark(text, found, deadline) if text else "(empty)"
-        parts.append(f"<h4>{field}</h4><div class='dolly-text{'' if text else ' empty'}' dir='auto'>{body}</div>")
+        parts.append(f"<h3>{field}</h3><div class='dolly-text{'' if text else ' empty'}' dir='auto'>{body}</div>")
     for key, value in record.items():
         if key not in REQUIRED_COLUMNS and key != "row":
-            parts.append(f"<h4>{html.escape(str(key))}</h4><div class='dolly-text' dir='auto'>{html.escape(str(value))}</div>")
+            parts.append(f"<h3>{html.escape(str(key))}</h3><div class='dolly-text' dir='auto'>{html.escape(str(value))}</div>")
     return "".join(parts) + "</div>"
 
 
@@ -212,7 +218,7 @@ def _signals_list(signals: Signals, row: int) -> str:
             extra = f" Language found: {signals.language[row]} (main: {signals.main_language})."
         items.append(f"<li data-signal='{html.escape(name)}'><b>{html.escape(name)}</b>: "
                      f"{html.escape(SIGNALS.get(name, ''))}{html.escape(extra)}</li>")
-    return (f"<div class='dolly-signals' role='note'><h4>Quality signals</h4><ul>{''.join(items)}</ul>"
+    return (f"<div class='dolly-signals' role='note'><h3>Quality signals</h3><ul>{''.join(items)}</ul>"
             "<div class='dolly-meta'>The text a signal points at is <span class='dolly-flag'>underlined</span>.</div></div>")
 
 

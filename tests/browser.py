@@ -53,8 +53,10 @@ def wait_idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('.pending, .generating')")
 
 
-def axe_violations(page) -> list[str]:
+def axe_violations(page, every_rule: bool = False) -> list[str]:
     """Serious or critical WCAG 2.1 A/AA violations axe-core finds on the page, as readable lines.
+    `every_rule`: every rule axe-core runs by default instead (all its tags, best practices included, but not
+    the AAA ones, which it leaves off), and moderate violations too.
 
     Run once no event is pending and every fade has ended: mid-fade (Gradio dims an output while its
     event runs, then fades it back) the text measures at half its contrast.
@@ -65,6 +67,15 @@ def axe_violations(page) -> list[str]:
     page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running'"
                            " || a.effect?.getComputedTiming().iterations === Infinity)")
 
-    results = Axe().run(page, options=WCAG).response
+    results = Axe().run(page, options=None if every_rule else WCAG).response
+    impacts = ("moderate", "serious", "critical") if every_rule else ("serious", "critical")
     return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]} {v['nodes'][0]['failureSummary'][:300]}"
-            for v in results["violations"] if v["impact"] in ("serious", "critical")]
+            for v in results["violations"] if v["impact"] in impacts]
+
+
+def aaa_contrast_nodes(page) -> int:
+    """How many elements fail AAA's enhanced contrast (7:1): reported, not a gate."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "rule", "values": ["color-contrast-enhanced"]}}).response
+    return sum(len(v["nodes"]) for v in results["violations"])

@@ -169,6 +169,36 @@ def test_a_download_always_holds_what_the_panel_describes(open_page, explorer_ur
     page.wait_for_function("(name) => (document.querySelector('#explorer-file')?.textContent || '')"
                            ".replace(/\\s+/g, '').includes(name)", arg=f"dolly-{len(both)}-rows.jsonl")
 
+
+@pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
+def test_the_open_record_moves_to_its_neighbours_and_closes_by_button_and_key(open_page, explorer_url, size):
+    """Issue 15 §4: a close button, Escape to close, and buttons and keys for the previous/next row."""
+    viewer = "#explorer-row" if size is WIDE else "#explorer-table .dolly-detail"
+    page = open_page(explorer_url + "?tab=explorer&row=1", size)
+
+    def wait_open(row):
+        page.wait_for_selector(f"#explorer-table tr.is-open[data-row='{row}']")
+        page.wait_for_function("([s, row]) => (document.querySelector(s)?.innerText || '').includes(`Row ${row} ·`)",
+                               arg=[viewer, row])
+        wait_idle(page)
+
+    wait_open(1)
+    page.locator(f"{viewer} [data-nav=next]").click()
+    wait_open(2)
+    page.locator(f"{viewer} [data-nav=previous]").click()
+    wait_open(1)
+    page.locator(f"{viewer} [data-nav=previous]").click()
+    wait_open(0)
+    page.wait_for_function("(s) => document.querySelector(`${s} [data-nav=previous]`)?.disabled === true", arg=viewer)
+    page.keyboard.press("j")
+    wait_open(1)
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#explorer-table tr.is-open", state="detached")
+    if size is WIDE:
+        page.wait_for_function("() => document.querySelector('#explorer-row .dolly-hint') !== null")
+        page.keyboard.press("k")  # nothing open: the keys do nothing
+        assert page.locator("#explorer-table tr.is-open").count() == 0
+
 # -- point 1: links with a page --------------------------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
 def test_links_with_a_page_open_and_reload(open_page, explorer_url, size):
