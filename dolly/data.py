@@ -47,6 +47,7 @@ class Loaded:
     frame: pd.DataFrame
     files: list[str] = field(default_factory=list)  # the local data files read, in order ([] from the Hub)
     missing: dict[str, int] = field(default_factory=dict)  # MISSABLE_FIELDS -> records without a value
+    sources: dict[str, int] = field(default_factory=dict)  # several sources mixed: records from each, in order
 
     def files_note(self) -> str:
         """ "3 files (a.jsonl, b.csv, c.parquet)" when a folder gave several files, else "". """
@@ -60,7 +61,7 @@ class Loaded:
         return missing_note(self.missing)
 
 
-def load_records(source: str = DEFAULT_DATA, *, progress: bool = True) -> pd.DataFrame:
+def load_records(source: str | list[str] = DEFAULT_DATA, *, progress: bool = True) -> pd.DataFrame:
     """Load `source` (a local .jsonl/.json/.csv/.parquet file or directory, or a Hub dataset id).
 
     Returns a DataFrame with the four schema columns as strings (missing values become ""),
@@ -69,8 +70,29 @@ def load_records(source: str = DEFAULT_DATA, *, progress: bool = True) -> pd.Dat
     return read_dataset(source, progress=progress).frame
 
 
-def read_dataset(source: str = DEFAULT_DATA, *, progress: bool = True) -> Loaded:
-    """`load_records`, with the files read and the records missing each field, to say them (see Loaded)."""
+def source_name(source) -> str:
+    """A source (or several, mixed) for messages: "a.jsonl" or "a.jsonl + b.jsonl"."""
+    return " + ".join(map(str, source)) if isinstance(source, (list, tuple)) else str(source)
+
+
+def read_dataset(source: str | list[str] = DEFAULT_DATA, *, progress: bool = True) -> Loaded:
+    """`load_records`, with the files read and the records missing each field, to say them (see Loaded).
+
+    `source` may be a list of sources to mix (e.g. dolly-15k and a contributions export): each is read by
+    the same rule as one, and their records follow each other in the order given (`Loaded.sources` counts
+    each's); columns beyond the four are kept where every source has them."""
+    if isinstance(source, (list, tuple)) and len(source) == 1:
+        source = source[0]
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise DataError("No dataset given. Pass a Hub id or a local file, e.g. --data path/to/file.jsonl")
+        parts = [read_dataset(one, progress=progress) for one in source]
+        shared = [c for c in parts[0].frame.columns if all(c in p.frame.columns for p in parts)]
+        frame = pd.concat([p.frame[shared] for p in parts], ignore_index=True)
+        counts: dict[str, int] = {}
+        for one, part in zip(source, parts):
+            counts[str(one)] = counts.get(str(one), 0) + len(part.frame)
+        return Loaded(frame, [f for p in parts for f in p.files], missing_counts(frame), counts)
     source = str(source).strip()
     if not source:
         raise DataError("No dataset given. Pass a Hub id or a local file, e.g. --data path/to/file.jsonl")

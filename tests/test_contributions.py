@@ -475,3 +475,39 @@ def test_export_cli_refuses_bad_input_with_status_2(tmp_path):
         done = run_cli(*argv)
         assert done.returncode == 2 and message in done.stderr, (argv, done.stderr)
     assert not (tmp_path / "o.jsonl").exists() and (tmp_path / "taken.jsonl").read_text() == ""
+
+
+# -- several --data mixed ----------------------------------------------------------------------------------------
+def test_read_dataset_mixes_several_sources_by_one_rule(tmp_path):
+    from dolly.data import DataError, read_dataset, source_name
+
+    a = write_jsonl(tmp_path / "a.jsonl", make_records(10, seed=1))
+    b = pd.DataFrame(make_records(4, seed=2)).to_parquet(tmp_path / "b.parquet") or tmp_path / "b.parquet"
+    loaded = read_dataset([str(a), str(b)], progress=False)
+    assert loaded.sources == {str(a): 10, str(b): 4} and len(loaded.frame) == 14
+    assert list(loaded.frame.columns) == ["instruction", "context", "response", "category"]
+    assert loaded.frame["instruction"].iloc[10] == make_records(4, seed=2)[0]["instruction"]  # in the order given
+    assert read_dataset([str(a)], progress=False).sources == {}  # one source: as before
+    assert source_name([str(a), str(b)]) == f"{a} + {b}"
+    with pytest.raises(DataError, match="Data file not found"):
+        read_dataset([str(a), str(tmp_path / "missing.jsonl")], progress=False)
+
+
+def test_train_mixes_dolly_data_and_a_contributions_export(tmp_path, tiny):
+    dolly = write_jsonl(tmp_path / "dolly.jsonl", make_records(40, seed=8))
+    db = tmp_path / "store.sqlite3"
+    with open_store(db) as store:
+        for i, record in enumerate(make_records(16, seed=9)):
+            contrib.save(store, record, key=new_key(), author=f"writer{i % 3}")
+    export = tmp_path / "contributions.parquet"
+    assert run_cli("export", "--db", db, "--output", export).returncode == 0
+    train = subprocess.run([sys.executable, "-m", "train", "--base-model", tiny, "--data", dolly, export, "--output-dir",
+                            tmp_path / "model", "--max-length", "256", "--test-size", "8", "--per-device-batch-size", "4",
+                            "--max-steps", "2", "--warmup-steps", "0", "--samples-per-category", "0", "--save-steps", "100"],
+                           cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    assert f"[train] mixing 40 records from {dolly}, 16 records from {export}" in train.stdout
+    assert f"[train] 56 records from {dolly} + {export}" in train.stdout
+    run = json.loads((tmp_path / "model" / "run_args.json").read_text())
+    assert run["data"] == [str(dolly), str(export)]
+    assert f"{dolly} + {export}" in (tmp_path / "model" / "README.md").read_text()

@@ -5,6 +5,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from dolly.prompt import format_prompt
+from dolly.data import source_name
 from dolly.source import hub_id
 
 LICENSE = "mit"  # dolly-v2's license; Pythia is apache-2.0 and dolly-15k CC BY-SA 3.0, both compatible
@@ -14,17 +15,18 @@ DOLLY_15K = "databricks/databricks-dolly-15k"
 def build_card(args, *, eval_losses: dict, train_loss, n_train: int, n_eval: int, dropped: dict,
                padding: float, samples: dict | None = None) -> ModelCard:
     base = hub_id(args.base_model)
-    data = hub_id(args.data)
+    datas = args.data if isinstance(args.data, list) else [args.data]  # several --data: all named
+    hub_datas = [d for d in map(hub_id, datas) if d]
     tags = ["dolly", "pythia", "gpt-neox", "instruction-tuned", "open-dolly"] + (["lora"] if args.lora_r else [])
     card_data = ModelCardData(
-        license=LICENSE, base_model=base, datasets=[data] if data else None, language=["en"],
+        license=LICENSE, base_model=base, datasets=hub_datas or None, language=["en"],
         library_name="transformers", pipeline_tag="text-generation", tags=tags,
     )
     name = args.push_to_hub or Path(args.output_dir).name
     loss_rows = "\n".join(f"| {cat} | {loss:.4f} |" for cat, loss in eval_losses.items()) or "| (no eval split) | |"
     dropped_text = ", ".join(f"{c}: {n}" for c, n in dropped.items()) or "none"
     recipe = {
-        "base model": args.base_model, "data": args.data + (f" (categories: {', '.join(args.categories)})" if args.categories else ""),
+        "base model": args.base_model, "data": source_name(args.data) + (f" (categories: {', '.join(args.categories)})" if args.categories else ""),
         "epochs": args.epochs if args.max_steps <= 0 else f"{args.max_steps} steps", "learning rate": args.lr,
         "warm-up steps": args.warmup_steps, "per-device batch size": args.per_device_batch_size,
         "gradient accumulation": args.gradient_accumulation_steps, "global batch size": args.global_batch_size,
@@ -44,7 +46,7 @@ def build_card(args, *, eval_losses: dict, train_loss, n_train: int, n_eval: int
 # {name}
 
 An instruction-following model in the manner of [Dolly 2.0](https://huggingface.co/databricks/dolly-v2-12b):
-`{args.base_model}` fine-tuned on `{args.data}` with open Dolly (`python -m train`).
+`{args.base_model}` fine-tuned on `{source_name(args.data)}` with open Dolly (`python -m train`).
 
 ## Prompt format
 

@@ -52,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_argument_group("what to train")
     what.add_argument("--base-model", default=DEFAULT_BASE_MODEL,
                       help="Hub model id or local folder of a GPT-NeoX/Pythia causal LM (70m ... 12b).")
-    what.add_argument("--data", default=DEFAULT_DATA,
+    what.add_argument("--data", default=[DEFAULT_DATA], nargs="+", metavar="DATA",
                       help="Hub dataset id, or a local .jsonl/.json/.csv/.parquet file (or a folder of them: all "
                            "are read) with the columns instruction, context, response, category (what the "
-                           "Explorer exports).")
+                           "Explorer and python -m explorer.contributions export). Several mix them, e.g. "
+                           "--data databricks/databricks-dolly-15k contributions.jsonl (counted per source).")
     what.add_argument("--categories", nargs="+", default=None, metavar="CATEGORY",
                       help="Train on these categories only (space- or comma-separated); all when not given.")
     what.add_argument("--output-dir", default="dolly-out",
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    # One source stays a string (as run_args.json and the card have always had it); several are a list.
+    args.data = args.data[0] if len(args.data) == 1 else list(args.data)
     if args.categories:
         args.categories = sorted({c.strip() for item in args.categories for c in item.split(",") if c.strip()})
     return args
@@ -295,7 +298,8 @@ def _refuse_shared_folder(out: Path, args) -> None:
     elif target == REPO_ROOT or target in REPO_ROOT.parents:
         why = "open Dolly's own folder" if target == REPO_ROOT else "a folder that holds open Dolly's code"
     else:
-        for flag, value in (("--data", args.data), ("--base-model", args.base_model)):
+        datas = args.data if isinstance(args.data, list) else [args.data]
+        for flag, value in [("--data", d) for d in datas] + [("--base-model", args.base_model)]:
             source = Path(value).expanduser()
             if is_local(value) and (source.resolve() == target or target in source.resolve().parents):
                 why = f"where {flag} {value} is"

@@ -29,7 +29,10 @@ STOPWORDS = frozenset(
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _same_source(a: str, b: str) -> bool:
+def _same_source(a, b) -> bool:
+    if isinstance(a, list) or isinstance(b, list):  # several --data mixed: the same sources in the same order
+        a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
+        return len(a) == len(b) and all(_same_source(x, y) for x, y in zip(a, b))
     try:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve() if Path(a).exists() else a == b
     except OSError:

@@ -13,7 +13,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from dolly.data import OFFLINE_HINT, DataError, missing_note, read_dataset
+from dolly.data import OFFLINE_HINT, DataError, missing_note, read_dataset, source_name
 from train import cli, disk
 from train.cli import TrainError
 from train.data import (LengthGroupedSampler, check_complete, grouped_order, make_collator, padding_stats,
@@ -55,8 +55,9 @@ def run(args) -> dict:
         check_training_eval(args)
     resume_from = cli.check_output_dir(args)
     loaded = read_dataset(args.data, progress=is_main())
-    frame = cli.select_categories(loaded.frame, args.categories, args.data)
-    complete = check_complete(frame, args.data)  # records without an instruction or a response are skipped
+    data_name = source_name(args.data)
+    frame = cli.select_categories(loaded.frame, args.categories, data_name)
+    complete = check_complete(frame, data_name)  # records without an instruction or a response are skipped
     config = cli.load_model_config(args.base_model)
     cli.check_max_length(args, config)
     # Room for one checkpoint, sized from the config (the weights are not read yet).
@@ -75,7 +76,9 @@ def run(args) -> dict:
     add_special_tokens(tokenizer)
     files = loaded.files_note()
     note = missing_note(complete["missing"])
-    log(f"{len(frame)} records from {args.data}" + (f", read from {files}" if files else "") + (f"; {note}" if note else "")
+    if loaded.sources:  # several sources mixed: how many records each gave (before --categories)
+        log("mixing " + ", ".join(f"{n} records from {name}" for name, n in loaded.sources.items()))
+    log(f"{len(frame)} records from {data_name}" + (f", read from {files}" if files else "") + (f"; {note}" if note else "")
         + (f"; skipping the {complete['skipped']} without an instruction or a response" if complete["skipped"] else ""))
     rows, dropped = tokenize_frame(tokenizer, frame, args.max_length, progress=is_main())
     if dropped:
@@ -88,7 +91,7 @@ def run(args) -> dict:
         train_rows, eval_rows = split_rows(rows, args.test_size, args.seed)
     except ValueError as err:
         raise TrainError(str(err)) from None
-    log(f"{len(train_rows)} training and {len(eval_rows)} eval records from {args.data}")
+    log(f"{len(train_rows)} training and {len(eval_rows)} eval records from {data_name}")
 
     # 3. From here on, heavy work: make room in the output dir and record how the run was started.
     if resume_from is None and args.resume:
