@@ -60,6 +60,14 @@ CSS = """
              border: 1px solid var(--button-secondary-border-color, #9ca3af);
              background: var(--button-secondary-background-fill, #f3f4f6); color: var(--body-text-color); cursor: pointer; }
 .dolly-record { display: flex; flex-direction: column; gap: .6rem; }
+/* Skip buttons: out of sight until the keyboard reaches them. Focus always shows, 2 px in the accent
+   colour, on every control (Gradio's checkboxes change colour by a shade only). */
+.dolly-skip { position: absolute; left: -10000px; width: 1px; height: 1px; overflow: hidden; }
+.dolly-skip:focus { position: static; width: auto; height: auto; margin: .2rem 0; padding: .3rem .7rem; font: inherit;
+                    border: 2px solid var(--color-accent); border-radius: 6px; background: var(--background-fill-primary);
+                    color: var(--body-text-color); }
+.gradio-container :is(input, textarea, select, button, a, summary, [tabindex]):focus-visible {
+  outline: 2px solid var(--color-accent) !important; outline-offset: 2px !important; }
 .dolly-nav { display: flex; align-items: center; gap: .3rem; }
 .dolly-nav h2 { flex: 1; margin: 0; font-size: .9rem; font-weight: 400; }
 .dolly-nav button { font: inherit; min-width: 2rem; padding: .1rem .4rem; border-radius: 6px; cursor: pointer;
@@ -172,6 +180,8 @@ if (!window.dollyRecordNav) {
   document.addEventListener('click', (event) => {
     const button = event.target.closest?.('.dolly-nav [data-nav]');
     if (button) { event.stopPropagation(); go(button.dataset.nav); }
+    const skip = event.target.closest?.('[data-skip]');
+    if (skip) { event.stopPropagation(); document.querySelector(skip.dataset.skip)?.focus(); }
   }, true);
   document.addEventListener('keydown', (event) => {
     if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
@@ -271,6 +281,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         timer = gr.Timer(1.0, active=state == "loading")  # polls `dataset` until it is ready or failed
         empty = ready is not None and ready.num_rows == 0  # no records: the note says so, no controls to show
         with gr.Column(visible=state != "failed" and not empty, elem_id="explorer-body") as body:
+            gr.HTML("<button type='button' class='dolly-skip' data-skip='#explorer-table .dolly-open'>Skip to the "
+                    "table</button>", elem_id="explorer-skip", padding=False)
             with gr.Row(equal_height=True, elem_id="explorer-controls"):
                 search = gr.Textbox(label="Search", placeholder="Text in instruction, context or response; Enter",
                                     elem_id="explorer-search", max_lines=1, scale=4, min_width=220, interactive=on)

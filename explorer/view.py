@@ -163,7 +163,9 @@ def table_html(records: list[dict], search: str = "", regex: bool = False, sort:
         body.append(f"<tr class='dolly-none'><td colspan='{len(headers)}'>{html.escape(message or 'No rows to show.')}</td></tr>")
     note = sort_note(sort, search, regex)
     note = f"<p class='dolly-meta dolly-sort-note' role='note'>{html.escape(note)}</p>" if note else ""
-    return (f"{note}<div class='dolly-table-wrap'><table class='dolly-table{' with-length' if by_length else ''}'>"
+    # Keyboard users reach the pager without tabbing through every row's button (explorer.tab's script).
+    skip = "<button type='button' class='dolly-skip' data-skip='#explorer-next'>Skip to the pager</button>" if records else ""
+    return (f"{note}{skip}<div class='dolly-table-wrap'><table class='dolly-table{' with-length' if by_length else ''}'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 

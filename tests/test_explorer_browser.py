@@ -199,6 +199,35 @@ def test_the_open_record_moves_to_its_neighbours_and_closes_by_button_and_key(op
         page.keyboard.press("k")  # nothing open: the keys do nothing
         assert page.locator("#explorer-table tr.is-open").count() == 0
 
+
+def test_skip_buttons_and_a_visible_focus_for_keyboard_users(open_page, explorer_url):
+    """Issue 15 §7: a skip to the table and to the pager (20 Tabs through row numbers otherwise), and the
+    focus shows on every control (Gradio's checkboxes changed colour by a shade)."""
+    page = open_page(explorer_url + "?tab=explorer")
+    page.wait_for_selector("#explorer-table tr[data-row]")
+    wait_idle(page)
+    page.get_by_role("tab", name="Explorer").focus()
+    for _ in range(len(page.get_by_role("tab").all())):  # past the tab buttons after it: the Explorer's first stop
+        page.keyboard.press("Tab")
+        if page.evaluate("() => !document.activeElement.matches('button[role=tab]')"):
+            break
+    skip = page.locator("#explorer-skip button")
+    assert page.evaluate("() => document.activeElement.dataset.skip") == "#explorer-table .dolly-open"
+    box = skip.bounding_box()
+    assert box and box["width"] > 50 and box["y"] >= 0  # in sight once focused
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.classList.contains('dolly-open')")
+    page.locator("#explorer-table .dolly-skip").focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "explorer-next"
+    # Focus shows: a 2 px outline on a category checkbox reached by the keyboard.
+    page.locator('#explorer-categories input[name="open_qa"]').focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    outline = page.evaluate("() => { const s = getComputedStyle(document.activeElement); "
+                            "return [document.activeElement.name, s.outlineStyle, s.outlineWidth]; }")
+    assert outline == ["open_qa", "solid", "2px"], outline
+
 # -- point 1: links with a page --------------------------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
 def test_links_with_a_page_open_and_reload(open_page, explorer_url, size):
