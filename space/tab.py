@@ -486,8 +486,16 @@ def _list_values(store, current) -> list:
 
 
 def _save(store, current, history, context, reference, *settings):
+    """Save the conversation shown. The title box is written only when the title changed (a new chat's
+    first message, an edited first message): a save that lands while someone types a new title in it
+    (the one after a reply, say) must not put the old title back under their Rename."""
+    before = saved_chats.find(saved_chats.clean_store(store), current) if current else None
+    title_before = before["title"] if before else None
     store, current = saved_chats.save(store, current, history, context, _settings_dict(settings), reference)
-    return [store, current] + _list_values(store, current)
+    listed = _list_values(store, current)
+    if listed[2] == title_before:
+        listed[2] = gr.skip()
+    return [store, current] + listed
 
 
 def _on_load(store, live):

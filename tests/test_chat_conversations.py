@@ -124,3 +124,19 @@ def test_passages_and_notices_are_no_part_of_the_prompt():
     history = [user("q"), passage_message("the passage"), bot("a"), notice(STOPPED, "x")]
     assert conversation(history) == [user("q"), bot("a")]
     assert last_user_turn(history) == ([], "q")
+
+
+def test_a_save_writes_the_title_box_only_when_the_title_changed():
+    """The save after a reply must not put the old title back into a box someone is renaming in."""
+    import gradio as gr
+
+    from space.tab import _save
+
+    settings = [None] * 7
+    out = _save(chats.empty_store(), None, [user("First?")], "", "", *settings)
+    store, cid, title = out[0], out[1], out[-1]
+    assert title == "First?"
+    out = _save(store, cid, [user("First?"), bot("ok")], "", "", *settings)
+    assert out[-1] == gr.skip()
+    out = _save(out[0], cid, [user("First, edited?")], "", "", *settings)  # an edited first message
+    assert out[-1] == "First, edited?"
