@@ -61,6 +61,7 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
         refresh = gr.Button("Refresh leaderboard", size="sm", elem_id="contribute-refresh")
 
     fields = [category, instruction, context, response, license, reason]
+    private = dict(api_visibility="private")  # the page's own events: not part of the app's API
 
     def frame():
         reference = logic.reference_of(loader)
@@ -92,8 +93,8 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
             return [gr.skip()] * len(restored)
         return restore(stored) if isinstance(stored, dict) and stored.get("key") else [gr.skip()] * len(restored)
 
-    demo.load(on_load, inputs=[draft], outputs=restored + [leaderboard])
-    tab.select(on_select, inputs=[draft, key, *fields], outputs=restored, show_progress="hidden")
+    demo.load(on_load, inputs=[draft], outputs=restored + [leaderboard], **private)
+    tab.select(on_select, inputs=[draft, key, *fields], outputs=restored, show_progress="hidden", **private)
 
     def edited(key_, *values):
         current = as_draft(key_ or logic.new_draft()["key"], *values)
@@ -104,8 +105,9 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
     # It also fires when a save resets the form or a reload restores it: the stored draft follows either way.
     for component in fields:
         component.change(edited, [key, *fields], [key, draft, feedback], trigger_mode="always_last",
-                         show_progress="hidden")
-    category.change(lambda c: logic.guideline_md(c or "", frame()), [category], [guideline], show_progress="hidden")
+                         show_progress="hidden", **private)
+    category.change(lambda c: logic.guideline_md(c or "", frame()), [category], [guideline], show_progress="hidden",
+                    **private)
 
     def saver(question_mode: bool):
         def save_(key_, category_, instruction_, context_, response_, license_, reason_, request: gr.Request):
@@ -120,15 +122,15 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
         return save_
 
     outputs = [message, key, *fields, feedback, draft, leaderboard]
-    save.click(saver(False), [key, *fields], outputs, concurrency_limit=None)
-    ask.click(saver(True), [key, *fields], outputs, concurrency_limit=None)
+    save.click(saver(False), [key, *fields], outputs, concurrency_limit=None, **private)
+    ask.click(saver(True), [key, *fields], outputs, concurrency_limit=None, **private)
 
     def show_question(request: gr.Request):
         found = contrib.open_questions(store, exclude_author=author_of(request), limit=1)
         first = found[0] if found else None
         return first.id if first else None, logic.question_md(first), logic.new_draft()["key"], ""
 
-    show.click(show_question, None, [question_id, question, answer_key, answer_message])
+    show.click(show_question, None, [question_id, question, answer_key, answer_message], **private)
 
     def answer_(question_id_, text, key_, license_, reason_, request: gr.Request):
         said, saved = logic.save_answer_md(store, question_id_, text, key_ or logic.new_draft()["key"],
@@ -138,5 +140,5 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
         return said, "", logic.new_draft()["key"], logic.leaderboard_md(contrib.leaderboard(store))
 
     answer_save.click(answer_, [question_id, answer, answer_key, license, reason],
-                      [answer_message, answer, answer_key, leaderboard], concurrency_limit=None)
-    refresh.click(lambda: logic.leaderboard_md(contrib.leaderboard(store)), None, [leaderboard])
+                      [answer_message, answer, answer_key, leaderboard], concurrency_limit=None, **private)
+    refresh.click(lambda: logic.leaderboard_md(contrib.leaderboard(store)), None, [leaderboard], **private)
