@@ -7,8 +7,8 @@ the app while there is an earlier view of it (as in the Hugging Face Dataset Vie
   or closed) *pushes* an entry; typing in the search box does not (its Enter or button does).
 - Filling the view from the address (page load, a poll that finds the data, Back/Forward) *replaces*
   the entry, so it never adds one of its own.
-- Switching tabs pushes: `?tab=chat` for the Chat, the Explorer's last view (at least `?tab=explorer`)
-  for the Explorer.
+- Switching tabs pushes: `?tab=<id>` (`?tab=chat`, `?tab=contribute`), and for the Explorer its last view
+  (at least `?tab=explorer`).
 
 The server tags the Explorer's link query with the mode (`tag`), and the script in `HEAD` applies it
 to the address bar; on Back/Forward the script selects the tab the address names and, for the
@@ -36,14 +36,17 @@ GO_ID = "explorer-history-go"
 HEAD = """<script>
 (() => {
   // explorer/history.py says what this does and why.
+  const tabButton = (id) => document.querySelector(`button[role=tab][data-tab-id="${CSS.escape(id)}"]`);
   let explorerQuery = '?tab=explorer';  // the Explorer's last view, for when its tab is chosen again
   let restoring = false;                // set while Back/Forward selects a tab: that is no new step
-  const aboutExplorer = (search) => {
+  // The tab an address names: its `tab`, else the Explorer's when it has the Explorer's keys, else the first.
+  const tabOf = (search) => {
     const params = new URLSearchParams(search);
-    if (params.get('tab') === 'chat') return false;
-    return params.get('tab') === 'explorer' ||
-      ['category', 'q', 'regex', 'sort', 'quality', 'p', 'row'].some((key) => params.has(key));
+    if (params.get('tab')) return params.get('tab');
+    return ['category', 'q', 'regex', 'sort', 'quality', 'p', 'row', 'shown'].some((key) => params.has(key))
+      ? 'explorer' : 'chat';
   };
+  const aboutExplorer = (search) => tabOf(search) === 'explorer';
   const go = (query, mode) => {
     if (location.search === query) return;
     const url = location.pathname + query;
@@ -63,12 +66,11 @@ HEAD = """<script>
       return location.origin + location.pathname + explorerQuery;
     },
   };
-  const tabButton = (id) => document.querySelector(`button[role=tab][data-tab-id="${id}"]`);
   document.addEventListener('click', (event) => {
     if (restoring) return;
     const tab = event.target.closest?.('button[role=tab][data-tab-id]');
     if (tab && tab.getAttribute('aria-selected') !== 'true') {
-      go(tab.dataset.tabId === 'chat' ? '?tab=chat' : explorerQuery, 'push');
+      go(tab.dataset.tabId === 'explorer' ? explorerQuery : `?tab=${encodeURIComponent(tab.dataset.tabId)}`, 'push');
     } else if (event.target.closest?.('#explorer-try-in-chat, [data-action=try]')) {
       go('?tab=chat', 'push');
     }
@@ -82,9 +84,17 @@ HEAD = """<script>
     });
     watch.observe(document.documentElement, {childList: true, subtree: true});
   };
+  // A link to another tab (?tab=contribute) opens it; the server opens the Explorer's and the Chat is first.
+  const linked = tabOf(location.search);
+  if (linked !== 'chat' && linked !== 'explorer') {
+    whenThere(`button[role=tab][data-tab-id="${CSS.escape(linked)}"]`, (button) => {
+      restoring = true;
+      try { button.click(); } finally { restoring = false; }
+    });
+  }
   window.addEventListener('popstate', () => {
-    const explorer = aboutExplorer(location.search);
-    const tab = tabButton(explorer ? 'explorer' : 'chat');
+    const id = tabOf(location.search), explorer = id === 'explorer';
+    const tab = tabButton(id);
     if (tab && tab.getAttribute('aria-selected') !== 'true') {
       restoring = true;
       try { tab.click(); } finally { restoring = false; }

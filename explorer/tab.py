@@ -62,6 +62,10 @@ CSS = """
 .dolly-record { display: flex; flex-direction: column; gap: .6rem; }
 /* Skip buttons: out of sight until the keyboard reaches them. Focus always shows, 2 px in the accent
    colour, on every control (Gradio's checkboxes change colour by a shade only). */
+#explorer-skip { position: absolute; z-index: 2; }
+.dolly-filters-toggle { font: inherit; font-weight: 600; padding: .45rem .9rem; border-radius: 6px; cursor: pointer;
+                        border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary);
+                        color: var(--body-text-color); }
 .dolly-skip { position: absolute; left: -10000px; width: 1px; height: 1px; overflow: hidden; }
 .dolly-skip:focus { position: static; width: auto; height: auto; margin: .2rem 0; padding: .3rem .7rem; font: inherit;
                     border: 2px solid var(--color-accent); border-radius: 6px; background: var(--background-fill-primary);
@@ -84,13 +88,22 @@ CSS = """
    it opens right under its row, inside the table, and the side panel keeps only its buttons. */
 @media (min-width: 901px) {
   #explorer-main { flex-wrap: nowrap; align-items: flex-start; }
-  /* Until a row is opened the panel holds only a hint: the table takes the room. */
-  #explorer-main:has(#explorer-row .dolly-hint) > #explorer-side { flex: 0 0 16rem !important; }
+  /* One width, open or not: opening a row never reflows the table under the pointer. */
+  #explorer-side { flex: 0 0 24rem !important; min-width: 0 !important; }
+  #explorer-filters-toggle { display: none; }
   #explorer-side { position: sticky; top: .5rem; align-self: flex-start; max-height: calc(100vh - 1rem);
                    overflow-y: auto; }
   .dolly-detail { display: none; }
 }
 @media (max-width: 900px) {
+  /* Phones: the filters fold into one "Filters (n)" button, so the first rows show on the first screen;
+     the pager keeps Next beside the page box; the record's own "Try in chat" replaces the wide bar. */
+  #explorer-body:has(#explorer-filters-toggle [aria-expanded=false]) #explorer-filters { display: none; }
+  #explorer-pager { flex-wrap: nowrap; }
+  #explorer-pager > * { min-width: 0 !important; flex: 1 1 auto !important; }
+  #explorer-pager > #explorer-page { flex: 0 0 4.5rem !important; }
+  #explorer-pager button { white-space: nowrap; }
+  #explorer-try-in-chat { display: none; }
   #explorer-main { flex-direction: column; }
   #explorer-main > * { width: 100%; }
   #explorer-row { display: none; }
@@ -169,6 +182,13 @@ if (!window.dollyRecordNav) {
     return !!target;
   };
   const refresh = () => {
+    // "Filters (n)" on phones: n = the categories ticked and the quality signals chosen.
+    const chosen = document.querySelectorAll('#explorer-categories input:checked').length +
+      document.querySelectorAll('#explorer-quality .token').length;
+    document.querySelectorAll('.dolly-filters-toggle').forEach((b) => {
+      const label = chosen ? `Filters (${chosen})` : 'Filters';
+      if (b.textContent !== label) b.textContent = label;
+    });
     const tr = openRow();
     document.querySelectorAll('.dolly-nav [data-nav=previous]').forEach((b) => { b.disabled = !neighbour(tr, -1); });
     document.querySelectorAll('.dolly-nav [data-nav=next]').forEach((b) => { b.disabled = !neighbour(tr, 1); });
@@ -180,9 +200,12 @@ if (!window.dollyRecordNav) {
   document.addEventListener('click', (event) => {
     const button = event.target.closest?.('.dolly-nav [data-nav]');
     if (button) { event.stopPropagation(); go(button.dataset.nav); }
+    const fold = event.target.closest?.('.dolly-filters-toggle');
+    if (fold) fold.setAttribute('aria-expanded', String(fold.getAttribute('aria-expanded') !== 'true'));
     const skip = event.target.closest?.('[data-skip]');
     if (skip) { event.stopPropagation(); document.querySelector(skip.dataset.skip)?.focus(); }
   }, true);
+  document.addEventListener('change', refresh);  // a box ticked: "Filters (n)" at once
   document.addEventListener('keydown', (event) => {
     if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
     if (event.target.closest?.('input, textarea, select, [contenteditable=true]')) return;
@@ -292,6 +315,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                           min_width=96, interactive=on)
                 sort = gr.Dropdown(list(SORTS), value=DEFAULT_SORT, label="Sort", elem_id="explorer-sort", scale=2,
                                    min_width=220, interactive=on)
+            gr.HTML("<button type='button' class='dolly-filters-toggle' aria-expanded='false' "
+                    "aria-controls='explorer-filters'>Filters</button>", elem_id="explorer-filters-toggle", padding=False)
             with gr.Row(equal_height=False, elem_id="explorer-filters"):
                 categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
                                               info="None ticked = all", elem_id="explorer-categories", interactive=on,
@@ -361,7 +386,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
 
         view_inputs = [categories, search, regex, sort, quality, shown_as]
         other_controls = [search_button, previous, page_box, following, file_format, export_button]
-        view_outputs = [table, status, page_box, current, page_note, link_query, export_info]
+        view_outputs = [table, status, page_box, current, page_note, link_query, export_info, previous, following]
         chart_outputs = [chart_box, charts_empty, chart_categories] + chart_fields
         private = dict(api_visibility="private")
 
@@ -383,14 +408,16 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return (table_html([], message="Fix the search to see rows." if not ticked or index.signals is not None
                                    else "The rows show once the quality signals are ready."), f"⚠️ {err}", "1", 1, "",
                         tag(build_query(cats, text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL), PUSH),
-                        export_note(0, order))
+                        export_note(0, order), gr.update(interactive=False), gr.update(interactive=False))
             row = opened["row"] if opened else None
             opened = opened if opened and any(r["row"] == row for r in records) else None
             return (table_html(records, text, use_regex, order, opened, signals=index.signals),
                     summary(selection.total, number, selection.pages, index.num_rows), str(number), number, note,
                     tag(build_query(cats, text, use_regex, order, number, row, quality=ticked,
                                     original=as_shown == ORIGINAL), PUSH),
-                    export_note(selection.total, order))
+                    export_note(selection.total, order),
+                    # Previous off on the first page, Next on the last: a press that cannot move is no step.
+                    gr.update(interactive=number > 1), gr.update(interactive=number < selection.pages))
 
         def quality_view(cats, text, use_regex, order, ticked, as_shown):
             """Values for `quality_outputs`: the Quality filter's counts in this selection and the signals chart."""
@@ -591,14 +618,16 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 outputs.append(gr.Tabs(selected="explorer") if view.explorer else gr.update())
             return outputs
 
-        # page_box is both a control (turned on) and a view output (its value): it is listed once.
-        fill_controls = [c for c in other_controls if c is not page_box]
+        # page_box, previous and following are both controls and view outputs: listed once, as outputs.
+        both = {id(c) for c in other_controls} & {id(c) for c in view_outputs}
+        fill_controls = [c for c in other_controls if id(c) not in both]
         fill_outputs = view_inputs + fill_controls + view_outputs + row_outputs + ([tabs] if tabs is not None else [])
         screen_outputs = [loading, failed, body, timer, filled, drawn]
 
         def fill(query: str) -> list:
             values = restore(query)
-            del values[len(view_inputs) + other_controls.index(page_box)]
+            for i in reversed([i for i, c in enumerate(other_controls) if id(c) in both]):
+                del values[len(view_inputs) + i]
             return values
 
         def back_or_forward(query) -> list:

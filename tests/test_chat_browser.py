@@ -280,7 +280,8 @@ def test_try_in_chat_starts_a_clean_comparison(open_chat, app_url, dolly_records
     page.get_by_role("tab", name="Explorer").click()
     page.locator("#explorer-table tr[data-row]").first.wait_for()
     page.locator("#explorer-table tr[data-row]").first.click()
-    button = page.locator("#explorer-try-in-chat")
+    # Beside the table on a wide screen; on a phone, the one under the opened row.
+    button = page.locator("#explorer-try-in-chat:visible, .dolly-detail [data-action=try]:visible").first
     expect(button).to_be_enabled()
     button.click()
     # A fresh conversation: the record's instruction is sent at once and answered.

@@ -228,6 +228,37 @@ def test_skip_buttons_and_a_visible_focus_for_keyboard_users(open_page, explorer
                             "return [document.activeElement.name, s.outlineStyle, s.outlineWidth]; }")
     assert outline == ["open_qa", "solid", "2px"], outline
 
+
+def test_on_a_phone_the_filters_fold_and_the_first_rows_are_on_the_first_screen(open_page, explorer_url):
+    """Issue 15 §4: "Filters (n)" on a phone, the pager never wraps Next alone, no disabled full-width bar."""
+    page = open_page(explorer_url + "?tab=explorer", PHONE)
+    page.wait_for_selector("#explorer-table tr[data-row]")
+    wait_idle(page)
+    assert not page.locator("#explorer-categories").is_visible()
+    assert page.locator("#explorer-table tr[data-row]").first.bounding_box()["y"] < PHONE["height"]
+    assert not page.locator("#explorer-try-in-chat").is_visible()
+    toggle = page.locator(".dolly-filters-toggle")
+    assert toggle.inner_text() == "Filters" and toggle.get_attribute("aria-expanded") == "false"
+    toggle.click()
+    page.locator("#explorer-categories").wait_for(state="visible")
+    page.locator('#explorer-categories input[name="closed_qa"]').check()
+    page.wait_for_function("() => document.querySelector('.dolly-filters-toggle').textContent === 'Filters (1)'")
+    boxes = [page.locator(s).bounding_box() for s in ("#explorer-previous", "#explorer-page", "#explorer-next")]
+    assert max(b["y"] for b in boxes) < min(b["y"] + b["height"] for b in boxes), boxes  # side by side, one line
+    assert boxes[2]["x"] + boxes[2]["width"] <= PHONE["width"]
+
+
+def test_opening_a_row_does_not_reflow_the_table(open_page, explorer_url):
+    page = open_page(explorer_url + "?tab=explorer")
+    page.wait_for_selector("#explorer-table tr[data-row]")
+    wait_idle(page)
+    before = page.locator("#explorer-table table").bounding_box()
+    page.locator('#explorer-table tr[data-row="3"] .dolly-open').click()
+    page.wait_for_selector("#explorer-table tr.is-open")
+    page.wait_for_function("() => (document.querySelector('#explorer-row')?.innerText || '').includes('Row 3')")
+    after = page.locator("#explorer-table table").bounding_box()
+    assert (after["x"], after["width"]) == (before["x"], before["width"])
+
 # -- point 1: links with a page --------------------------------------------------------------------
 @pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
 def test_links_with_a_page_open_and_reload(open_page, explorer_url, size):

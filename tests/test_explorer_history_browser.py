@@ -61,6 +61,8 @@ def test_back_and_forward_walk_the_views_without_a_reload(open_page, explorer_ur
     views = [view(page)]
 
     # Each step is an entry: a category, a search (typing alone is none), Next, a row opened.
+    if page.locator(".dolly-filters-toggle").is_visible():  # a phone: the filters are folded
+        page.locator(".dolly-filters-toggle").click()
     page.locator('#explorer-categories input[name="closed_qa"]').check()
     wait_url(page, "category=closed_qa")
     wait_summary(page, r"^[\d,]+ matching rows")
@@ -121,3 +123,14 @@ def test_the_address_follows_the_tab(open_page, explorer_url):
     page.get_by_role("tab", name="Explorer", selected=True).wait_for()
     page.wait_for_function("() => location.search === '?tab=explorer&category=open_qa'")
     assert page.evaluate(CHECKED) == ["open_qa"]
+
+
+def test_another_tab_has_an_address_of_its_own(open_page, explorer_url):
+    page = open_page(explorer_url)
+    page.get_by_role("tab", name="Contribute").click()
+    page.wait_for_function("() => location.search === '?tab=contribute'")
+    page.reload()
+    page.get_by_role("tab", name="Contribute", selected=True).wait_for()
+    page.go_back()
+    page.wait_for_function("() => location.search === ''")
+    page.get_by_role("tab", name="Chat", selected=True).wait_for()
