@@ -45,16 +45,45 @@ SHAPES = {  # EleutherAI's configs: hidden, layers, heads, vocab (padded)
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=8),
     "2.8b": dict(hidden_size=2560, num_hidden_layers=32, num_attention_heads=32),
 }
-MODES = {  # name -> (--dtype, --quantize)
-    "fp32": ("float32", "none"),
-    "bf16": ("bfloat16", "none"),
-    "int8": ("auto", "int8"),
-    "int4": ("auto", "int4"),
+MODES = {  # name -> (--dtype, --quantize, --cpu-engine)
+    "fp32": ("float32", "none", "torch"),
+    "bf16": ("bfloat16", "none", "torch"),
+    "int8": ("auto", "int8", "torch"),
+    "int4": ("auto", "int4", "torch"),
+    "ov-int8": ("auto", "int8", "openvino"),  # the OpenVINO engine (space/engine_openvino.py): --cpu-engine auto's
+    "ov-int4": ("auto", "int4", "openvino"),
+    "ov-none": ("auto", "none", "openvino"),
+    # The torch path where the CPU has no native bf16 (run with --emulate-avx2 to see it on a CPU that has):
+    "int8-f32": ("float32", "int8", "torch"),  # the old --quantize auto there: int8 weights, float32 activations
+    "int8-bf16dec": ("float32", "int8", "torch"),  # auto there now: float32, the int8 layers decoding in bf16
+    "int4-bf16dec": ("float32", "int4", "torch"),
 }
+DECODE_BF16 = {"int8-bf16dec", "int4-bf16dec"}  # space/quantize.decode_in, as load_model applies it there
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # PyTorch's and oneDNN's kernels, not OpenVINO's
 CONTEXT = ("Community gardens turn empty city lots into shared plots where neighbours grow vegetables and flowers. "
            "Besides food, they offer shade, a place to meet, and lessons for schoolchildren about where food comes "
            "from. Cities that support them often see less litter and more people outdoors in the evenings. ") * 4
 GB = 1e9
+
+
+def cpu_model() -> str:
+    """lscpu's model name (what bench/RESULTS.md records), or what Python knows."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The CPU's flags that decide which kernels are fast: AVX2, AVX-512 (and its BF16/VNNI), AMX."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
 
 
 def read_bandwidth(size_bytes: int = 1 << 30, repeats: int = 5) -> float:
@@ -164,6 +193,14 @@ def decode_bytes(model) -> int:
     return total
 
 
+def ov_decode_bytes(model) -> int:
+    """The OpenVINO model's weight file, less the input embedding's rows a token does not read."""
+    weights = (model.folder / "model.bin").stat().st_size
+    config = model.config
+    embedding = config.vocab_size * config.hidden_size  # at most one byte per weight when compressed (int8)
+    return weights - (embedding * 2 if model.format == "none" else embedding)
+
+
 def worker(args) -> None:
     """One mode in a fresh process; prints one JSON line."""
     import torch
@@ -171,12 +208,17 @@ def worker(args) -> None:
     from space.chat import stream_reply, validate_settings
     from space.model import load_model
 
-    dtype, quantize = MODES[args.worker]
+    dtype, quantize, engine = MODES[args.worker]
     start = time.perf_counter()
     # Loaded in a thread that then ends, as the app's ModelLoader does: a thread that ran torch's parallel
     # ops keeps an OpenMP pool, and with more pool threads than cores GNU OpenMP stops spinning between
     # parallel regions: decoding in another thread (as the app does) then ran 15% slower.
-    lm = in_thread(lambda: load_model(args.model, device="cpu", dtype=dtype, quantize=quantize))
+    lm = in_thread(lambda: load_model(args.model, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine))
+    if args.worker in DECODE_BF16:
+        from space.quantize import decode_in
+
+        decode_in(lm.model, torch.bfloat16)
+        lm.decode_dtype = "bfloat16"
     load_s = time.perf_counter() - start
     rss_load = peak_rss()
     from dolly.prompt import format_prompt
@@ -186,6 +228,11 @@ def worker(args) -> None:
     inputs = torch.tensor([ids])
 
     def prefill():
+        if lm.engine == "openvino":  # a fresh reply's state, then the whole prompt at once
+            request = lm.model._request()
+            t = time.perf_counter()
+            lm.model.logits(request, ids, 0)
+            return time.perf_counter() - t
         with torch.inference_mode():
             t = time.perf_counter()
             lm.model(input_ids=inputs, use_cache=True)
@@ -207,7 +254,9 @@ def worker(args) -> None:
         decodes.append((args.tokens - 1) / max(full - one, 1e-9))
     print(json.dumps(dict(
         mode=args.worker, model_mode=lm.mode, load_s=load_s, prefill_ms=statistics.median(prefills) * 1000,
-        decode_tps=statistics.median(decodes), decode_all=decodes, decode_bytes=decode_bytes(lm.model),
+        decode_tps=statistics.median(decodes), decode_all=decodes,
+        decode_bytes=ov_decode_bytes(lm.model) if lm.engine == "openvino" else decode_bytes(lm.model),
+        load_stage=lm.why,
         rss_load=rss_load, rss_peak=peak_rss(),
         threads=torch.get_num_threads())), flush=True)
 
@@ -215,7 +264,8 @@ def worker(args) -> None:
 def run_worker(mode: str, model: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--model", str(model), "--tokens", str(args.tokens),
            "--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    env = {**os.environ, **(AVX2_ENV if args.emulate_avx2 else {})}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
     for line in reversed(out.stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -352,6 +402,9 @@ def main():
     parser.add_argument("--quality", metavar="MODEL_DIR", help="also measure quality on a model python -m train wrote")
     parser.add_argument("--cache-dir", default=os.environ.get("DOLLY_BENCH_CACHE", "/tmp/dolly-bench-models"),
                         help="where the random-init models are saved (2 GB + 5.6 GB), reused between runs")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="run PyTorch's and oneDNN's kernels as on an AVX2-only CPU (ATEN_CPU_CAPABILITY=avx2, "
+                             "ONEDNN_MAX_CPU_ISA=AVX2); OpenVINO keeps this CPU's kernels")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -367,7 +420,9 @@ def main():
             parser.error(f"unknown mode {name!r}: use {', '.join(MODES)}")
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, native bf16: {native_bf16()}, "
+    if args.emulate_avx2:
+        print(f"PyTorch kernels limited to AVX2: {AVX2_ENV}", flush=True)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, flags: {cpu_flags()}, native bf16: {native_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     bandwidth = [read_bandwidth()]
     print(f"read bandwidth: {bandwidth[0] / GB:.1f} GB/s", flush=True)
@@ -410,10 +465,10 @@ def main():
         data = write_jsonl(cache / "dolly-bench.jsonl", make_records(200, seed=0))
         path = save_shape("1b", cache)
         fast = app_tokens_per_second(path, [], data, args.app_tokens, args.repeats)
-        slow = app_tokens_per_second(path, ["--dtype", "float32", "--quantize", "none"], data, args.app_tokens,
+        slow = app_tokens_per_second(path, ["--dtype", "float32", "--quantize", "none", "--cpu-engine", "torch"], data, args.app_tokens,
                                         args.repeats)
         print(f"\n/chat on the 1b shape (streamed decode rate, up to {args.app_tokens} new tokens, greedy): default CPU mode "
-              f"{fast:.2f} tok/s, --dtype float32 --quantize none {slow:.2f} tok/s: {fast / slow:.2f}x (target >= 3x)")
+              f"{fast:.2f} tok/s, --dtype float32 --quantize none --cpu-engine torch {slow:.2f} tok/s: {fast / slow:.2f}x (target >= 3x)")
 
     if args.quality:
         print(f"\n### quality: {args.quality}\n\n| mode | runs as | eval loss | delta vs bf16 | KL from bf16 per token | "
