@@ -16,6 +16,10 @@ from tests.dolly_data import make_records, write_jsonl
 # starts, in-process or as `python app.py`, keeps them in the session's own file instead.
 _CURATION = tempfile.mkdtemp(prefix="dolly-test-curation-")
 os.environ["DOLLY_CURATION_DB"] = os.path.join(_CURATION, "curation.sqlite3")
+# Apps the tests start chat through PyTorch unless a test asks for OpenVINO (tests/test_cpu_engine*.py do):
+# under `auto` every start would first convert its tiny model (seconds each, hundreds of starts), and the
+# chat tests' expectations (a looping model's length, timings of Stop) are written for one engine.
+os.environ.setdefault("DOLLY_CPU_ENGINE", "torch")
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's background services try to reach Google; on a closed network they only add noise.

@@ -260,7 +260,7 @@ def test_cpu_engine_flag_env_and_errors(monkeypatch, capsys):
 
 def test_the_app_chats_through_openvino_on_chat_and_v1(tmp_path, dolly_jsonl, cache):
     model = save_scripted_model(tmp_path / "model", SCRIPT)
-    demo = serve("--model", model, "--data", dolly_jsonl)  # --cpu-engine auto: OpenVINO is installed
+    demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", "auto")  # OpenVINO is installed: it runs
     try:
         client = Client(demo.local_url, verbose=False)
         deadline = time.monotonic() + 180
