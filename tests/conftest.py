@@ -131,3 +131,25 @@ def page(browser):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CURATION, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """A throwaway PostgreSQL server for one test module (tests/postgres.py); skipped where none is installed."""
+    from tests import postgres
+
+    why = postgres.unavailable()
+    if why:
+        pytest.skip(why)
+    server = postgres.Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a curation store lives, for tests run on both backends: a new SQLite file, or the module's
+    PostgreSQL server (shared by the module's tests: each uses its own dataset keys or writer names)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store" / "curation.sqlite3")
+    return request.getfixturevalue("pg_server").url

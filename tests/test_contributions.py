@@ -18,31 +18,11 @@ from dolly import contributions as contrib
 from dolly.contributions import AlreadyAnswered, ContributionError, Invalid, check
 from dolly.curation import dataset_key, open_store
 from dolly.prompt import END_KEY
-from tests import postgres
 from tests.dolly_data import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"instruction": "What is the tallest mountain on Earth?", "context": "",
         "response": "Mount Everest, 8,849 metres above sea level.", "category": "open_qa"}
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    why = postgres.unavailable()
-    if why:
-        pytest.skip(why)
-    server = postgres.Server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path):
-    """A new SQLite file, or the test server's database (shared by the tests of this module: each test's
-    writers have their own names, `me`)."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store" / "curation.sqlite3")
-    return request.getfixturevalue("pg_server").url
 
 
 @pytest.fixture

@@ -17,29 +17,9 @@ from dolly import curation
 from dolly.curation import Conflict, CurationError, NothingToUndo, RecordState, StoreError, curated, dataset_key, open_store
 from dolly.data import load_records
 from explorer.export import write_table
-from tests import postgres
 from tests.dolly_data import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    why = postgres.unavailable()
-    if why:
-        pytest.skip(why)
-    server = postgres.Server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path):
-    """Where a store lives: a new SQLite file, or the test server's PostgreSQL database (each test uses its
-    own dataset keys there, so tests do not see each other's decisions)."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store" / "curation.sqlite3")
-    return request.getfixturevalue("pg_server").url
 
 
 @pytest.fixture
