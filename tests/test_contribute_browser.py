@@ -87,11 +87,10 @@ def test_write_check_reload_double_click_answer_and_leaderboard(open_page, data,
         page.locator("#contribute-response textarea").fill("Vienna, the capital of Austria.")
         wait_idle(page)
         page.wait_for_function("() => !(document.querySelector('#contribute-feedback')?.innerText || '').includes('⛔')")
+        assert page.evaluate("() => location.search") == "?tab=contribute"  # the tab's own address
         page.reload()
-        # The address is the Explorer's (explorer/history.py pushes it on any tab but the Chat): its load
-        # event opens the Explorer, so wait for that before opening the Contribute tab again.
-        page.wait_for_function("() => (document.querySelector('#explorer-summary')?.innerText || '').trim() !== ''")
-        wait_idle(page)
+        # The address opens the Contribute tab again (explorer/history.py).
+        page.get_by_role("tab", name="Contribute", selected=True).wait_for()
         select_tab(page)
         wait_value(page, "#contribute-instruction textarea", "Which city on the Danube is a capital?")
         wait_value(page, "#contribute-context textarea", PASSAGE)
