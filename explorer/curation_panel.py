@@ -30,6 +30,10 @@ CSS = """
   #explorer-shown { flex: 0 0 auto !important; width: auto !important; }
   #explorer-shown .wrap { flex-wrap: nowrap; }
 }
+/* Off until a record opens, yet readable (4.5:1): Gradio's disabled grey on its button grey is 3.3:1, and a
+   check that lands while the record's decisions load would read it mid-change. */
+#explorer-curate button:disabled { color: #4b5563 !important; border-style: dashed; cursor: not-allowed; }
+.dark #explorer-curate button:disabled { color: #d1d5db !important; }
 #explorer-curate { border-top: 1px solid var(--border-color-primary); padding-top: .4rem; }
 #explorer-curate-status p { margin: .2rem 0; }
 #explorer-curate-message:has(p) { border-left: 3px solid #b91c1c; padding: .2rem .6rem; }
