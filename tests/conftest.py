@@ -153,3 +153,14 @@ def location(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "store" / "curation.sqlite3")
     return request.getfixturevalue("pg_server").url
+
+
+def run_threads(target, count: int) -> None:
+    """`target(i)` for i in range(count), each in its own thread, all started before any is joined."""
+    import threading
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

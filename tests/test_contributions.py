@@ -18,6 +18,7 @@ from dolly import contributions as contrib
 from dolly.contributions import AlreadyAnswered, ContributionError, Invalid, check
 from dolly.curation import dataset_key, open_store
 from dolly.prompt import END_KEY
+from tests.conftest import run_threads
 from tests.dolly_data import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,11 +191,7 @@ def test_20_writer_threads_every_record_once(location, me):
             except Exception as error:  # noqa: BLE001 - the assertion names it
                 errors.append(error)
 
-        threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(write, WRITERS)
         assert errors == []
         kept = mine(stores[0], me)
         assert len(kept) == WRITERS * 3 + 1 and sum(s.new for s in saved) == WRITERS * 3 + 1

@@ -17,6 +17,7 @@ from dolly import curation
 from dolly.curation import Conflict, CurationError, NothingToUndo, RecordState, StoreError, curated, dataset_key, open_store
 from dolly.data import load_records
 from explorer.export import write_table
+from tests.conftest import run_threads
 from tests.dolly_data import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,11 +107,7 @@ def test_concurrent_saves_of_different_records_all_kept_same_record_one_wins(loc
             except Exception as error:  # noqa: BLE001 - the assertion below names it
                 errors.append(error)
 
-        threads = [threading.Thread(target=different, args=(i,)) for i in range(editors)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(different, editors)
         assert errors == []
         states = stores[0].states(key)
         assert {row: s.fields["response"] for row, s in states.items()} == {i: f"editor {i} step 4" for i in range(editors)}
@@ -127,11 +124,7 @@ def test_concurrent_saves_of_different_records_all_kept_same_record_one_wins(loc
             except Conflict as conflict:
                 refused.append(conflict)
 
-        threads = [threading.Thread(target=same, args=(i,)) for i in range(editors)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(same, editors)
         assert len(won) == 1 and len(refused) == editors - 1
         kept = stores[1].state(key, 100)
         assert kept.version == 1 and kept.fields == won[0].fields
