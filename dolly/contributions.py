@@ -43,6 +43,7 @@ import pandas as pd
 from dolly.curation import ANONYMOUS, CurationError, Store
 from dolly.data import DOLLY_CATEGORIES, REQUIRED_COLUMNS, TEXT_FIELDS
 from dolly.prompt import format_prompt
+from dolly.text import text_problem
 
 CATEGORIES = DOLLY_CATEGORIES
 # The same rule as explorer.signals' context_mismatch (a test keeps them equal): dolly-15k's guidelines
@@ -165,6 +166,9 @@ def check(record: dict, *, question: bool = False) -> list[Problem]:
         value = "" if value is None else value
         if not isinstance(value, str):
             problems.append(Problem(name, f"must be text, got {type(value).__name__}"))
+            value = ""
+        elif text_problem(value):
+            problems.append(Problem(name, f"is not valid text: {text_problem(value)}"))
             value = ""
         elif len(value.encode("utf-8", "surrogatepass")) > MAX_BYTES:
             problems.append(Problem(name, f"is {len(value.encode('utf-8', 'surrogatepass')):,} bytes; at most "
@@ -462,6 +466,8 @@ def save_rating(store: Store, *, key: str, reply_id: str, rating, model_id: str,
     for name, value in texts.items():
         if not isinstance(value, str):
             raise ContributionError(f"{name}: must be text, got {type(value).__name__}.")
+        if text_problem(value):
+            raise ContributionError(f"{name}: is not valid text: {text_problem(value)}.")
         if len(value.encode("utf-8", "surrogatepass")) > MAX_BYTES:
             raise ContributionError(f"{name}: at most {MAX_BYTES:,} bytes (40 kB).")
     record = None

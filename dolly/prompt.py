@@ -24,7 +24,7 @@ SPECIAL_TOKENS = [END_KEY, INSTRUCTION_KEY, RESPONSE_KEY_NL]
 DEFAULT_SEED = 42
 
 
-def _prompt_parts(instruction: str, context: str = "") -> list:
+def prompt_parts(instruction: str, context: str = "") -> list:
     """The prompt as a list of text pieces and the template's own markers (in a tuple, to tell them apart).
 
     Text next to text is joined before tokenizing, exactly as one string would be; only the markers
@@ -37,7 +37,10 @@ def _prompt_parts(instruction: str, context: str = "") -> list:
     return parts
 
 
-def _completion_parts(response: str) -> list:
+def completion_parts(response: str) -> list:
+    """The completion (response and end marker) in prompt_parts' form. Public, with prompt_parts, for code
+    that must count or tokenize records exactly as training does without going through a tokenizer call per
+    record (explorer/signals.py batches them)."""
     return [f"{response}\n\n", (END_KEY,)]
 
 
@@ -51,7 +54,7 @@ def format_prompt(instruction: str, context: str = "") -> str:
     An empty (or whitespace-only) context leaves the `Input:` block out, as in the dataset's
     no-context categories.
     """
-    return _text(_prompt_parts(instruction, context))
+    return _text(prompt_parts(instruction, context))
 
 
 def defuse_markers(text: str) -> str:
@@ -71,7 +74,7 @@ def format_prompt_text(instruction: str, context: str = "") -> str:
 
 def format_completion(response: str) -> str:
     """What the model learns to write after the prompt: the response, then the end marker."""
-    return _text(_completion_parts(response))
+    return _text(completion_parts(response))
 
 
 def format_example(instruction: str, response: str, context: str = "") -> str:
@@ -133,12 +136,12 @@ def _encode(tokenizer, parts) -> list[int]:
 
 def encode_prompt(tokenizer, instruction: str, context: str = "") -> list[int]:
     """The ids of format_prompt(instruction, context), with user text never read as special tokens."""
-    return _encode(tokenizer, _prompt_parts(instruction, context))
+    return _encode(tokenizer, prompt_parts(instruction, context))
 
 
 def encode_completion(tokenizer, response: str) -> list[int]:
     """The ids of format_completion(response), with the response never read as special tokens."""
-    return _encode(tokenizer, _completion_parts(response))
+    return _encode(tokenizer, completion_parts(response))
 
 
 def encode_text(tokenizer, text: str) -> list[int]:

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import re2
 
+from dolly.text import text_problem
+
 # Longest search accepted: far above any real query, far below what makes RE2 give up
 # ("pattern too large") or a scan of every row crawl.
 MAX_SEARCH_CHARS = 2000
@@ -242,11 +244,9 @@ def _parse(search: str, regex: bool) -> Search:
     if len(search) > MAX_SEARCH_CHARS:
         raise SearchError(f"search is {len(search):,} characters long; the limit is {MAX_SEARCH_CHARS:,}. "
                           "Search for a shorter, distinctive part of the text.")
-    surrogate = next((i for i, ch in enumerate(search) if 0xD800 <= ord(ch) <= 0xDFFF), None)
-    if surrogate is not None:
-        # JSON can carry a lone UTF-16 surrogate ("\ud800") that is no character at all.
-        raise SearchError(f"search holds a lone surrogate (U+{ord(search[surrogate]):04X} at position {surrogate}), "
-                          "which is not a character: send the search as valid Unicode text.")
+    problem = text_problem(search)
+    if problem:
+        raise SearchError(f"search is not valid text: {problem}. Send the search as valid Unicode text.")
     if not regex:
         return Search(search, False, fold_text(search))
     try:

@@ -647,13 +647,13 @@ def token_counts(tokenizer, frame: pd.DataFrame, report=None) -> np.ndarray:
 
     The prompt's layout comes from dolly.prompt, the one home of the format, so the counts follow it.
     """
-    from dolly.prompt import _completion_parts, _prompt_parts, encode_text, special_token_id
+    from dolly.prompt import completion_parts, prompt_parts, encode_text, special_token_id
 
     marker_ids = {}
     segments, owner, fixed = [], [], np.zeros(len(frame), np.int64)
     records = frame[["instruction", "context", "response"]].itertuples(index=False)
     for row, (instruction, context, response) in enumerate(records):
-        for parts in (_prompt_parts(instruction, context), _completion_parts(response)):
+        for parts in (prompt_parts(instruction, context), completion_parts(response)):
             text = ""
             for part in parts:
                 if isinstance(part, tuple):

@@ -19,6 +19,7 @@ from transformers.generation.streamers import BaseStreamer
 from space import zerogpu
 from dolly.numbers import exact_number, whole_number
 from dolly.settings import setting
+from dolly.text import text_problem
 from dolly.prompt import (END_KEY, INSTRUCTION_KEY, RESPONSE_KEY, encode_prompt, encode_text, format_prompt,
                           stop_token_ids)
 
@@ -197,13 +198,9 @@ def prompt_budget(window: int, max_new_tokens: int) -> int:
 def check_unicode(name: str, text: str) -> None:
     """A ChatInputError when `text` holds a lone surrogate (JSON's "\\ud800" decodes to one): it is no
     character, no tokenizer takes it, and it cannot be written as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ChatInputError(
-            f"The {name} is not valid text: character {error.start + 1:,} is a lone surrogate "
-            f"({text[error.start]!r}), half of a character pair. Send the text as valid Unicode (UTF-8)."
-        ) from None
+    problem = text_problem(text)
+    if problem:
+        raise ChatInputError(f"The {name} is not valid text: {problem}. Send the text as valid Unicode (UTF-8).")
 
 
 def build_prompt(tokenizer, message: str, context: str = "", history=(), *, window: int = 2048,

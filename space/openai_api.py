@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from space.chat import ACCEPTS, EMPTY_REPLY, MAX_INPUT_CHARS, ChatInputError, content_text
 from space.engine import Generation
 from space.model import ModelError
+from dolly.text import text_problem
 
 # Settings a /v1 caller may send beside OpenAI's own (vLLM takes the same names).
 EXTRA_SETTINGS = ("top_k", "repetition_penalty", "do_sample")
@@ -146,12 +147,10 @@ def check_json(body: dict) -> None:
     while stack:
         value, path, depth = stack.pop()
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as error:
-                raise APIError(400, f"{path} is not valid text: character {error.start + 1:,} is a lone "
-                                    f"surrogate ({value[error.start]!r}), half of a UTF-16 pair. Send valid "
-                                    "Unicode text.", None if path.startswith("A key") else path) from None
+            problem = text_problem(value)
+            if problem:
+                raise APIError(400, f"{path} is not valid text: {problem}. Send valid Unicode text.",
+                               None if path.startswith("A key") else path)
         elif isinstance(value, (dict, list)):
             if depth >= MAX_JSON_DEPTH:
                 raise APIError(400, f"The request body is nested too deeply at {path}: JSON nested more than "

@@ -56,6 +56,10 @@ def test_checks_name_the_field():
     assert [p.field for p in problems] == ["response"] and "40,960 bytes; at most 40,000" in problems[0].message
     assert fields({**GOOD, "response": "é" * 20_001}) == ["response"]  # bytes, not characters
     assert fields({**GOOD, "response": 5}) == ["response"]
+    # JSON's "\ud800" (half of a UTF-16 pair) is no text: SQLite and PostgreSQL could not store it
+    problems = check({**GOOD, "instruction": "What is the tallest mountain?\ud800"})
+    assert [str(p) for p in problems] == ["instruction: is not valid text: character 30 is a lone surrogate "
+                                          "('\\ud800'), half of a UTF-16 character pair"]
     assert fields({**GOOD, "score": "1"}) == ["score"]
     # a question: no response yet, and it must have none
     assert check({**GOOD, "response": ""}, question=True) == []
@@ -160,6 +164,9 @@ def test_ratings_corrections_and_preference_pairs(location, me):
                                 prompt="Name a fruit that is red.", original="A banana.", corrected="An apple.")
         with pytest.raises(ContributionError, match="rating: 'up' or 'down'"):
             contrib.save_rating(store, key=new_key(), reply_id="r", rating="meh", model_id="m", prompt="p", original="o")
+        with pytest.raises(ContributionError, match=r"^reason: is not valid text: character 3 is a lone surrogate"):
+            contrib.save_rating(store, key=new_key(), reply_id="r", rating="down", model_id="m", prompt="p",
+                                original="o", reason="no\udc00")
         pairs = contrib.preference_pairs(store)
         assert list(pairs.columns) == ["prompt", "chosen", "rejected"]
         row = pairs[pairs["chosen"] == "An apple."].iloc[0]

@@ -97,8 +97,8 @@ def test_explore_with_a_lone_surrogate_names_the_search(client, search):
         stream = raw_call(client.src, api, data)
         assert "event: error" in stream, stream
         error = json.loads(stream.split("event: error", 1)[1].split("data:", 1)[1].strip().splitlines()[0])
-        assert re.fullmatch(r"search holds a lone surrogate \(U\+D[89A-F][0-9A-F]{2} at position \d\), which is "
-                            r"not a character: send the search as valid Unicode text\.", error["error"]), (api, error)
+        assert re.fullmatch(r"search is not valid text: character \d is a lone surrogate \('\\ud[89a-f][0-9a-f]{2}'\), "
+                            r"half of a UTF-16 character pair\. Send the search as valid Unicode text\.", error["error"]), (api, error)
     assert client.predict([], "", 1, api_name="/explore")[1] == 400
 
 

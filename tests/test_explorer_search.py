@@ -116,7 +116,7 @@ def test_a_slow_query_stops_at_the_time_limit_with_a_message(monkeypatch):
 
 
 @pytest.mark.parametrize("bad, regex, message", [
-    ("caf\ud800", False, r"search holds a lone surrogate \(U\+D800 at position 3\), which is not a character"),
+    ("caf\ud800", False, r"search is not valid text: character 4 is a lone surrogate \('\\ud800'\), half of a UTF-16 character pair"),
     ("(unclosed", True, r"Invalid regular expression '\(unclosed': missing \).*Untick 'Regex'"),
     ("a{1001}", True, r"Invalid regular expression 'a\{1001\}': invalid repetition size"),
     ("x" * 2001, False, r"search is 2,001 characters long; the limit is 2,000"),
