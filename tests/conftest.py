@@ -164,3 +164,21 @@ def run_threads(target, count: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def killed_after_confirming(script: str, *argv: str) -> str:
+    """Run `python -c script *argv` until it prints its first line (a save it confirms), kill -9 it right
+    there, and return that line: what a crash just after a confirmed write leaves is then checked by the caller."""
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=Path(__file__).resolve().parents[1],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("confirmed"), process.stderr.read()
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return line.strip()

@@ -4,7 +4,6 @@ preference pairs, 20 writers at once (threads and processes), kill -9 after a co
 holding `### End` trained as text by a real `python -m train` run. Warnings: explorer/contribute.py."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from dolly import contributions as contrib
 from dolly.contributions import AlreadyAnswered, ContributionError, Invalid, check
 from dolly.curation import dataset_key, open_store
 from dolly.prompt import END_KEY
-from tests.conftest import run_threads
+from tests.conftest import killed_after_confirming, run_threads
 from tests.dolly_data import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,18 +272,7 @@ time.sleep(600)
 
 def test_kill_9_after_a_confirmed_save_loses_nothing(location, me):
     key = new_key()
-    process = subprocess.Popen([sys.executable, "-c", SAVE_THEN_WAIT, location, key, me], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline().split()
-        assert line[:1] == ["confirmed"], process.stderr.read()
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGKILL
+    line = killed_after_confirming(SAVE_THEN_WAIT, location, key, me).split()
     with open_store(location) as store:
         kept = mine(store, me)
         assert [(c.id, c.key, c.response) for c in kept] == [(int(line[1]), key, "Kept.")]

@@ -3,7 +3,6 @@ history and undo, optimistic versioning under concurrent saves, kill -9 right af
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from dolly import curation
 from dolly.curation import Conflict, CurationError, NothingToUndo, RecordState, StoreError, curated, dataset_key, open_store
 from dolly.data import load_records
 from explorer.export import write_table
-from tests.conftest import run_threads
+from tests.conftest import killed_after_confirming, run_threads
 from tests.dolly_data import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,18 +203,7 @@ time.sleep(600)
 
 
 def test_kill_9_right_after_a_save_loses_nothing(location, key):
-    process = subprocess.Popen([sys.executable, "-c", SAVE_THEN_WAIT, location, key], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert line.strip() == "confirmed 1", process.stderr.read()
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGKILL
+    assert killed_after_confirming(SAVE_THEN_WAIT, location, key) == "confirmed 1"
     with open_store(location) as store:
         state = store.state(key, 7)
         assert (state.version, state.fields, state.author) == (1, {"response": "saved before the kill"}, "ann")
