@@ -12,12 +12,8 @@ fsync). PostgreSQL: Debian's server started for the run (tests/postgres.py), uni
 Prints p50/p95/p99/max per save and checks that every record was kept exactly once.
 """
 import argparse
-import concurrent.futures
-import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.curate import cpu_model, percentiles  # noqa: E402
+from bench.curate import cpu_model  # noqa: E402
+from bench.store_load import concurrently, percentiles, store_location  # noqa: E402
 
 
 def writer(location: str, author: str, saves: int, store=None) -> list[float]:
@@ -53,30 +50,15 @@ def writer(location: str, author: str, saves: int, store=None) -> list[float]:
     return took
 
 
-def _writer_process(args) -> list[float]:
-    return writer(*args)
-
-
 def bench(backend: str, writers: int, saves: int) -> None:
     import numpy as np
 
     from dolly import contributions as contrib
     from dolly.curation import open_store
 
-    server = folder = None
-    if backend == "sqlite":
-        folder = tempfile.mkdtemp(prefix="dolly-bench-contrib-", dir=str(ROOT.parent) if os.access(ROOT.parent, os.W_OK) else None)
-        location = str(Path(folder) / "curation.sqlite3")
-    else:
-        from tests import postgres
-
-        why = postgres.unavailable()
-        if why:
-            print(f"\n{backend}: not measured ({why})")
+    with store_location(backend) as location:
+        if location is None:
             return
-        server = postgres.Server()
-        location = server.url
-    try:
         with open_store(location) as store:
             contrib.contributions(store)
         print(f"\n{backend}: {writers} writers x {saves} saves each (+1 repeated save each)", flush=True)
@@ -84,31 +66,14 @@ def bench(backend: str, writers: int, saves: int) -> None:
         print(f"  1 writer (baseline): {percentiles(one)}")
         for mode in ("threads", "processes"):
             run = uuid.uuid4().hex[:8]
-            if mode == "threads":
-                shared = open_store(location)
-                pool = concurrent.futures.ThreadPoolExecutor(writers)
-                jobs = [pool.submit(writer, location, f"{run}-{k}", saves, shared) for k in range(writers)]
-            else:
-                pool = concurrent.futures.ProcessPoolExecutor(writers, mp_context=multiprocessing.get_context("spawn"))
-                list(pool.map(_writer_process, [(location, f"warm-{run}-{k}", 1) for k in range(writers)]))  # imports
-                jobs = [pool.submit(_writer_process, (location, f"{run}-{k}", saves)) for k in range(writers)]
-            started = time.perf_counter()
-            took = [t for job in jobs for t in job.result()]
-            wall = time.perf_counter() - started
-            pool.shutdown()
-            if mode == "threads":
-                shared.close()
+            took, wall = concurrently(mode, location, writer, [(f"{run}-{k}", saves) for k in range(writers)],
+                                      warm=[(f"warm-{run}-{k}", 1) for k in range(writers)])
             with open_store(location) as store:
                 kept = [c for c in contrib.contributions(store) if c.author.startswith(f"{run}-")]
             ok = len(kept) == writers * saves and len({c.instruction for c in kept}) == writers * saves
             print(f"  {writers} writers as {mode}: {percentiles(took)}; {len(took) / wall:.0f} saves/s; p95 "
                   f"{np.percentile(took, 95) / np.percentile(one, 95):.1f}x the 1-writer p95; {len(kept):,} records kept "
                   f"for {writers * saves:,} new saves ({'each exactly once' if ok else 'MISMATCH'})", flush=True)
-    finally:
-        if server is not None:
-            server.stop()
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def main():

@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOKENIZER = ROOT.parent / "shared" / "data" / "pythia-tokenizer"
 
+from bench.store_load import concurrently, percentiles, store_location  # noqa: E402
+
 
 def frame_of(rows: int):
     import pandas as pd
@@ -141,74 +143,29 @@ def editor(location: str, dataset: str, first_row: int, saves: int, store=None) 
     return took
 
 
-def _editor_process(args) -> list[float]:
-    return editor(*args)
-
-
-def percentiles(took: list[float]) -> str:
-    import numpy as np
-
-    ms = np.asarray(took) * 1000
-    return (f"p50 {np.percentile(ms, 50):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, "
-            f"max {ms.max():.1f} ms")
-
-
 def store_bench(backend: str, editors: int, saves: int) -> None:
-    import concurrent.futures
-    import shutil
-    import tempfile
     import uuid
 
     import numpy as np
 
     from dolly.curation import open_store
 
-    server, folder = None, None
-    if backend == "sqlite":
-        folder = tempfile.mkdtemp(prefix="dolly-bench-store-", dir=str(ROOT.parent) if os.access(ROOT.parent, os.W_OK) else None)
-        location = str(Path(folder) / "curation.sqlite3")
-    elif backend == "postgresql":
-        from tests import postgres
-
-        why = postgres.unavailable()
-        if why:
-            print(f"\nstore postgresql: not measured ({why})")
+    with store_location(backend) as location:
+        if location is None:
             return
-        server = postgres.Server()
-        location = server.url
-    else:
-        raise SystemExit(f"--store: unknown backend {backend!r}; use sqlite, postgresql")
-    try:
         open_store(location).close()  # tables created before the clock starts
         print(f"\nstore {backend}: {editors} editors x {saves} saves each (edit/accept/exclude/undo in turn)")
         one = editor(location, uuid.uuid4().hex, 0, saves)
         print(f"  1 editor (baseline): {percentiles(one)}; {len(one) / sum(one):.0f} saves/s")
         for mode in ("threads", "processes"):
             dataset = uuid.uuid4().hex
-            if mode == "threads":
-                shared = open_store(location)
-                pool = concurrent.futures.ThreadPoolExecutor(editors)
-                jobs = [pool.submit(editor, location, dataset, k * 10, saves, shared) for k in range(editors)]
-            else:
-                pool = concurrent.futures.ProcessPoolExecutor(editors, mp_context=multiprocessing.get_context("spawn"))
-                list(pool.map(_editor_process, [(location, uuid.uuid4().hex, 0, 1) for _ in range(editors)]))  # warm: imports
-                jobs = [pool.submit(_editor_process, (location, dataset, k * 10, saves)) for k in range(editors)]
-            started = time.perf_counter()
-            took = [t for job in jobs for t in job.result()]
-            wall = time.perf_counter() - started
-            pool.shutdown()
-            if mode == "threads":
-                shared.close()
+            took, wall = concurrently(mode, location, editor, [(dataset, k * 10, saves) for k in range(editors)],
+                                      warm=[(uuid.uuid4().hex, 0, 1) for _ in range(editors)])
             with open_store(location) as store:
                 kept = sum(len(store.history(dataset, row)) for row in range(editors * 10))
             ratio = np.percentile(took, 95) / np.percentile(one, 95)
             print(f"  {editors} editors as {mode}: {percentiles(took)}; {len(took) / wall:.0f} saves/s; p95 "
                   f"{ratio:.1f}x the 1-editor p95; {kept:,} of {len(took):,} saves in the history")
-    finally:
-        if server is not None:
-            server.stop()
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def cpu_model() -> str:
