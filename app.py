@@ -292,6 +292,10 @@ def build_app(args, dataset=None):
             # ---- Chat tab (id "chat", first) ----
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(engine, concurrency=args.concurrency)
+                if getattr(args, "curation_store", None) is not None:  # 👍/👎 and better answers (space/feedback.py)
+                    from space.feedback import build_feedback
+
+                    build_feedback(chat, args.curation_store)
             # ---- Explorer tab (id "explorer") ----
             explorer = build_explorer_tab(demo, dataset, tabs=tabs, store=getattr(args, "curation_store", None))
             # Try in chat: the opened record's instruction is sent in a fresh chat, with its context, and
@@ -305,7 +309,8 @@ def build_app(args, dataset=None):
     # The OpenAI API on the same server, through the same engine (and --concurrency slots) as the chat.
     # Its key only from the environment; with --auth and no key, /v1 stays closed.
     demo.v1_routes = openai_api.routes(engine, api_key=os.environ.get("DOLLY_API_KEY") or None,
-                                       login_required=args.auth is not None)
+                                       login_required=args.auth is not None,
+                                       store=getattr(args, "curation_store", None))
     demo.page_data = dataset  # what a shared link's title and preview image tell (dolly/page_meta.py)
     # Closing the app (demo.close(), which main() also calls on Ctrl-C and SIGTERM) removes its exports.
     demo.on_close = [explorer.exports.close] + ([engine.close] if isinstance(engine, BackendEngine) else []) + \

@@ -420,8 +420,9 @@ class _Shape:
 
 # --- the routes -------------------------------------------------------------------------------------
 
-def routes(engine, api_key: str | None, login_required: bool) -> list:
-    """The /v1 routes for `engine` (LocalEngine or BackendEngine), to go first in the app's router."""
+def routes(engine, api_key: str | None, login_required: bool, store=None) -> list:
+    """The /v1 routes for `engine` (LocalEngine or BackendEngine), to go first in the app's router; with
+    the curation `store`, POST /v1/feedback too (space/feedback.py)."""
     router = APIRouter(prefix="/v1")
 
     def guarded(handler):
@@ -505,4 +506,17 @@ def routes(engine, api_key: str | None, login_required: bool) -> list:
     router.add_api_route("/models/{model_id:path}", guarded(model), methods=["GET"])
     router.add_api_route("/completions", guarded(completions), methods=["POST"])
     router.add_api_route("/chat/completions", guarded(chat_completions), methods=["POST"])
+
+    async def feedback(request: Request):
+        """A rating (and perhaps a better answer) of a reply: the fields of space/feedback.py's FIELDS."""
+        from space import feedback as rate
+
+        try:
+            saved = await asyncio.to_thread(rate.from_body, store, await read_body(request), engine.model_id)
+        except rate.FeedbackError as error:
+            raise APIError(400, str(error), error.field) from None
+        return JSONResponse(rate.answer(saved))
+
+    if store is not None:
+        router.add_api_route("/feedback", guarded(feedback), methods=["POST"])
     return list(router.routes)
