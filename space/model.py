@@ -51,6 +51,15 @@ class LoadedModel:
         return describe(self.quantize, self.dtype, self.decode_dtype or None)
 
     @property
+    def plain_mode(self) -> str:
+        """The mode in plain words, for the status line people read ("fast 8-bit mode"); `mode` holds the
+        technical words for its details line."""
+        words = {"int8": "fast 8-bit mode", "int4": "fastest 4-bit mode"}.get(self.quantize)
+        if words is None:
+            words = "full-precision mode" if self.dtype == "float32" else "16-bit mode"
+        return words if self.device == "cpu" else f"{words} on the GPU"
+
+    @property
     def window(self) -> int:
         """How many tokens (prompt + reply) the model can attend to."""
         return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
@@ -326,10 +335,12 @@ class ModelLoader(Background[LoadedModel]):
         """Markdown for the Chat tab: one line naming the model, and where a local one came from."""
         where = f"\n\n<small>Loaded from `{self.name}`</small>" if is_local(self.name) else ""
         if self.state == "ready":
+            # The first line in plain words; how it runs, and why that engine, on the small details line.
             m = self.get()
             why = f" {m.why}" if m.why else ""
-            return (f"**Model ready:** {self.label} is ready on {m.device} ({m.mode}, {m.window}-token window), "
-                    f"loaded in {self.elapsed:.0f} s.{why}{where}")
+            source = f" from `{self.name}`" if is_local(self.name) else ""
+            return (f"**Model ready:** {self.label} is ready, {m.plain_mode} ({m.window:,}-token window).\n\n"
+                    f"<small>Runs on {m.device}: {m.mode}; loaded{source} in {self.elapsed:.0f} s.{why}</small>")
         if self.state == "failed":
             return f"**The chat model could not be loaded.** {self.error}"
         return f"**Loading the chat model** {self.label}: {self.stage}… ({self.elapsed:.0f} s).{where}"

@@ -49,8 +49,9 @@ EXAMPLES = [
     ("Write a short poem about a lighthouse keeper's last night on duty.", ""),  # creative_writing
 ]
 
-HINT = ("**Ask Dolly something**: an instruction or a question. For a question about a passage, paste the "
-        "passage into *Context*. Or start with one of these examples:")
+# One font, no bold or italics: the hint is read in the chat's own text style.
+HINT = ("Ask Dolly something: an instruction or a question. For a question about a passage, paste the "
+        "passage into the Context box. Or start with one of these examples:")
 
 # Notices are assistant messages marked in their metadata: shown in the conversation as a quoted line,
 # never part of a prompt. (Marked by `id`, not `title`: a title would fold the text into a collapsible box.)
@@ -66,12 +67,17 @@ STORE_KEY, LIVE_KEY, STORE_SECRET = "open-dolly-chats", "open-dolly-chat-live", 
 
 PLACEHOLDERS = {
     "loading": "The model is still loading (see above); you can type already.",
-    "ready": "Ask Dolly something… (Enter sends, Shift+Enter for a new line)",
+    "ready": "Ask Dolly something…",
     "failed": "No model to answer: it could not be loaded (see above). Sending explains why.",
 }
 
 SCROLL_TO_CONVERSATION = """() => { requestAnimationFrame(() =>
     document.getElementById('chat-conversation')?.scrollIntoView({block: 'start'})); }"""
+# Opening the generation settings brings the whole panel into view (it opens below the message box).
+SCROLL_TO_SETTINGS = """() => { requestAnimationFrame(() =>
+    document.getElementById('chat-settings')?.scrollIntoView({block: 'nearest', behavior: 'instant'})); }"""
+# Said only where there is a keyboard: a phone's Enter key makes a new line in the box, and it has no Shift+Enter.
+KEYS_HINT = '<small id="chat-keys">Enter sends · Shift+Enter starts a new line</small>'
 
 # Gradio draws the chat's examples as role="list" holding buttons: assistive technology (and axe-core)
 # read that as a broken list. They are a group of buttons; drop the role wherever Gradio draws them.
@@ -120,6 +126,26 @@ CSS = """
 #chat-reference-box { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .75rem 1rem;
                       background: var(--background-fill-secondary); }
 #chat-intro p, #chat-status p { margin: .15rem 0; }
+/* ChatGPT's layout: the status and the folded intro share one line; the conversation takes the window's
+   height; the message box keeps to the window's bottom edge while the page scrolls (sticky), so it is on the
+   first screen on a phone too, and after "Try in chat". */
+#chat-top { align-items: center; flex-wrap: nowrap; gap: .5rem; }
+#chat-top > #chat-about { flex: none; width: auto; min-width: 0; }
+#chat-about > button { padding: .25rem .5rem; }
+#chat-about[open], #chat-about:has(> div:not([style*="display: none"])) { max-width: 40rem; }
+/* Gradio's container hides its overflow, which makes it the box a sticky element sticks in (one that never
+   scrolls); clip cuts the same overflow without being a scroll container. */
+.gradio-container { overflow: clip !important; }
+#chat-input { position: sticky; bottom: 0; z-index: 20; background: var(--body-background-fill);
+              padding: .4rem 0; flex-wrap: nowrap; align-items: flex-end; }
+#chat-input > .form { min-width: 0; }
+#chat-keys { color: var(--body-text-color-subdued); }
+@media (hover: none), (pointer: coarse) { #chat-keys { display: none; } }
+/* The generation settings: a panel of labelled rows (Open WebUI's side panel), one control each, so no
+   label runs into its number box and "1024" fits. */
+#chat-settings-panel { max-width: 44rem; gap: .25rem; }
+#chat-settings-panel input[type=number] { min-width: 7ch; }
+@media (max-width: 640px) { #chat-top { flex-wrap: wrap; } }
 #chat-chatbot .thought-group .title button { pointer-events: none; }
 /* The queue in words (#chat-queue, HEAD's script) replaces Gradio's own line and timer on the small print. */
 #chat-stats [data-testid=status-tracker] { visibility: hidden; }
@@ -643,8 +669,10 @@ def _tick(engine, seen, max_new_tokens):
 def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     """The Chat tab's components, rendered into the current Blocks context."""
     private = dict(api_visibility="private")
-    intro_line = gr.Markdown(intro(engine.named_model), elem_id="chat-intro")
-    status = gr.Markdown(engine.status(), elem_id="chat-status")
+    with gr.Row(equal_height=False, elem_id="chat-top"):  # one line: the status, and the intro folded beside it
+        status = gr.Markdown(engine.status(), elem_id="chat-status")
+        with gr.Accordion("About this chat", open=False, elem_id="chat-about"):
+            intro_line = gr.Markdown(intro(engine.named_model), elem_id="chat-intro")
     timer = gr.Timer(1.0, active=True)  # polls the engine while its state may change (status_line)
     seen = gr.State(None)
     # The conversations, kept in this browser: a list newest first, and what can be done with the one shown.
@@ -669,7 +697,9 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
     with gr.Row(equal_height=False, elem_id="chat-conversation"):
         with gr.Column(scale=3, min_width=320):
             chatbot = gr.Chatbot(
-                label="Conversation with Dolly", show_label=False, height=460, elem_id="chat-chatbot",
+                # The window's height less the lines above it and the message box (ChatGPT's layout).
+                label="Conversation with Dolly", show_label=False, height="calc(100dvh - 22rem)", min_height=280,
+                elem_id="chat-chatbot",
                 buttons=["copy"], placeholder=HINT, editable="user",
                 examples=[{"text": message, "display_text": message + (" (with a passage)" if context else "")}
                           for message, context in EXAMPLES],
@@ -678,21 +708,25 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
             reference = gr.Markdown(elem_id="chat-reference")
             hide = gr.Button("Hide reference", size="sm", elem_id="chat-hide-reference")
     stats = gr.Markdown("", elem_id="chat-stats")  # not in the chat's column: the reference sits right under it
-    with gr.Row(equal_height=False, elem_id="chat-input"):
+    with gr.Row(equal_height=False, elem_id="chat-input"):  # sticky at the window's bottom (CSS)
         message = gr.Textbox(label="Message", placeholder=PLACEHOLDERS.get(engine.state, PLACEHOLDERS["ready"]),
-                             lines=1, max_lines=8, scale=3, min_width=260, elem_id="chat-message")  # 1: Enter sends
+                             lines=1, max_lines=8, scale=1, min_width=160, elem_id="chat-message")  # 1: Enter sends
+        with gr.Column(scale=0, min_width=90):
+            send = gr.Button("Send", variant="primary", elem_id="chat-send")
+            stop = gr.Button("Stop", variant="stop", visible=False, elem_id="chat-stop")
+    with gr.Row(equal_height=False, elem_id="chat-below"):
+        gr.HTML(KEYS_HINT, padding=False, elem_id="chat-keys-line")
+        meter = gr.Markdown("", elem_id="chat-meter")
+    with gr.Row(equal_height=False, elem_id="chat-context-row"):
         context = gr.Textbox(
-            "", label="Context (optional)", lines=2, max_lines=8, scale=2, min_width=260, elem_id="chat-context",
+            "", label="Context (optional)", lines=2, max_lines=8, scale=1, min_width=260, elem_id="chat-context",
             placeholder="A passage for the model to use (Dolly's Input): for closed QA, summarization or "
                         "extraction. Leave empty for open questions.",
         )
-        with gr.Column(scale=0, min_width=120):
-            send = gr.Button("Send", variant="primary", elem_id="chat-send")
-            stop = gr.Button("Stop", variant="stop", visible=False, elem_id="chat-stop")
-            restore = gr.Button("Restore earlier chat", size="sm", visible=False, elem_id="chat-restore")
-    meter = gr.Markdown("", elem_id="chat-meter")
-    with gr.Accordion("Generation settings", open=False, elem_id="chat-settings"):
-        with gr.Row():
+        restore = gr.Button("Restore earlier chat", size="sm", visible=False, scale=0, min_width=160,
+                            elem_id="chat-restore")
+    with gr.Accordion("Generation settings", open=False, elem_id="chat-settings") as settings_box:
+        with gr.Column(elem_id="chat-settings-panel"):
             controls = [
                 setting(gr.Checkbox(DEFAULTS["do_sample"], label="Sampling (off = greedy, always the same answer)")),
                 setting(gr.Slider(0, 2, value=DEFAULTS["temperature"], step=0.05, label="Temperature")),
@@ -703,6 +737,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
                 setting(gr.Slider(1, 2, value=DEFAULTS["repetition_penalty"], step=0.05, label="Repetition penalty")),
                 setting(gr.Number(DEFAULTS["seed"], precision=0, label="Seed (-1 = random)")),
             ]
+    settings_box.expand(None, js=SCROLL_TO_SETTINGS, api_visibility="private")
     pending, stopped, busy, saved = gr.State(""), gr.State(False), gr.State(False), gr.State(None)
     current = gr.State(None)
     tab = ChatTab(engine, chatbot, message, context, controls, send, stop, restore, reference_box, reference,

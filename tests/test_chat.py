@@ -280,7 +280,7 @@ def test_loader_reports_progress_then_ready_or_the_fix(scripted_dir, tmp_path):
     assert loader.state == "loading" and "waiting" in loader.status()
     loader.start()
     assert loader.wait(60)
-    assert loader.state == "ready" and "is ready on cpu (float32, 512-token window)" in loader.status()
+    assert loader.state == "ready" and "is ready, full-precision mode (512-token window)" in loader.status()
     assert loader.get().window == 512
     broken = ModelLoader(str(tmp_path / "nowhere")).start()
     assert broken.wait(60) and broken.state == "failed"

@@ -247,6 +247,10 @@ def test_status_line_names_the_mode(tmp_path):
     quantized = ModelLoader(path, "cpu", quantize="auto").start()
     plain = ModelLoader(path, "cpu", quantize="none").start()
     assert quantized.wait(120) and plain.wait(120)
-    assert f"is ready on cpu (int8 weights, {EXPECTED_DTYPE} activations, 512-token window)" in quantized.status()
-    assert "is ready on cpu (float32, 512-token window)" in plain.status()
+    # In plain words on the line people read; the technical words on the small details line under it.
+    line, details = quantized.status().split("\n\n")
+    assert "is ready, fast 8-bit mode (512-token window)." in line and "int8" not in line
+    assert details.startswith(f"<small>Runs on cpu: int8 weights, {EXPECTED_DTYPE} activations; loaded from `{path}` in ")
+    assert "is ready, full-precision mode (512-token window)." in plain.status()
+    assert "Runs on cpu: float32;" in plain.status()
     assert describe("int4", torch.bfloat16) == "int4 weights, bfloat16 activations"

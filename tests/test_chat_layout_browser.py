@@ -1,0 +1,145 @@
+"""The Chat tab's layout in a real browser (issue 15 §4 and §7): the conversation fills the window with the
+message box at its bottom edge (ChatGPT's layout), also on a phone right after "Try in chat"; the status
+and the folded intro on one line, in plain words; the generation settings as a panel of labelled rows
+that scrolls into view; the Enter/Shift+Enter hint only where there is a keyboard.
+
+One app for the module; each check waits for a state, never for time. Screenshots (after) of each state go
+to tests/screenshots/chat-15-4-after-*.
+"""
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser import PHONE, WIDE, page_opener, screenshot
+from tests.conftest import serve
+from tests.tiny_model import save_scripted_model
+
+SIZES = pytest.mark.parametrize("size", [WIDE, PHONE], ids=["1440x900", "390x844"])
+MESSAGE = "#chat-message textarea"
+SCRIPT = "The capital of the river is"
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, dolly_jsonl):
+    model = save_scripted_model(tmp_path_factory.mktemp("scripted"), " " + SCRIPT)
+    demo = serve("--model", model, "--data", dolly_jsonl)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture
+def open_chat(browser):
+    def ready(page):
+        expect(page.locator("#chat-status")).to_contain_text("is ready")
+
+    with page_opener(browser, ready) as open_:
+        yield open_
+
+
+def box(page, selector) -> dict:
+    return page.locator(selector).first.bounding_box()
+
+
+def assert_box_at_the_bottom(page):
+    """The message box is in the window, at its bottom edge (what is left under it: its row's padding)."""
+    height = page.viewport_size["height"]
+    message = box(page, MESSAGE)
+    assert message["y"] >= 0 and message["y"] + message["height"] <= height, (message, height)
+    assert height - (message["y"] + message["height"]) <= 48, (message, height)
+
+
+@SIZES
+def test_the_conversation_fills_the_window_and_the_box_keeps_to_its_bottom(open_chat, app_url, size):
+    page = open_chat(app_url + "?tab=chat", size)
+    # The first screen: the conversation below one status line, the message box at the window's bottom.
+    assert_box_at_the_bottom(page)
+    chat = box(page, "#chat-chatbot")
+    assert chat["height"] >= 0.5 * size["height"], chat
+    screenshot(page, "chat-15-4-after-layout")
+    # Some turns later, scrolled down the page to the conversation's top: the conversation and the box under it
+    # are both in the window, the box never covering the conversation.
+    for turn in range(3):
+        page.fill(MESSAGE, f"Question number {turn}?")
+        page.keyboard.press("Enter")
+        page.wait_for_function("([s, n]) => document.querySelector('#chat-chatbot').innerText.split(s).length - 1 === n",
+                               arg=[SCRIPT, turn + 1])
+        expect(page.locator("#chat-send")).to_be_visible()
+    page.locator("#chat-conversation").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_function("() => window.scrollY > 0")
+    chat, message = box(page, "#chat-chatbot"), box(page, MESSAGE)
+    assert -2 <= chat["y"] and message["y"] + message["height"] <= size["height"], (chat, message)
+    assert message["y"] >= chat["y"] + chat["height"] - 1, (chat, message)
+
+
+@SIZES
+def test_status_and_intro_share_one_line_in_plain_words(open_chat, app_url, size):
+    page = open_chat(app_url + "?tab=chat", size)
+    status = page.locator("#chat-status")
+    line = status.locator("p").first.inner_text()
+    assert "fast 8-bit mode" in line and "int8" not in line and "activations" not in line, line
+    expect(status.locator("small")).to_contain_text("int8 weights")  # the technical words: the details line
+    # The intro is folded beside the status ("About this chat"), so both take the height of one block.
+    about = box(page, "#chat-about")
+    top = box(page, "#chat-status")
+    assert about["y"] < top["y"] + top["height"] and about["y"] + about["height"] > top["y"], (about, top)
+    assert not page.locator("#chat-intro").is_visible()
+    page.get_by_text("About this chat").click()
+    expect(page.locator("#chat-intro")).to_contain_text("Dolly 2.0")
+    # The chat's placeholder is in one font: no bold or italic run inside it.
+    assert page.locator("#chat-chatbot .placeholder strong, #chat-chatbot .placeholder em").count() == 0
+
+
+def test_phone_message_box_is_on_the_first_screen_after_try_in_chat(open_chat, app_url):
+    page = open_chat(app_url + "?tab=explorer", PHONE)
+    page.locator("#explorer-table tr[data-row]").first.click()
+    button = page.locator("#explorer-try-in-chat:visible, .dolly-detail [data-action=try]:visible").first
+    expect(button).to_be_enabled()
+    button.click()
+    expect(page.locator("#chat-reference-box")).to_be_visible()
+    expect(page.locator("#chat-send")).to_be_visible()  # the record's question was answered
+    assert_box_at_the_bottom(page)
+    screenshot(page, "chat-15-4-after-phone-try-in-chat")
+
+
+@SIZES
+def test_generation_settings_are_labelled_rows_that_scroll_into_view(open_chat, app_url, size):
+    page = open_chat(app_url + "?tab=chat", size)
+    page.get_by_text("Generation settings").first.click()
+    panel = page.locator("#chat-settings-panel")
+    expect(panel).to_be_visible()
+    # Opening it brought it into the window (it opens below the message box).
+    page.wait_for_function("""() => { const r = document.getElementById('chat-settings').getBoundingClientRect();
+                                      return r.top >= 0 && r.top < window.innerHeight - 200; }""")
+    # Each slider: its label and its number box on one line, never overlapping, the label on one line,
+    # and a 4-digit number fits its box.
+    heads = panel.locator("input[type=range]").evaluate_all("""ranges => ranges.map(range => {
+        const block = range.closest('.block'), name = block.querySelector('[data-testid=block-info]');
+        const number = block.querySelector('input[type=number]');
+        const [l, n] = [name.getBoundingClientRect(), number.getBoundingClientRect()];
+        return {name: name.textContent, labelRight: l.right, labelHeight: l.height, numberLeft: n.left,
+                lineHeight: parseFloat(getComputedStyle(name).lineHeight) || 24}; })""")
+    assert [h["name"] for h in heads] == ["Temperature", "Top-p", "Top-k (0 = off)", "Max new tokens",
+                                          "Repetition penalty"], heads
+    for head in heads:
+        assert head["labelRight"] <= head["numberLeft"] + 1, head  # the label never runs into its box
+        assert head["labelHeight"] < 1.5 * head["lineHeight"], head  # one line
+    number = panel.get_by_label("number input for Max new tokens")
+    number.fill("1024")
+    assert number.evaluate("e => e.scrollWidth <= e.clientWidth"), "1024 is cut in its box"
+    screenshot(page, "chat-15-4-after-settings")
+
+
+def test_the_keyboard_hint_shows_only_where_there_is_a_keyboard(browser, app_url):
+    desktop = browser.new_context(viewport=WIDE)
+    phone = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
+    try:
+        for context, shown in ((desktop, True), (phone, False)):
+            page = context.new_page()
+            page.goto(app_url + "?tab=chat")
+            expect(page.locator("#chat-status")).to_contain_text("is ready")
+            hint = page.locator("#chat-keys")
+            expect(hint).to_have_count(1)
+            (expect(hint).to_be_visible if shown else expect(hint).to_be_hidden)()
+            assert "Shift+Enter" not in (page.locator(MESSAGE).get_attribute("placeholder") or "")
+    finally:
+        desktop.close()
+        phone.close()
