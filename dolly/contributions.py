@@ -13,7 +13,8 @@ locking rule (writes go through `Store.writing()`), so one backup, one history, 
     question = save(store, {"instruction": ..., "category": ...}, key=..., author="ann")   # no response: open
     open_questions(store, exclude_author="bob")           # others' questions nobody answered yet
     save_answer(store, question.contribution.id, "the answer", key=..., author="bob")
-    review(store, contribution_id, "accepted", reviewer="cy")  # or "rejected", or "" (not reviewed)
+    review(store, contribution_id, "rejected", reviewer="cy", reason="copied")  # "accepted", or "" (not reviewed)
+    to_review(store); review_log(store, contribution_id)  # the queue; the decisions with their reasons
     leaderboard(store)                                    # [Standing(author, category, written, questions, accepted)]
     contributions(store) -> [Contribution]; records(store) -> DataFrame in the dolly schema
     save_rating(store, key=..., reply_id=..., rating="down", model_id=..., settings={...}, prompt=...,
@@ -259,6 +260,11 @@ def _tables(store: Store) -> None:
                             "model_id TEXT NOT NULL, settings TEXT NOT NULL, prompt TEXT NOT NULL, "
                             "context TEXT NOT NULL, original TEXT NOT NULL, corrected TEXT NOT NULL, "
                             "contribution_id BIGINT, author TEXT NOT NULL, created_at TEXT NOT NULL)")
+                # Every review decision with its reason (a rejection says why): its own table, so a store made
+                # before reviews had reasons needs no migration.
+                cur.execute(f"CREATE TABLE IF NOT EXISTS contribution_reviews ({store.id_column}, "
+                            "contribution_id BIGINT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, "
+                            "reviewer TEXT NOT NULL, reviewed_at TEXT NOT NULL)")
             break
         except CurationError:
             raise
@@ -360,16 +366,29 @@ def _refuse_answered(store, cur, question_id: int) -> None:
                               "were writing; your answer is still in the form. Pick another question.")
 
 
-def review(store: Store, contribution_id: int, decision: str, *, reviewer: str = "") -> Contribution:
-    """Mark a contribution "accepted" or "rejected" (or "" to clear); rejected ones are left out of exports."""
+def review(store: Store, contribution_id: int, decision: str, *, reviewer: str = "", reason: str = "") -> Contribution:
+    """Mark a contribution "accepted" or "rejected" (or "" to clear); rejected ones are left out of exports.
+
+    Who may review (the one rule, used by the Contribute tab's review section): anyone the app lets in —
+    under --auth any signed-in user, without it anyone (as "anonymous") — except that a named writer does
+    not review their own records (the leaderboard's "accepted" is a contest). Each decision and its
+    `reason` is kept in contribution_reviews (`review_log`)."""
     if decision not in REVIEWS:
         raise ContributionError(f"review: one of 'accepted', 'rejected' or '' (not reviewed), got {decision!r:.40}.")
     _tables(store)
+    reviewer = _author(reviewer)
     with store.writing() as cur:
-        cur.execute(store.sql("UPDATE contributions SET review = ?, reviewed_by = ?, reviewed_at = ? WHERE id = ?"),
-                    (decision, _author(reviewer) if decision else "", _now() if decision else "", int(contribution_id)))
-        if cur.rowcount != 1:
+        cur.execute(store.sql("SELECT author FROM contributions WHERE id = ?"), (int(contribution_id),))
+        found = cur.fetchone()
+        if found is None:
             raise ContributionError(f"Contribution #{contribution_id} does not exist.")
+        if reviewer != ANONYMOUS and reviewer == found[0]:
+            raise ContributionError(f"Contribution #{contribution_id} is yours: another person reviews it.")
+        cur.execute(store.sql("UPDATE contributions SET review = ?, reviewed_by = ?, reviewed_at = ? WHERE id = ?"),
+                    (decision, reviewer if decision else "", _now() if decision else "", int(contribution_id)))
+        cur.execute(store.sql("INSERT INTO contribution_reviews (contribution_id, decision, reason, reviewer, "
+                              "reviewed_at) VALUES (?, ?, ?, ?, ?)"),
+                    (int(contribution_id), decision, str(reason or "").strip()[:2000], reviewer, _now()))
         cur.execute(store.sql(f"SELECT {_COLUMNS} FROM contributions WHERE id = ?"), (int(contribution_id),))
         return _contribution(cur.fetchone())
 
@@ -407,6 +426,24 @@ def open_questions(store: Store, *, exclude_author: str | None = None, limit: in
         args = (_author(exclude_author),)
     with store.reading() as cur:
         cur.execute(store.sql(sql + " ORDER BY q.id LIMIT ?"), (*args, int(limit)))
+        return [_contribution(row) for row in cur.fetchall()]
+
+
+def review_log(store: Store, contribution_id: int) -> list[tuple[str, str, str, str]]:
+    """A contribution's review decisions, newest first: (decision, reason, reviewer, reviewed_at)."""
+    _tables(store)
+    with store.reading() as cur:
+        cur.execute(store.sql("SELECT decision, reason, reviewer, reviewed_at FROM contribution_reviews "
+                              "WHERE contribution_id = ? ORDER BY id DESC"), (int(contribution_id),))
+        return [tuple(row) for row in cur.fetchall()]
+
+
+def to_review(store: Store, *, limit: int = 50) -> list[Contribution]:
+    """Records with a response that nobody has reviewed yet, oldest first (the review section's queue)."""
+    _tables(store)
+    with store.reading() as cur:
+        cur.execute(store.sql(f"SELECT {_COLUMNS} FROM contributions WHERE response <> '' AND review = '' "
+                              "ORDER BY id LIMIT ?"), (int(limit),))
         return [_contribution(row) for row in cur.fetchall()]
 
 

@@ -51,3 +51,16 @@ def length_histogram(lengths, max_bins: int = MAX_BINS) -> pd.DataFrame:
         starts.append(end)
         rows.append(int(counts[bins]))
     return pd.DataFrame({"characters": labels, "start": starts, "rows": rows})
+
+
+# Vega picks about seven ticks for a 280 px chart: on an axis from 0 to 1 (one row) that is 0, 0.2, 0.4…,
+# fractions of a row. An axis that reaches at least WHOLE_TICKS has steps of 1 or more (Vega's steps are
+# 1, 2 or 5 × 10^k of at least span / ticks), so every tick is a whole number.
+WHOLE_TICKS = 10
+
+
+def count_axis(counts) -> list:
+    """The y_lim of a chart of counts: [0, WHOLE_TICKS] when the largest count is below it, else [0, None]
+    (Vega's own rounded top)."""
+    largest = max((int(c) for c in counts), default=0)
+    return [0, WHOLE_TICKS] if largest < WHOLE_TICKS else [0, None]

@@ -14,6 +14,7 @@ import gradio as gr
 from dolly import contributions as contrib
 from explorer import contribute as logic
 from explorer.curation_panel import author_of
+from explorer.review import build_review_section
 
 
 def build_contribute_tab(demo, loader, store, *, auth: bool = False):
@@ -59,6 +60,8 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
         gr.Markdown("### Leaderboard")
         leaderboard = gr.Markdown(elem_id="contribute-leaderboard")
         refresh = gr.Button("Refresh leaderboard", size="sm", elem_id="contribute-refresh")
+        build_review_section(store, auth=auth, author_of=author_of, leaderboard=leaderboard,
+                             leaderboard_md=logic.leaderboard_md)
 
     fields = [category, instruction, context, response, license, reason]
     private = dict(api_visibility="private")  # the page's own events: not part of the app's API

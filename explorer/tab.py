@@ -18,7 +18,7 @@ from explorer import quality as quality_section
 from dolly.curation import Store, curated
 from explorer import curation_panel
 from explorer.curation_panel import CURATED, ORIGINAL, CSS as CURATION_CSS, CitationFix, CurationPanel, key_of
-from explorer.charts import length_histogram
+from explorer.charts import count_axis, length_histogram
 from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.history import GO_ID, PUSH, REPLACE, tag, untag
 from explorer.links import build_query, parse_query
@@ -94,6 +94,14 @@ CSS = """
   #explorer-side { position: sticky; top: .5rem; align-self: flex-start; max-height: calc(100vh - 1rem);
                    overflow-y: auto; }
   .dolly-detail { display: none; }
+  /* A long record scrolls inside its own box, its bar (↑ ↓ ×) pinned on top of it, so the bar and the
+     Curate buttons under the box stay in view however long the record is (issue 15 §4). The box leaves
+     room for the controls above the table and the buttons below it at 1440×900; reading to the record's
+     end does not scroll the page on (overscroll contained), which would carry the buttons away. */
+  #explorer-row { max-height: max(12rem, calc(100vh - 40rem)); overflow-y: auto !important;  /* Gradio's: visible */
+                  overscroll-behavior: contain; }
+  #explorer-row .dolly-nav { position: sticky; top: 0; z-index: 1; padding: .2rem 0;
+                             background: var(--block-background-fill, var(--background-fill-primary)); }
 }
 @media (max-width: 900px) {
   /* Phones: the filters fold into one "Filters (n)" button, so the first rows show on the first screen;
@@ -446,8 +454,11 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return _no_charts(chart_fields, "No charts: no rows match. Tick other categories or change the search.")
             # Plain frames: returning gr.BarPlot(..., sort=...) here stops later updates from
             # showing (Gradio 6.31). Bars sort by label, which length_histogram makes sortable.
-            return [gr.update(visible=True), gr.update(value="", visible=False), index.category_counts(selection)] + \
-                   [length_histogram(index.lengths[f][selection.rows]) for f in TEXT_FIELDS]
+            # A y_lim per frame: counts under 10 get an axis to 10, so its ticks are whole numbers (count_axis).
+            frames = [index.category_counts(selection)] + [length_histogram(index.lengths[f][selection.rows])
+                                                           for f in TEXT_FIELDS]
+            return [gr.update(visible=True), gr.update(value="", visible=False)] + \
+                   [gr.update(value=frame, y_lim=count_axis(frame["rows"])) for frame in frames]
 
         def open_row(cats, text, use_regex, order, ticked, as_shown, page_number, opened, evt: gr.EventData):
             """Open the clicked row (or close it when it is the open one)."""
