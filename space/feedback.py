@@ -69,15 +69,21 @@ def _text(message) -> str:
 
 
 def rated_turn(history, index) -> Turn:
-    """The turn whose reply is at `index` of the Chat tab's transcript: the user's message before it and
-    the passage shown under that message. FeedbackError unless `index` is a reply of the model."""
+    """The turn whose reply is at `index` of the Chat tab's transcript (or whose passage or notice is: they
+    share the reply's bubble): the user's message before it and the passage shown under that message.
+    FeedbackError unless `index` is a reply of the model."""
     history = list(history or [])
     if isinstance(index, (list, tuple)):  # Gradio gives (row, column) for tuple-shaped chats
         index = index[0]
     if not isinstance(index, int) or not 0 <= index < len(history):
         raise FeedbackError("index", f"no message at {index!r} in this chat.")
-    reply = history[index]
-    if _role(reply) != "assistant" or is_notice(reply) or is_passage(reply):
+    # Gradio draws a run of assistant messages (the passage, notices, the reply) as one bubble and gives the
+    # index of its first: the reply is the run's first message that is neither passage nor notice.
+    while 0 <= index < len(history) and _role(history[index]) == "assistant" and (
+            is_notice(history[index]) or is_passage(history[index])):
+        index += 1
+    reply = history[index] if index < len(history) else None
+    if _role(reply) != "assistant":
         raise FeedbackError("index", "only the model's replies can be rated (not your messages, notices or passages).")
     context = ""
     for message in reversed(history[:index]):
@@ -193,7 +199,7 @@ def build_feedback(tab, store) -> None:
     "feedback". `tab`: space.tab.ChatTab."""
     private = dict(api_visibility="private")
     key, rated = gr.State(None), gr.State(None)  # the panel's rating key; (index, rating, Turn as dict)
-    with gr.Group(visible=False, elem_id="chat-feedback") as panel:
+    with gr.Column(visible=False, variant="panel", elem_id="chat-feedback") as panel:
         heading = gr.Markdown(elem_id="chat-feedback-heading")
         reason = gr.Textbox(label="Why? (optional)", max_lines=3, elem_id="chat-feedback-reason")
         with gr.Row():
@@ -209,14 +215,16 @@ def build_feedback(tab, store) -> None:
     said = gr.Markdown("", elem_id="chat-feedback-said")
 
     def opened(history, evt: gr.LikeData):
+        if evt.liked is None or evt.liked == "":  # the 👍/👎 clicked again: taken back, nothing to send
+            return (None, None, gr.Column(visible=False)) + (gr.skip(),) * 5 + ("",)
         try:
             turn = rated_turn(history, evt.index)
             rating = rating_of(evt.liked)
         except FeedbackError as error:
-            return gr.skip(), gr.skip(), gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip(), gr.skip(), \
+            return gr.skip(), gr.skip(), gr.Column(visible=False), gr.skip(), gr.skip(), gr.skip(), gr.skip(), \
                 gr.skip(), _said(str(error))
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return (str(uuid.uuid4()), {"index": index, "rating": rating, **turn.__dict__}, gr.Group(visible=True),
+        return (str(uuid.uuid4()), {"index": index, "rating": rating, **turn.__dict__}, gr.Column(visible=True),
                 f"**{RATING_WORDS[rating]} on this reply.** Say why if you like, and send; or write a better answer.",
                 "", gr.Column(visible=False), turn.original,
                 gr.Dropdown(choices=category_choices(turn.context), value=suggest_category(turn.context)), "")
@@ -224,10 +232,13 @@ def build_feedback(tab, store) -> None:
     tab.chatbot.like(opened, [tab.chatbot],
                      [key, rated, panel, heading, reason, editor, corrected, category, said], queue=False, **private)
     better.click(lambda: gr.Column(visible=True), None, editor, queue=False, **private)
-    close.click(lambda: (gr.Group(visible=False), None), None, [panel, key], queue=False, **private)
+    close.click(lambda: (gr.Column(visible=False), None), None, [panel, key], queue=False, **private)
 
     def sender(with_correction: bool):
-        def submit(key_, rated_, reason_, corrected_, category_, current, *settings, request: gr.Request):
+        # Named, not *settings: Gradio passes gr.Request only to a parameter it can see in the signature.
+        def submit(key_, rated_, reason_, corrected_, category_, current, do_sample, temperature, top_p, top_k,
+                   max_new_tokens, repetition_penalty, seed, request: gr.Request):
+            settings = (do_sample, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
             if not key_ or not rated_:
                 return gr.skip(), gr.skip(), _said("Rate a reply with 👍 or 👎 first.")
             turn = Turn(rated_["prompt"], rated_["context"], rated_["original"])
@@ -241,7 +252,7 @@ def build_feedback(tab, store) -> None:
                 return gr.skip(), gr.skip(), _said(f"Not saved: {error}")
             what = (f"Thanks: your better answer is record {saved.contribution_id} of the contributions."
                     if saved.contribution_id else "Thanks: your rating was saved.")
-            return gr.Group(visible=False), None, _said(what)
+            return gr.Column(visible=False), None, _said(what)
         return submit
 
     inputs = [key, rated, reason, corrected, category, tab.current] + tab.controls

@@ -78,9 +78,10 @@ def start_app(*argv, env: dict | None = None, **popen) -> tuple[subprocess.Popen
 
 
 def train_briefly(base_model, data, output_dir) -> subprocess.CompletedProcess:
-    """A real `python -m train` of two steps on `data` (a file `--data` takes), offline: does a file train
-    as it is? Returns the finished process (stdout/stderr as text)."""
-    return subprocess.run([sys.executable, "-m", "train", "--base-model", base_model, "--data", data, "--output-dir",
+    """A real `python -m train` of two steps on `data` (a file `--data` takes, or a list of them to mix),
+    offline: does a file train as it is? Returns the finished process (stdout/stderr as text)."""
+    files = list(data) if isinstance(data, (list, tuple)) else [data]
+    return subprocess.run([sys.executable, "-m", "train", "--base-model", base_model, "--data", *files, "--output-dir",
                            output_dir, "--max-length", "256", "--test-size", "8", "--per-device-batch-size", "4",
                            "--max-steps", "2", "--warmup-steps", "0", "--samples-per-category", "0", "--save-steps", "100"],
                           cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)

@@ -43,10 +43,13 @@ def test_the_rated_turn_is_the_question_its_passage_and_the_reply():
     history = transcript()
     assert feedback.rated_turn(history, 1) == feedback.Turn("Name a river in Europe.", "", "The Rhine.")
     assert feedback.rated_turn(history, 5) == feedback.Turn("Where does the Danube end?", PASSAGE, "In the North Sea.")
-    for index, why in ((0, "only the model's replies"), (3, "only the model's replies"), (4, "only the model's"),
-                       (9, "no message at 9")):
+    # the passage and a notice share the reply's bubble in the chat: their index rates that reply
+    assert feedback.rated_turn(history, 3) == feedback.rated_turn(history, 4) == feedback.rated_turn(history, 5)
+    for index, why in ((0, "only the model's replies"), (2, "only the model's replies"), (9, "no message at 9")):
         with pytest.raises(feedback.FeedbackError, match=why):
             feedback.rated_turn(history, index)
+    with pytest.raises(feedback.FeedbackError, match="only the model's replies"):  # a passage with no reply yet
+        feedback.rated_turn(history[:4], 3)
     assert feedback.suggest_category(PASSAGE) == "closed_qa" and feedback.suggest_category("  ") == "open_qa"
     assert feedback.category_choices(PASSAGE)[:3] == ["closed_qa", "summarization", "information_extraction"]
     assert sorted(feedback.category_choices("")) == sorted(contrib.CATEGORIES)
