@@ -112,7 +112,8 @@ def served(tmp_path_factory, dolly_jsonl):
     db = folder / "store.sqlite3"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DOLLY_API_KEY", KEY)
-        demo = serve("--model", model, "--data", dolly_jsonl, "--curation-db", db)
+        # --auth: the Gradio API's ratings are the login's; /v1 opens with its key all the same
+        demo = serve("--model", model, "--data", dolly_jsonl, "--curation-db", db, "--auth", "ann:pw-of-ann")
     yield demo.local_url.rstrip("/"), db
     demo.close()
 
@@ -167,16 +168,17 @@ def test_v1_feedback_needs_the_api_key(served):
                                          cast_to=httpx.Response)
 
 
-def test_gradio_client_feedback(served):
+def test_gradio_client_feedback_is_the_logins(served):
     url, db = served
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, auth=("ann", "pw-of-ann"))
     body = {"prompt": "Tell me a fun fact about owls.", "reply": "Owls are fish.", "rating": "down",
-            "corrected": "Owls can turn their heads about 270 degrees.", "category": "open_qa"}
+            "corrected": "Owls can turn their heads about 270 degrees.", "category": "open_qa",
+            "user": "mallory"}  # a name the body claims: the login wins
     saved = json.loads(client.predict(json.dumps(body), api_name="/feedback"))
     assert saved["rating"] == "down" and saved["contribution_id"]
     with open_store(db) as store:
         record = contrib.get(store, saved["contribution_id"])
-        assert (record.instruction, record.response, record.author) == (body["prompt"], body["corrected"], "anonymous")
+        assert (record.instruction, record.response, record.author) == (body["prompt"], body["corrected"], "ann")
         assert [r.model_id for r in contrib.ratings(store) if r.key == saved["key"]] == ["tiny-dolly"]
     with pytest.raises(Exception, match="category"):
         client.predict(json.dumps({**body, "category": "riddles"}), api_name="/feedback")
