@@ -33,6 +33,139 @@ def available() -> str | None:
     return None
 
 
+class _Row:
+    """One reply in the batch: its keys/values until it joins, its length in the cache, the token it
+    feeds next and the logits the step gave it."""
+
+    def __init__(self, state: dict, length: int):
+        self.state, self.length = state, length
+        self.token, self.logits, self.left = None, None, False
+
+
+class _Batch:
+    """Replies running at once, decoded together: one infer request whose state holds every reply's
+    keys and values (one row each, left-padded to a common length and masked), so a step reads the
+    weights once for all of them. A reply's prompt is run alone in its own request, then its state
+    joins the batch; leaving takes its row out. Each row's mask covers only its own keys and its
+    positions are its own, so a row's logits do not depend on which others share the step."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.cond = threading.Condition()
+        self.rows: list[_Row] = []  # in the batched state, in row order
+        self.joining: list[_Row] = []
+        self.width = 0  # columns of the batched state
+        self.thread = None
+        self.steps = 0  # batched steps run, and rows decoded in them (bench/chat_cpu.py --batch reads these)
+        self.rows_decoded = 0
+
+    def join(self, state: dict, length: int) -> _Row:
+        """A reply whose prompt ran alone (its keys and values in `state`, `length` columns); it joins
+        the batch at the step after its first token is fed."""
+        row = _Row(state, length)
+        with self.cond:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="dolly-openvino-batch", daemon=True)
+                self.thread.start()
+            self.joining.append(row)
+        return row
+
+    def step(self, row: _Row, token: int) -> np.ndarray:
+        """Feed `token` to `row` at the next batched step; its logits."""
+        with self.cond:
+            row.token = token
+            self.cond.notify_all()
+            while row.logits is None:
+                self.cond.wait()
+            logits, row.logits = row.logits, None
+        return logits
+
+    def leave(self, row: _Row) -> None:
+        with self.cond:
+            row.left = True
+            self.cond.notify_all()
+
+    def _ready(self) -> bool:
+        """A step runs when every row in the batch has fed its token (or left) — a step without a row
+        would leave a hole in that row's keys and values — and someone has a token to feed."""
+        self.joining = [r for r in self.joining if not r.left]
+        staying = [r for r in self.rows if not r.left]
+        if not staying and self.rows:
+            self.rows, self.width = [], 0
+        return all(r.token is not None for r in staying) and \
+            bool(staying or any(r.token is not None for r in self.joining))
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self._ready():
+                    self.cond.wait()
+                leaving = any(r.left for r in self.rows)
+                joining = [r for r in self.joining if r.token is not None]
+                self.joining = [r for r in self.joining if r.token is None]
+                try:
+                    if leaving or joining:
+                        self._regroup(joining)
+                    error = None
+                except BaseException as failed:  # no batch to go on with: every row gets the error
+                    error, self.rows, self.width = failed, [r for r in self.rows if not r.left] + joining, 0
+                rows = list(self.rows)
+                feed = [r.token for r in rows]
+                for r in rows:
+                    r.token = None
+                if error is not None:
+                    for r in rows:
+                        r.logits, r.left = error, True
+                    self.rows = []
+                    self.cond.notify_all()
+                    continue
+            try:
+                logits = self._infer(rows, feed)
+            except BaseException as failed:  # handed to each caller, which raises it in its own thread
+                logits = [failed] * len(rows)
+            with self.cond:
+                for r, row_logits in zip(rows, logits):
+                    r.length += 1
+                    r.logits = row_logits
+                self.width += 1
+                self.steps += 1
+                self.rows_decoded += len(rows)
+                self.cond.notify_all()
+
+    def _regroup(self, joining: list[_Row]) -> None:
+        """The batched state for the rows that stay and those that join: each row's own keys and values
+        (its last `length` columns), right-aligned in a new common width."""
+        import openvino as ov
+
+        staying = [(i, r) for i, r in enumerate(self.rows) if not r.left]
+        old = {s.name: np.array(s.state.data, dtype=np.float32) for s in self.request.query_state()} if staying else {}
+        self.rows = [r for _, r in staying] + joining
+        width = max(r.length for r in self.rows)
+        for state in self.request.query_state():
+            name = state.name
+            sample = old[name] if staying else joining[0].state[name]
+            array = np.zeros((len(self.rows), sample.shape[1], width, sample.shape[3]), dtype=np.float32)
+            for n, (i, r) in enumerate(staying):
+                array[n, :, width - r.length:] = old[name][i, :, old[name].shape[2] - r.length:]
+            for n, r in enumerate(joining, start=len(staying)):
+                array[n, :, width - r.length:] = r.state[name][0]
+            state.state = ov.Tensor(array)
+        for r in joining:
+            r.state = None
+        self.width = width
+
+    def _infer(self, rows: list[_Row], feed: list[int]) -> list[np.ndarray]:
+        mask = np.zeros((len(rows), self.width + 1), dtype=np.int64)
+        for n, r in enumerate(rows):
+            mask[n, self.width - r.length:] = 1
+        self.request.infer({"input_ids": np.array(feed, dtype=np.int64)[:, None],
+                            "attention_mask": mask,
+                            "position_ids": np.array([[r.length] for r in rows], dtype=np.int64)})
+        logits = self.request.get_tensor("logits").data[:, -1, :]
+        return [logits[n:n + 1].astype(np.float32, copy=True) for n in range(len(rows))]
+
+
 class OpenVINOModel:
     """A converted model, compiled for the CPU, with the part of a transformers model that
     space/chat.py uses: `generate`, `config`, `device`."""
@@ -53,7 +186,7 @@ class OpenVINOModel:
         self.compiled = core.compile_model(self.folder / "model.xml", "CPU", properties)
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.precision = {"bf16": "bfloat16", "f32": "float32", "f16": "float16"}.get(precision, precision)
-        self._lock = threading.Lock()
+        self.batch = _Batch(self.compiled)
 
     def _request(self):
         """A fresh infer request with empty state for one reply, batch of one."""
@@ -74,6 +207,13 @@ class OpenVINOModel:
                        "position_ids": np.arange(start, start + n, dtype=np.int64)[None]})
         return torch.from_numpy(request.get_tensor("logits").data[:, -1, :].astype(np.float32, copy=True))
 
+    def step(self, row: _Row, token: int) -> torch.Tensor:
+        """Decode `token` for `row` in the next batched step, beside whatever other replies run; its logits."""
+        logits = self.batch.step(row, token)
+        if isinstance(logits, BaseException):
+            raise logits
+        return torch.from_numpy(logits)
+
     def generate(self, inputs: torch.Tensor, attention_mask=None, generation_config=None, logits_processor=None,
                  stopping_criteria=None, streamer=None, **unused):
         """What transformers' generate() does for space/chat.py's call (greedy over the processed scores,
@@ -91,12 +231,15 @@ class OpenVINOModel:
         sequence = inputs.clone()
         if streamer is not None:
             streamer.put(sequence.cpu())
-        request = self._request()
+        row = None
         try:
-            feed, start = sequence[0].tolist(), 0
-            for _ in range(config.max_new_tokens):
-                scores = self.logits(request, feed, start)
-                start += len(feed)
+            request = self._request()
+            scores = self.logits(request, sequence[0].tolist(), 0)  # the prompt, alone in its own request
+            state = {s.name: np.array(s.state.data, dtype=np.float32) for s in request.query_state()}
+            del request
+            for step in range(config.max_new_tokens):
+                if step:
+                    scores = self.step(row, token)
                 scores = processors(sequence, scores)
                 token = int(scores[0].argmax())
                 sequence = torch.cat([sequence, torch.tensor([[token]])], dim=1)
@@ -104,8 +247,12 @@ class OpenVINOModel:
                     streamer.put(torch.tensor([token]))
                 if token in eos or any(bool(c(sequence, scores).all()) for c in stopping):
                     break
-                feed = [token]
+                if row is None:
+                    row = self.batch.join(state, sequence.shape[1] - 1)
+                    state = None
         finally:
+            if row is not None:
+                self.batch.leave(row)
             if streamer is not None:
                 streamer.end()
         return sequence

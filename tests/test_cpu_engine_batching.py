@@ -1,0 +1,106 @@
+"""The OpenVINO engine decodes replies running at once in one batch (issue 18 §2), on a real
+conversion of a tiny GPT-NeoX: each reply is exactly the same request alone (greedy and seeded), whoever
+joins or leaves the batch meanwhile, and the steps really are shared."""
+import threading
+
+import pytest
+
+from dolly.prompt import encode_prompt
+from space import chat
+from space.chat import stream_reply, validate_settings
+from space.engine import LocalEngine
+from space.model import load_model
+from tests.test_cpu_engine import _Ready, reply_ids
+from tests.tiny_model import save_tiny_model
+
+# Different prompt lengths and reply lengths: rows of the batch are padded differently and leave at
+# different steps.
+PROMPTS = ["Hi", "Name three rivers of Europe and say why each matters.", "A much longer question " * 12, "Why?"]
+MAX_NEW = [30, 12, 45, 24]
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOLLY_CACHE", str(cache))
+        path = save_tiny_model(tmp_path_factory.mktemp("tiny"), dolly_tokens=True)
+        yield load_model(str(path), "cpu", quantize="int8", cpu_engine="openvino")
+
+
+def reply(lm, ids, **settings):
+    """A whole reply's text through the app's generation path (reply_ids records through a patch of
+    the shared model, which replies at once cannot share)."""
+    return list(stream_reply(lm, ids, validate_settings(**settings)))[-1]
+
+
+def at_once(lm, requests):
+    """reply() for each (ids, settings) of `requests`, all started together."""
+    out = [None] * len(requests)
+    barrier = threading.Barrier(len(requests))
+
+    def run(i, ids, settings):
+        barrier.wait()
+        out[i] = reply(lm, ids, **settings)
+
+    threads = [threading.Thread(target=run, args=(i, ids, s)) for i, (ids, s) in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    return out
+
+
+def test_four_replies_at_once_are_decoded_together_each_as_if_alone(lm):
+    requests = [(encode_prompt(lm.tokenizer, p), dict(do_sample=False, max_new_tokens=n)) for p, n in zip(PROMPTS, MAX_NEW)]
+    # The tiny model writes no `### End` this soon: every row runs its length, so rows leave at different steps.
+    assert [len(reply_ids(lm, ids, **settings)) for ids, settings in requests] == MAX_NEW
+    alone = [reply(lm, ids, **settings) for ids, settings in requests]
+    batch = lm.model.batch
+    steps, rows = batch.steps, batch.rows_decoded
+    together = at_once(lm, requests)
+    assert together == alone
+    # Shared steps: fewer batched steps than rows decoded (alone, each step decodes one row).
+    assert batch.rows_decoded - rows == sum(n - 1 for n in MAX_NEW)
+    assert batch.steps - steps < batch.rows_decoded - rows
+
+
+def test_seeded_sampling_is_reproducible_per_request_in_a_batch(lm):
+    ids = [encode_prompt(lm.tokenizer, p) for p in PROMPTS]
+    settings = [dict(do_sample=True, seed=s, temperature=t, top_k=k, top_p=0.9, repetition_penalty=r, max_new_tokens=n)
+                for s, t, k, r, n in ((1, 0.7, 50, 1.0, 20), (2, 1.2, 0, 1.3, 33), (1, 0.9, 20, 1.1, 16), (99, 1.5, 0, 1.0, 28))]
+    alone = [reply(lm, i, **s) for i, s in zip(ids, settings)]
+    assert at_once(lm, list(zip(ids, settings))) == alone
+    assert alone[0] != alone[2]  # same seed, other prompt and settings: another reply
+
+
+def test_a_reply_stopped_mid_way_leaves_the_others_as_if_alone(lm):
+    engine = LocalEngine(loader=_Ready(lm), concurrency=4)
+    requests = [(encode_prompt(lm.tokenizer, p), dict(do_sample=False, max_new_tokens=n)) for p, n in zip(PROMPTS[:3], (40, 25, 50))]
+    alone = [reply(lm, ids, **settings) for ids, settings in requests]
+    before = chat.generation_threads()
+    generation = engine.chat("Go on and on", max_new_tokens=1000, do_sample=False)
+    stream = iter(generation)
+    assert next(stream)  # it streams, in the batch
+    long_reply = chat.generation_threads() - before
+    out = [None] * len(requests)
+    started = threading.Barrier(len(requests) + 1)
+
+    def run(i, ids, settings):
+        started.wait()
+        out[i] = reply(lm, ids, **settings)
+
+    threads = [threading.Thread(target=run, args=(i, ids, s)) for i, (ids, s) in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    for _ in range(5):  # let the others decode a few steps beside it, then Stop it
+        next(stream)
+    assert len(long_reply) == 1, long_reply
+    generation.cancel()
+    thread = long_reply.pop()
+    thread.join(60)  # Stop ends its generate() thread (long before its 1,000 tokens) ...
+    assert not thread.is_alive()
+    for thread in threads:
+        thread.join(300)
+    assert out == alone  # ... and the others, which shared its steps, are as if alone
