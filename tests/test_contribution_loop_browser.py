@@ -67,13 +67,14 @@ def open_chat(browser):
         yield open_
 
 
-def ask(page, text: str, context: str = "") -> None:
+def ask(page, text: str, replies: int, context: str = "") -> None:
+    """Send `text`; return once the chat holds `replies` replies and the reply is over."""
     page.locator("#chat-context textarea").fill(context)
     page.locator("#chat-message textarea").fill(text)
     page.locator("#chat-message textarea").press("Enter")
+    page.wait_for_function("([s, n]) => document.querySelector('#chat-chatbot').innerText.split(s).length - 1 === n",
+                           arg=[SCRIPT.strip(), replies])
     expect(page.locator("#chat-stop")).to_be_hidden()
-    page.wait_for_function("([s, n]) => document.querySelector('#chat-chatbot').innerText.split(s).length - 1 >= n",
-                           arg=[SCRIPT.strip(), 1])
     expect(page.locator("#chat-send")).to_be_visible()
     wait_idle(page)
 
@@ -105,7 +106,7 @@ def test_write_rate_correct_export_train_publish(loop, open_chat, tmp_path):
     page = open_chat(url)
 
     # -- the Chat tab: rate and correct two answers ------------------------------------------------------
-    ask(page, "What is the capital of Portugal?")
+    ask(page, "What is the capital of Portugal?", 1)
     rate_last(page, "Dislike")
     expect(page.locator("#chat-feedback-heading")).to_contain_text("👎")
     # a correction left as the model wrote it is refused, naming the field
@@ -116,7 +117,7 @@ def test_write_rate_correct_export_train_publish(loop, open_chat, tmp_path):
     wait_text(page, "#chat-feedback-said", "reply unchanged")
     correct(page, "wrong country", BETTER_OPEN, "open_qa")
 
-    ask(page, "Where does the Danube end?", PASSAGE)
+    ask(page, "Where does the Danube end?", 2, PASSAGE)
     rate_last(page, "Dislike")
     correct(page, "the passage says where", BETTER_CLOSED, "closed_qa", double=True)
     screenshot(page, "chat-feedback-saved")
