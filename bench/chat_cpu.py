@@ -3,6 +3,7 @@
     python bench/chat_cpu.py                       # pythia-1b and -2.8b shapes, fp32 bf16 int8 int4, /chat
     python bench/chat_cpu.py --shapes 2.8b --modes int8,bf16 --tokens 32 --no-app
     python bench/chat_cpu.py --quality DIR         # also: eval loss and greedy agreement of a trained model
+    python bench/chat_cpu.py --batch --shapes 1b   # only: 1 vs 4 replies at once on the OpenVINO engine
 
 For each shape (random init with Pythia's real shapes, the real GPT-NeoX tokenizer from
 ../shared/data/pythia-tokenizer, saved once in bf16 under --cache-dir) and each mode, a fresh process
@@ -261,6 +262,46 @@ def worker(args) -> None:
         threads=torch.get_num_threads())), flush=True)
 
 
+def batch_worker(args) -> None:
+    """--batch: the OpenVINO engine's decode tokens/s with 1 reply and with 4 at once (threads, as the
+    app runs them, greedy, forced to --tokens new tokens each); prints one JSON line."""
+    import threading
+
+    from dolly.prompt import format_prompt
+    from space.chat import stream_reply, validate_settings
+    from space.model import load_model
+
+    dtype, quantize, engine = MODES["ov-int8"]
+    lm = in_thread(lambda: load_model(args.model, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine))
+    prompts = [lm.tokenizer.encode(format_prompt(f"Summarize the passage, take {i}.", CONTEXT), add_special_tokens=False)
+               [-args.prompt_tokens:] for i in range(4)]
+    settings = validate_settings(do_sample=False, max_new_tokens=args.tokens)
+
+    def replies(n: int, tokens: int) -> float:
+        """Seconds for n replies of `tokens` tokens started together."""
+        chosen = validate_settings(do_sample=False, max_new_tokens=tokens)
+        threads = [threading.Thread(target=lambda i=i: [None for _ in stream_reply(lm, prompts[i], chosen, min_new_tokens=tokens)])
+                   for i in range(n)]
+        t = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - t
+
+    replies(1, 4)
+    rates = {}
+    for n in (1, 4):
+        runs = []
+        for _ in range(args.repeats):
+            # Decode only: the time for `tokens` tokens less the time for 1 (the prompts' prefill).
+            runs.append(n * (args.tokens - 1) / max(replies(n, args.tokens) - replies(n, 1), 1e-9))
+        rates[n] = statistics.median(runs)
+    del settings
+    print(json.dumps(dict(one_tps=rates[1], four_tps=rates[4], ratio=rates[4] / rates[1], model_mode=lm.mode,
+                          steps=lm.model.batch.steps, rows=lm.model.batch.rows_decoded, load=os.getloadavg())), flush=True)
+
+
 def run_worker(mode: str, model: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--model", str(model), "--tokens", str(args.tokens),
            "--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
@@ -405,9 +446,14 @@ def main():
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="run PyTorch's and oneDNN's kernels as on an AVX2-only CPU (ATEN_CPU_CAPABILITY=avx2, "
                              "ONEDNN_MAX_CPU_ISA=AVX2); OpenVINO keeps this CPU's kernels")
+    parser.add_argument("--batch", action="store_true",
+                        help="only the batching figures: 1 vs 4 replies at once on the OpenVINO engine (ov-int8), "
+                             "in the engine and through /chat with --concurrency 4, on the first of --shapes")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "batch":
+        return batch_worker(args)
     if args.worker:
         return worker(args)
 
@@ -424,6 +470,19 @@ def main():
         print(f"PyTorch kernels limited to AVX2: {AVX2_ENV}", flush=True)
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, flags: {cpu_flags()}, native bf16: {native_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.batch:
+        path = save_shape(shapes[0], cache)
+        cmd = [sys.executable, __file__, "--worker", "batch", "--model", str(path), "--tokens", str(args.tokens),
+               "--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise SystemExit(f"batch worker failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        r = json.loads(lines[-1])
+        print(f"\nbatching, pythia-{shapes[0]} shape, {r['model_mode']}, {args.tokens} new tokens per reply: 1 reply "
+              f"{r['one_tps']:.2f} tok/s, 4 at once {r['four_tps']:.2f} tok/s in all: {r['ratio']:.2f}x (target >= 2.5x); "
+              f"{r['rows']} rows in {r['steps']} batched steps; load average {r['load'][0]:.1f}", flush=True)
+        return
     bandwidth = [read_bandwidth()]
     print(f"read bandwidth: {bandwidth[0] / GB:.1f} GB/s", flush=True)
     if not args.no_kernels:

@@ -8,8 +8,10 @@ only with AVX-512 BF16/AMX (issue 18, bench/RESULTS.md).
 GenerationConfig, logits processors, stopping criteria, a streamer) and does the same with a plain loop:
 so the token ids are exactly dolly.prompt.encode_prompt's (the engine never tokenizes), decoding of the
 streamed ids stays ours, and seed, temperature, top-p/top-k (space/chat.py's seeded sampler),
-repetition penalty, `### End`/EOS and Stop behave as on the torch path. Each reply gets its own infer
-request, whose state holds that reply's keys and values: replies at once (--concurrency) never share one.
+repetition penalty, `### End`/EOS and Stop behave as on the torch path. Replies running at once
+(--concurrency) are decoded together: each prompt runs alone in its own infer request, then its keys and
+values join one batched state (`_Batch`), so a step reads the weights once for all of them; each row is
+masked to its own keys, so a reply is the same whoever shares its steps.
 """
 from __future__ import annotations
 
