@@ -136,10 +136,12 @@ CSS = """
 /* Gradio's container hides its overflow, which makes it the box a sticky element sticks in (one that never
    scrolls); clip cuts the same overflow without being a scroll container. */
 .gradio-container { overflow: clip !important; }
-#chat-input { position: sticky; bottom: 0; z-index: 20; background: var(--body-background-fill);
-              padding: .4rem 0; flex-wrap: nowrap; align-items: flex-end; }
+#chat-dock { position: sticky; bottom: 0; z-index: 20; background: var(--body-background-fill); gap: .25rem;
+             padding: .25rem 0; }
+#chat-input { flex-wrap: nowrap; align-items: flex-end; }
 #chat-input > .form { min-width: 0; }
-#chat-keys { color: var(--body-text-color-subdued); }
+#chat-keys { color: #4b5563; }  /* 7.6:1; Gradio's subdued grey is 1.9:1 */
+.dark #chat-keys { color: #d1d5db; }
 @media (hover: none), (pointer: coarse) { #chat-keys { display: none; } }
 /* The generation settings: a panel of labelled rows (Open WebUI's side panel), one control each, so no
    label runs into its number box and "1024" fits. */
@@ -698,7 +700,7 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
         with gr.Column(scale=3, min_width=320):
             chatbot = gr.Chatbot(
                 # The window's height less the lines above it and the message box (ChatGPT's layout).
-                label="Conversation with Dolly", show_label=False, height="calc(100dvh - 22rem)", min_height=280,
+                label="Conversation with Dolly", show_label=False, height="calc(100dvh - 25rem)", min_height=280,
                 elem_id="chat-chatbot",
                 buttons=["copy"], placeholder=HINT, editable="user",
                 examples=[{"text": message, "display_text": message + (" (with a passage)" if context else "")}
@@ -707,16 +709,19 @@ def build_chat_tab(engine, concurrency: int = 2) -> ChatTab:
         with gr.Column(scale=2, min_width=320, visible=False, elem_id="chat-reference-box") as reference_box:
             reference = gr.Markdown(elem_id="chat-reference")
             hide = gr.Button("Hide reference", size="sm", elem_id="chat-hide-reference")
-    stats = gr.Markdown("", elem_id="chat-stats")  # not in the chat's column: the reference sits right under it
-    with gr.Row(equal_height=False, elem_id="chat-input"):  # sticky at the window's bottom (CSS)
-        message = gr.Textbox(label="Message", placeholder=PLACEHOLDERS.get(engine.state, PLACEHOLDERS["ready"]),
-                             lines=1, max_lines=8, scale=1, min_width=160, elem_id="chat-message")  # 1: Enter sends
-        with gr.Column(scale=0, min_width=90):
-            send = gr.Button("Send", variant="primary", elem_id="chat-send")
-            stop = gr.Button("Stop", variant="stop", visible=False, elem_id="chat-stop")
-    with gr.Row(equal_height=False, elem_id="chat-below"):
-        gr.HTML(KEYS_HINT, padding=False, elem_id="chat-keys-line")
-        meter = gr.Markdown("", elem_id="chat-meter")
+    # The dock: the small print (queue line, the reply's speed), the message box and the context meter under it
+    # keep to the window's bottom edge while the page scrolls (sticky, CSS), so none of them is ever covered.
+    with gr.Column(elem_id="chat-dock"):
+        stats = gr.Markdown("", elem_id="chat-stats")  # not in the chat's column: the reference sits beside it
+        with gr.Row(equal_height=False, elem_id="chat-input"):
+            message = gr.Textbox(label="Message", placeholder=PLACEHOLDERS.get(engine.state, PLACEHOLDERS["ready"]),
+                                 lines=1, max_lines=8, scale=1, min_width=160, elem_id="chat-message")  # 1: Enter sends
+            with gr.Column(scale=0, min_width=90):
+                send = gr.Button("Send", variant="primary", elem_id="chat-send")
+                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="chat-stop")
+        with gr.Row(equal_height=False, elem_id="chat-below"):
+            gr.HTML(KEYS_HINT, padding=False, elem_id="chat-keys-line")
+            meter = gr.Markdown("", elem_id="chat-meter")
     with gr.Row(equal_height=False, elem_id="chat-context-row"):
         context = gr.Textbox(
             "", label="Context (optional)", lines=2, max_lines=8, scale=1, min_width=260, elem_id="chat-context",

@@ -4,8 +4,10 @@ and the folded intro on one line, in plain words; the generation settings as a p
 that scrolls into view; the Enter/Shift+Enter hint only where there is a keyboard.
 
 One app for the module; each check waits for a state, never for time. Screenshots (after) of each state go
-to tests/screenshots/chat-15-4-after-*.
+to tests/screenshots/chat-layout-*.
 """
+from urllib.parse import quote
+
 import pytest
 from playwright.sync_api import expect
 
@@ -40,21 +42,32 @@ def box(page, selector) -> dict:
 
 
 def assert_box_at_the_bottom(page):
-    """The message box is in the window, at its bottom edge (what is left under it: its row's padding)."""
+    """The message box is in the window, in the dock at the window's bottom edge (under the box: the context
+    meter and, with a keyboard, the keys hint)."""
     height = page.viewport_size["height"]
     message = box(page, MESSAGE)
     assert message["y"] >= 0 and message["y"] + message["height"] <= height, (message, height)
-    assert height - (message["y"] + message["height"]) <= 48, (message, height)
+    dock = box(page, "#chat-dock")
+    assert abs(height - (dock["y"] + dock["height"])) <= 2, (dock, height)
+    assert dock["height"] <= 0.4 * height, (dock, height)  # the conversation keeps most of the window
 
 
 @SIZES
 def test_the_conversation_fills_the_window_and_the_box_keeps_to_its_bottom(open_chat, app_url, size):
     page = open_chat(app_url + "?tab=chat", size)
+    # The conversation takes the window's height: a window 300 px taller gives it the 300 px.
+    before = box(page, "#chat-chatbot")["height"]
+    page.set_viewport_size({"width": size["width"], "height": size["height"] + 300})
+    page.wait_for_function("h => document.querySelector('#chat-chatbot').getBoundingClientRect().height >= h + 295",
+                           arg=before)
+    page.set_viewport_size(size)
+    page.wait_for_function("h => document.querySelector('#chat-chatbot').getBoundingClientRect().height <= h + 5",
+                           arg=before)
     # The first screen: the conversation below one status line, the message box at the window's bottom.
     assert_box_at_the_bottom(page)
     chat = box(page, "#chat-chatbot")
     assert chat["height"] >= 0.5 * size["height"], chat
-    screenshot(page, "chat-15-4-after-layout")
+    screenshot(page, "chat-layout-first-screen")
     # Some turns later, scrolled down the page to the conversation's top: the conversation and the box under it
     # are both in the window, the box never covering the conversation.
     for turn in range(3):
@@ -65,9 +78,13 @@ def test_the_conversation_fills_the_window_and_the_box_keeps_to_its_bottom(open_
         expect(page.locator("#chat-send")).to_be_visible()
     page.locator("#chat-conversation").evaluate("e => e.scrollIntoView({block: 'start'})")
     page.wait_for_function("() => window.scrollY > 0")
-    chat, message = box(page, "#chat-chatbot"), box(page, MESSAGE)
+    chat, message, dock = box(page, "#chat-chatbot"), box(page, MESSAGE), box(page, "#chat-dock")
     assert -2 <= chat["y"] and message["y"] + message["height"] <= size["height"], (chat, message)
-    assert message["y"] >= chat["y"] + chat["height"] - 1, (chat, message)
+    assert dock["y"] >= chat["y"] + chat["height"] - 1, (chat, dock)  # the dock never covers the conversation
+    # The reply's small print (tokens, tokens/s) is in the dock, above the box: in view, never covered.
+    stats = box(page, "#chat-stats")
+    assert dock["y"] - 1 <= stats["y"] and stats["y"] + stats["height"] <= message["y"] + 1, (stats, message)
+    expect(page.locator("#chat-stats")).to_contain_text("tokens/s")
 
 
 @SIZES
@@ -89,7 +106,8 @@ def test_status_and_intro_share_one_line_in_plain_words(open_chat, app_url, size
 
 
 def test_phone_message_box_is_on_the_first_screen_after_try_in_chat(open_chat, app_url):
-    page = open_chat(app_url + "?tab=explorer", PHONE)
+    # The longest record first: its reference card, under the answer on a phone, is what pushed the box down.
+    page = open_chat(app_url + "?tab=explorer&sort=" + quote("response length, longest first"), PHONE)
     page.locator("#explorer-table tr[data-row]").first.click()
     button = page.locator("#explorer-try-in-chat:visible, .dolly-detail [data-action=try]:visible").first
     expect(button).to_be_enabled()
@@ -97,18 +115,15 @@ def test_phone_message_box_is_on_the_first_screen_after_try_in_chat(open_chat, a
     expect(page.locator("#chat-reference-box")).to_be_visible()
     expect(page.locator("#chat-send")).to_be_visible()  # the record's question was answered
     assert_box_at_the_bottom(page)
-    screenshot(page, "chat-15-4-after-phone-try-in-chat")
+    screenshot(page, "chat-layout-phone-try-in-chat")
 
 
 @SIZES
 def test_generation_settings_are_labelled_rows_that_scroll_into_view(open_chat, app_url, size):
     page = open_chat(app_url + "?tab=chat", size)
     page.get_by_text("Generation settings").first.click()
-    panel = page.locator("#chat-settings-panel")
-    expect(panel).to_be_visible()
-    # Opening it brought it into the window (it opens below the message box).
-    page.wait_for_function("""() => { const r = document.getElementById('chat-settings').getBoundingClientRect();
-                                      return r.top >= 0 && r.top < window.innerHeight - 200; }""")
+    panel = page.locator("#chat-settings")
+    expect(panel.get_by_label("Seed (-1 = random)")).to_be_visible()
     # Each slider: its label and its number box on one line, never overlapping, the label on one line,
     # and a 4-digit number fits its box.
     heads = panel.locator("input[type=range]").evaluate_all("""ranges => ranges.map(range => {
@@ -125,7 +140,10 @@ def test_generation_settings_are_labelled_rows_that_scroll_into_view(open_chat, 
     number = panel.get_by_label("number input for Max new tokens")
     number.fill("1024")
     assert number.evaluate("e => e.scrollWidth <= e.clientWidth"), "1024 is cut in its box"
-    screenshot(page, "chat-15-4-after-settings")
+    # Opening it brought it into the window (it opens below the message box).
+    page.wait_for_function("""() => { const r = document.getElementById('chat-settings').getBoundingClientRect();
+                                      return r.top >= 0 && r.top < window.innerHeight - 200; }""")
+    screenshot(page, "chat-layout-settings")
 
 
 def test_the_keyboard_hint_shows_only_where_there_is_a_keyboard(browser, app_url):
@@ -136,10 +154,10 @@ def test_the_keyboard_hint_shows_only_where_there_is_a_keyboard(browser, app_url
             page = context.new_page()
             page.goto(app_url + "?tab=chat")
             expect(page.locator("#chat-status")).to_contain_text("is ready")
-            hint = page.locator("#chat-keys")
-            expect(hint).to_have_count(1)
-            (expect(hint).to_be_visible if shown else expect(hint).to_be_hidden)()
+            # Never in the placeholder (a phone has no Shift+Enter); with a keyboard, a line of its own.
             assert "Shift+Enter" not in (page.locator(MESSAGE).get_attribute("placeholder") or "")
+            hint = page.get_by_text("Enter sends · Shift+Enter starts a new line")
+            (expect(hint).to_be_visible if shown else expect(hint).to_be_hidden)()
     finally:
         desktop.close()
         phone.close()
