@@ -229,9 +229,14 @@ def build_feedback(tab, store) -> None:
                 "", gr.Column(visible=False), turn.original,
                 gr.Dropdown(choices=category_choices(turn.context), value=suggest_category(turn.context)), "")
 
+    # The panel opens under the chat: brought into view (above the sticky message box), else a click seems to do nothing.
+    into_view = """() => requestAnimationFrame(() =>
+        document.getElementById('chat-feedback')?.scrollIntoView({block: 'center'}))"""
     tab.chatbot.like(opened, [tab.chatbot],
-                     [key, rated, panel, heading, reason, editor, corrected, category, said], queue=False, **private)
-    better.click(lambda: gr.Column(visible=True), None, editor, queue=False, **private)
+                     [key, rated, panel, heading, reason, editor, corrected, category, said], queue=False,
+                     **private).then(None, js=into_view, **private)
+    better.click(lambda: gr.Column(visible=True), None, editor, queue=False, **private).then(
+        None, js=into_view, **private)
     close.click(lambda: (gr.Column(visible=False), None), None, [panel, key], queue=False, **private)
 
     def sender(with_correction: bool):

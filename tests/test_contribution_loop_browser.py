@@ -85,6 +85,9 @@ def rate_last(page, button: str) -> None:
     page.locator("#chat-chatbot").get_by_label(button, exact=True).last.click()
     expect(page.locator("#chat-feedback")).to_be_visible()
     wait_idle(page)
+    # It opens where it can be seen: brought into the window, not left under the chat below the fold.
+    page.wait_for_function("""() => { const r = document.getElementById('chat-feedback').getBoundingClientRect();
+                                      return r.top >= 0 && r.top < window.innerHeight; }""")
 
 
 def correct(page, reason: str, better: str, category: str, double: bool = False) -> None:
