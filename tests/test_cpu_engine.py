@@ -137,7 +137,7 @@ def test_a_model_openvino_cannot_take_is_refused_with_the_reason(tmp_path):
     loader = ModelLoader(str(tmp_path / "gpt2"), "cpu", quantize="auto", cpu_engine="auto").start()
     assert loader.wait(120) and loader.state == "ready"
     assert loader.get().engine == "torch"
-    assert "(int8 weights" in loader.status() and "Runs on torch, not OpenVINO: it could not be converted" in loader.status()
+    assert "Runs on cpu: int8 weights" in loader.status() and "Runs on torch, not OpenVINO: it could not be converted" in loader.status()
 
 
 def test_a_bf16_checkpoint_converts_to_fused_compressed_matmuls(tmp_path):
