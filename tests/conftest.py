@@ -123,6 +123,21 @@ def browser():
 
 
 @pytest.fixture
+def open_chat(browser):
+    """open_chat(url, size=WIDE, status="is ready"): a new page at `url` once the Chat tab's status line says
+    `status` (every page it opened is closed after the test)."""
+    from playwright.sync_api import expect
+
+    from tests.browser import page_opener
+
+    def ready(page, status="is ready"):
+        expect(page.locator("#chat-status")).to_contain_text(status)
+
+    with page_opener(browser, ready) as open_:
+        yield open_
+
+
+@pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from space.chat import MAX_INPUT_CHARS
 from tests.conftest import serve
-from tests.browser import PHONE, WIDE, axe_violations, page_opener, screenshot
+from tests.browser import PHONE, WIDE, axe_violations, screenshot
 from tests.tiny_model import save_scripted_model
 
 SCRIPT = "The capital of the river is"
@@ -47,16 +47,6 @@ def looping_url(tmp_path_factory, dolly_jsonl):
     demo = serve("--model", model, "--data", dolly_jsonl)
     yield demo.local_url
     demo.close()
-
-
-@pytest.fixture
-def open_chat(browser):
-    """open_chat(url, size=WIDE, status="is ready"): a new page at `url` once the status line says `status`."""
-    def ready(page, status="is ready"):
-        expect(page.locator("#chat-status")).to_contain_text(status)
-
-    with page_opener(browser, ready) as open_:
-        yield open_
 
 
 def shot(page, name: str) -> Path:

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests.browser import PHONE, WIDE, axe_violations, screenshot
 from tests.test_chat_browser import (CONTEXT, SCRIPT, app_url, chat_text, idle, looping_url,  # noqa: F401
-                                     open_chat, scripted_model, send, set_max_new_tokens, settled, wait_replies)
+                                     scripted_model, send, set_max_new_tokens, settled, wait_replies)
 
 SIZES = pytest.mark.parametrize("size", [WIDE, PHONE], ids=["1440x900", "390x844"])
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import PHONE, WIDE, page_opener, screenshot
+from tests.browser import PHONE, WIDE, screenshot
 from tests.conftest import serve
 from tests.tiny_model import save_scripted_model
 
@@ -26,15 +26,6 @@ def app_url(tmp_path_factory, dolly_jsonl):
     demo = serve("--model", model, "--data", dolly_jsonl)
     yield demo.local_url
     demo.close()
-
-
-@pytest.fixture
-def open_chat(browser):
-    def ready(page):
-        expect(page.locator("#chat-status")).to_contain_text("is ready")
-
-    with page_opener(browser, ready) as open_:
-        yield open_
 
 
 def box(page, selector) -> dict:

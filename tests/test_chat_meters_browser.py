@@ -6,7 +6,7 @@ import re
 from playwright.sync_api import expect
 
 from tests.browser import PHONE, screenshot
-from tests.test_chat_browser import (CONTEXT, MESSAGE, app_url, idle, open_chat, scripted_model,  # noqa: F401
+from tests.test_chat_browser import (CONTEXT, MESSAGE, app_url, idle, scripted_model,  # noqa: F401
                                      send, settled, wait_replies)
 
 

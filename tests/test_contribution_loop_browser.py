@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from dolly import contributions as contrib
 from dolly.curation import open_store
 from dolly.prompt import END_KEY, add_special_tokens
-from tests.browser import page_opener, screenshot, wait_idle
+from tests.browser import screenshot, wait_idle
 from tests.conftest import start_app, stop_app, train_briefly
 from tests.dolly_data import make_records, write_jsonl
 from tests.fake_hub import FakeHub
@@ -56,15 +56,6 @@ def loop(tmp_path_factory):
         yield url, folder, model, data, db
     finally:
         stop_app(process)
-
-
-@pytest.fixture
-def open_chat(browser):
-    def ready(page):
-        expect(page.locator("#chat-status")).to_contain_text("is ready")
-
-    with page_opener(browser, ready) as open_:
-        yield open_
 
 
 def ask(page, text: str, replies: int, context: str = "") -> None:
