@@ -58,12 +58,14 @@ def axe_violations(page, every_rule: bool = False) -> list[str]:
     `every_rule`: every rule axe-core runs by default instead (all its tags, best practices included, but not
     the AAA ones, which it leaves off), and moderate violations too.
 
-    Run once no event is pending and every fade has ended: mid-fade (Gradio dims an output while its
-    event runs, then fades it back) the text measures at half its contrast.
+    Run once no event is pending, every component is drawn and every fade has ended: mid-fade (Gradio dims an
+    output while its event runs, then fades it back) the text measures at half its contrast, and a component
+    whose code is still loading is a bare `.loading` placeholder outside any landmark (on a busy machine).
     """
     from axe_playwright_python.sync_playwright import Axe
 
     wait_idle(page)
+    page.wait_for_function("() => !document.querySelector('.loading')")
     page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running'"
                            " || a.effect?.getComputedTiming().iterations === Infinity)")
 
