@@ -340,6 +340,21 @@ def main(argv=None) -> int:
     # its monitoring page), a per-call cost that grows with the calls served (bench/RESULTS.md);
     # every 1,000 events is fresh enough.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    # SIGTERM is Ctrl-C from here on, so a stop that comes while the server is still starting (a busy
+    # machine, a quick `kill`) closes the app the same way as one that comes later.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _serve(demo, args)
+    except KeyboardInterrupt:
+        print("open Dolly: stopping, and removing this app's exports.", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        demo.close(verbose=False)
+
+
+def _serve(demo, args) -> int:
+    """Launch the app and serve until it is stopped (Ctrl-C or SIGTERM: KeyboardInterrupt, see main)."""
     try:
         # quiet: Gradio's own lines would tell people to "set `share=True` in `launch()`"; the app says
         # where it serves and how to share in its own words below (Gradio's reasons a link failed remain).
@@ -360,26 +375,15 @@ def main(argv=None) -> int:
               f"the app keeps serving locally at {demo.local_url}", flush=True)
     elif not args.share:
         print("For a public gradio.live link as well, start it with --share (or DOLLY_SHARE=1).", flush=True)
-    serve_until_stopped(demo)
+    while demo.is_running:  # what demo.block_thread() does, without its Ctrl-C-only message
+        time.sleep(0.1)
     return 0
 
 
 def _interrupt(signum, frame):
+    """SIGTERM (what `kill`, systemd, Docker and Spaces send) stops the app as Ctrl-C does: the server stops
+    and the app's exports are removed (main's finally)."""
     raise KeyboardInterrupt
-
-
-def serve_until_stopped(demo) -> None:
-    """Serve until Ctrl-C (SIGINT) or SIGTERM (what `kill`, systemd, Docker and Spaces send), then close
-    the app the same way for both: the server stops and the app's exports are removed."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        while demo.is_running:  # what demo.block_thread() does, without its Ctrl-C-only message
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        print("open Dolly: stopping, and removing this app's exports.", flush=True)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        demo.close(verbose=False)
 
 
 if __name__ == "__main__":
