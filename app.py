@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import sys
-import time
+import threading
 
 from dolly import settings
 from dolly.data import DEFAULT_DATA
@@ -340,21 +340,21 @@ def main(argv=None) -> int:
     # its monitoring page), a per-call cost that grows with the calls served (bench/RESULTS.md);
     # every 1,000 events is fresh enough.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
-    # SIGTERM is Ctrl-C from here on, so a stop that comes while the server is still starting (a busy
-    # machine, a quick `kill`) closes the app the same way as one that comes later.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C and SIGTERM (what `kill`, systemd, Docker and Spaces send) only set a flag from here on: an
+    # exception raised wherever the main thread happens to be (inside Gradio's launch on a busy machine) could
+    # be caught there and the stop lost. The serving loop sees the flag, even one set while still starting.
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _serve(demo, args)
-    except KeyboardInterrupt:
-        print("open Dolly: stopping, and removing this app's exports.", flush=True)
-        return 0
+        return _serve(demo, args, stop)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         demo.close(verbose=False)
 
 
-def _serve(demo, args) -> int:
-    """Launch the app and serve until it is stopped (Ctrl-C or SIGTERM: KeyboardInterrupt, see main)."""
+def _serve(demo, args, stop: threading.Event) -> int:
+    """Launch the app and serve until `stop` is set (Ctrl-C or SIGTERM, see main) or the server ends."""
     try:
         # quiet: Gradio's own lines would tell people to "set `share=True` in `launch()`"; the app says
         # where it serves and how to share in its own words below (Gradio's reasons a link failed remain).
@@ -375,15 +375,11 @@ def _serve(demo, args) -> int:
               f"the app keeps serving locally at {demo.local_url}", flush=True)
     elif not args.share:
         print("For a public gradio.live link as well, start it with --share (or DOLLY_SHARE=1).", flush=True)
-    while demo.is_running:  # what demo.block_thread() does, without its Ctrl-C-only message
-        time.sleep(0.1)
+    while demo.is_running and not stop.wait(0.1):  # what demo.block_thread() does, without its Ctrl-C message
+        pass
+    if stop.is_set():
+        print("open Dolly: stopping, and removing this app's exports.", flush=True)
     return 0
-
-
-def _interrupt(signum, frame):
-    """SIGTERM (what `kill`, systemd, Docker and Spaces send) stops the app as Ctrl-C does: the server stops
-    and the app's exports are removed (main's finally)."""
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -102,7 +102,9 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
     def edited(key_, *values):
         current = as_draft(key_ or logic.new_draft()["key"], *values)
         said, _ = logic.feedback_md(current, logic.reference_of(loader))
-        return current["key"], current, said
+        # The key is only ever set here when there is none: an edit answered after a save (sent with the saved
+        # draft's key) must not put that key back, or the next record would be "saved" as the previous one.
+        return (gr.skip() if key_ else current["key"]), current, said
 
     # .change, not .input: a pasted or filled text can fire input before the component holds the new value.
     # It also fires when a save resets the form or a reload restores it: the stored draft follows either way.
