@@ -38,6 +38,9 @@ def wait_text(page, selector: str, text: str) -> None:
 def open_row(open_page, url: str, row: int):
     page = open_page(f"{url}?tab=explorer&row={row}")
     wait_text(page, STATUS, f"Row {row}:")
+    # The quality signals, once computed, redraw the opened row (its Curate section too, reason box included):
+    # act on the row after that, not while it can still be redrawn under the test's typing.
+    page.wait_for_function("() => !document.body.innerText.includes('computing quality signals')")
     wait_idle(page)
     return page
 
