@@ -168,8 +168,8 @@ def check(record: dict, *, question: bool = False) -> list[Problem]:
         if not isinstance(value, str):
             problems.append(Problem(name, f"must be text, got {type(value).__name__}"))
             value = ""
-        elif text_problem(value):
-            problems.append(Problem(name, f"is not valid text: {text_problem(value)}"))
+        elif problem := text_problem(value):
+            problems.append(Problem(name, f"is not valid text: {problem}"))
             value = ""
         elif len(value.encode("utf-8", "surrogatepass")) > MAX_BYTES:
             problems.append(Problem(name, f"is {len(value.encode('utf-8', 'surrogatepass')):,} bytes; at most "
@@ -503,8 +503,8 @@ def save_rating(store: Store, *, key: str, reply_id: str, rating, model_id: str,
     for name, value in texts.items():
         if not isinstance(value, str):
             raise ContributionError(f"{name}: must be text, got {type(value).__name__}.")
-        if text_problem(value):
-            raise ContributionError(f"{name}: is not valid text: {text_problem(value)}.")
+        if problem := text_problem(value):
+            raise ContributionError(f"{name}: is not valid text: {problem}.")
         if len(value.encode("utf-8", "surrogatepass")) > MAX_BYTES:
             raise ContributionError(f"{name}: at most {MAX_BYTES:,} bytes (40 kB).")
     record = None
