@@ -2,7 +2,7 @@
 
     python bench/chat_cpu.py                       # pythia-1b and -2.8b shapes, fp32 bf16 int8 int4, /chat
     python bench/chat_cpu.py --shapes 2.8b --modes int8,bf16 --tokens 32 --no-app
-    python bench/chat_cpu.py --quality DIR         # also: eval loss and greedy agreement of a trained model
+    python bench/chat_cpu.py --shapes '' --no-app --no-kernels --quality DIR   # only: quality per format vs fp32
     python bench/chat_cpu.py --batch --shapes 1b   # only: 1 vs 4 replies at once on the OpenVINO engine
 
 For each shape (random init with Pythia's real shapes, the real GPT-NeoX tokenizer from
@@ -19,9 +19,12 @@ Modes: fp32 (--dtype float32 --quantize none: the old CPU default), bf16 (--dtyp
 none), int8 and int4 (--quantize int8/int4; bf16 activations where the CPU has native bf16).
 The app row: a real `python app.py` per mode on the 1b shape, answering /chat through gradio_client
 (default CPU mode vs `--dtype float32 --quantize none`).
---quality DIR (a model `python -m train` wrote): eval loss on held-out dolly-shaped records
-(tests/dolly_data, another seed) per mode vs bf16, top-1 agreement with bf16 under teacher forcing,
-and how many of 32 greedy tokens match bf16's before the first difference.
+--quality DIR (a model `python -m train` wrote): per mode of --quality-modes (OpenVINO's ov-none/ov-int8/
+ov-int4 included, loaded as the app loads them), against the full-precision torch model (fp32): eval loss on
+held-out dolly-shaped records (tests/dolly_data, another seed) and its delta, mean KL divergence from fp32
+per token and top-1 agreement under teacher forcing (OpenVINO: one token at a time through its stateful
+request, since the converted model returns only the last position's logits), and how many of 16 replies
+of 32 greedy tokens are identical to fp32's.
 
 Targets (this issue): 2.8b shape >= 8 tokens/s decode in the default CPU mode and >= 50% of its
 bandwidth bound; peak RSS <= 1.5 x weight bytes + 1 GB; /chat default >= 3x fp32 on the 1b shape.
@@ -302,15 +305,74 @@ def batch_worker(args) -> None:
                           steps=lm.model.batch.steps, rows=lm.model.batch.rows_decoded, load=os.getloadavg())), flush=True)
 
 
+def memory_available() -> int:
+    """The machine's MemAvailable in bytes (what the kernel can give before it must kill something)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 1 << 62
+
+
+def run_guarded(cmd: list, env: dict, min_available: float, timeout: float = 3600) -> tuple[str, str]:
+    """Run `cmd` (a worker) and return its (stdout, stderr); kill it, and say so, if this machine's
+    available memory drops under `min_available` GiB, so a 2.8b conversion never gets other people's
+    processes OOM-killed on a shared machine. The lowest MemAvailable seen is printed."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        lowest, start, killed = memory_available(), time.time(), None
+        while proc.poll() is None:
+            available = memory_available()
+            lowest = min(lowest, available)
+            if available < min_available * 2**30 or time.time() - start > timeout:
+                proc.kill()
+                killed = (f"available memory {available / 2**30:.1f} GiB < {min_available} GiB"
+                          if available < min_available * 2**30 else f"over {timeout:.0f} s")
+            time.sleep(0.2)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    print(f"(lowest available memory while it ran: {lowest / 2**30:.1f} GiB)", flush=True)
+    if killed:
+        raise SystemExit(f"worker {cmd[3:5]} KILLED by the memory guard: {killed}\n{stdout[-3000:]}\n{stderr[-2000:]}")
+    return stdout, stderr
+
+
+def conversion_worker(args) -> None:
+    """--conversion: convert the checkpoint for OpenVINO in --quantize-format (space/convert.convert, as
+    the app's first start does) into a fresh cache; prints one JSON line with the time, the peak RSS, and
+    the peak reached by the end of each stage (VmHWM when the next stage starts: which stage sets it)."""
+    from space.convert import convert
+
+    stages, start = [], time.perf_counter()
+
+    def on_stage(stage: str) -> None:
+        stages.append(dict(stage=stage, at_s=time.perf_counter() - start, peak_before=peak_rss(), rss=rss_now()))
+        print(f"  {time.perf_counter() - start:6.0f} s  peak so far {peak_rss() / GB:5.2f} GB  now {rss_now() / GB:5.2f} GB  "
+              f"-> {stage}", flush=True)
+
+    folder = in_thread(lambda: convert(Path(args.model), args.worker.split(":", 1)[1], on_stage=on_stage))
+    size = sum(f.stat().st_size for f in Path(folder).iterdir())
+    print(json.dumps(dict(seconds=time.perf_counter() - start, rss_peak=peak_rss(), stages=stages, bytes=size,
+                          folder=str(folder))), flush=True)
+
+
+def rss_now() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def run_worker(mode: str, model: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--model", str(model), "--tokens", str(args.tokens),
            "--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
     env = {**os.environ, **(AVX2_ENV if args.emulate_avx2 else {})}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
-    for line in reversed(out.stdout.strip().splitlines()):
+    stdout, stderr = run_guarded(cmd, env, args.min_available)
+    for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    raise SystemExit(f"worker {mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    raise SystemExit(f"worker {mode} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
 
 
 def checkpoint_bytes(path: Path) -> int:
@@ -375,12 +437,110 @@ def app_tokens_per_second(model: Path, flags: list, data: Path, tokens: int, rep
             proc.kill()
 
 
+def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together: int = 4) -> dict:
+    """A real `python app.py --cpu-engine openvino --concurrency N`, asked through gradio_client's /chat:
+    each of N prompts alone, one after another, then all N at once (greedy, up to `tokens` new tokens).
+    Tokens/s in all = tokens streamed / seconds from the submits to the last update (prefill included, as
+    users wait for it), median of `repeats`; and whether each reply given with the others was identical
+    to the same request alone (no cross-talk between batched rows)."""
+    import threading
+
+    from gradio_client import Client
+    from transformers import AutoTokenizer
+
+    from tests.conftest import start_app, stop_app
+
+    proc, url = start_app("--model", model, "--data", data, "--cpu-engine", "openvino", "--quantize", "int8",
+                          "--concurrency", together)
+    try:
+        deadline = time.time() + 900
+        client = None
+        while client is None:
+            try:
+                client = Client(url, verbose=False)
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit("app did not start (run it by hand to see why)")
+                time.sleep(1)
+        ask = dict(context="", do_sample=False, max_new_tokens=tokens, api_name="/chat")
+        while True:  # the model loads (or converts, once) in the background; the first answer warms up
+            try:
+                client.predict("Summarize the passage: " + CONTEXT[:400], **ask)
+                break
+            except Exception as error:
+                if "still loading" not in str(error) or time.time() > deadline:
+                    raise SystemExit(f"/chat failed: {error}")
+                time.sleep(1)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        prompts = [f"Write about community gardens in city {i}, for schoolchildren." for i in range(together)]
+
+        def ask_once(prompt: str, out: dict, start: float) -> None:
+            last = ""
+            for partial in client.submit(prompt, **ask):
+                last = partial
+            out[prompt] = (time.perf_counter() - start, len(tokenizer.encode(last, add_special_tokens=False)), last)
+
+        alone_rates, together_rates, identical = [], [], []
+        for _ in range(repeats):
+            alone = {}
+            for prompt in prompts:
+                ask_once(prompt, alone, time.perf_counter())
+                seconds, n, _ = alone[prompt]
+                alone_rates.append(n / seconds)
+            both, start = {}, time.perf_counter()
+            threads = [threading.Thread(target=ask_once, args=(p, both, start)) for p in prompts]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            together_rates.append(sum(n for _, n, _ in both.values()) / max(s for s, _, _ in both.values()))
+            identical.append(sum(both[p][2] == alone[p][2] for p in prompts))
+        one = statistics.median(alone_rates)
+        many = statistics.median(together_rates)
+        return dict(one_tps=one, many_tps=many, ratio=many / one, identical=min(identical), replies=together,
+                    tokens=[alone[p][1] for p in prompts], load=os.getloadavg())
+    finally:
+        stop_app(proc)
+
+
 # --- quality of a trained model ---------------------------------------------------------------------
 
+def _teacher_forced(lm, ids: list) -> "torch.Tensor":
+    """Logits at every position of `ids` but the last (row p predicts ids[p + 1]), float32.
+    torch: one forward pass. OpenVINO: the converted model returns only the last position's logits, so
+    the ids go through one fresh stateful request one token at a time, as the engine decodes, and each
+    step's logits are that position's (what a reply sees, token by token)."""
+    import torch
+
+    if lm.engine == "openvino":
+        request = lm.model._request()
+        return torch.cat([lm.model.logits(request, [token], p) for p, token in enumerate(ids[:-1])])
+    return lm.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+
+
+def _greedy(lm, ids: list, tokens: int, eos) -> list:
+    """`tokens` greedy new tokens after `ids` (end-of-text held back, so every reply has them all)."""
+    import torch
+    from transformers import GenerationConfig
+
+    x = torch.tensor([ids])
+    if lm.engine == "openvino":  # the engine's own loop, as space/chat.py calls it
+        config = GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, eos_token_id=eos)
+        out = lm.model.generate(x, generation_config=config)
+    else:
+        out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=tokens, min_new_tokens=tokens,
+                                do_sample=False, eos_token_id=eos, pad_token_id=lm.tokenizer.pad_token_id)
+    return out[0, len(ids):].tolist()
+
+
 def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16, greedy_tokens: int = 32) -> list:
-    """Eval loss on held-out dolly-shaped records, per mode, against bf16; how far each mode's next-token
-    distribution is from bf16's (mean KL divergence per token: smooth, where top-1 agreement jumps when
-    a barely trained model's logits are nearly tied); agreement with bf16."""
+    """Per mode, against the full-precision torch model (fp32, the reference): eval loss on held-out
+    dolly-shaped records and its delta; mean KL divergence of the next-token distribution from fp32's per
+    token (smooth, where top-1 agreement jumps when a barely trained model's logits are nearly tied);
+    top-1 agreement under teacher forcing; greedy replies identical to fp32's. OpenVINO modes (ov-none,
+    ov-int8, ov-int4) load as the app loads them (space/model.load_model, converted into DOLLY_CACHE).
+    The reference's logits are recomputed per record rather than kept: with Pythia's 50k vocabulary,
+    120 records' log-probabilities would take gigabytes."""
     import torch
 
     from dolly.prompt import format_example, format_prompt
@@ -391,41 +551,46 @@ def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16,
     # other made a forward pass 18x slower than one thread (measured while writing this).
     torch.set_num_threads(1)
     held = make_records(records, seed=12345)
-    results, reference = [], {}
-    for mode in ["bf16"] + [m for m in modes if m != "bf16"]:
-        dtype, quantize = MODES[mode]
-        lm = load_model(model_dir, device="cpu", dtype=dtype, quantize=quantize)
-        losses, argmaxes, logprobs, generations = [], [], [], []
+    ref = load_model(model_dir, device="cpu", dtype="float32", quantize="none", cpu_engine="torch")
+    eos = ref.model.generation_config.eos_token_id
+    examples = [ref.tokenizer.encode(format_example(r["instruction"], r["response"], r["context"]),
+                                     add_special_tokens=False)[:ref.window] for r in held]
+    prompts = [ref.tokenizer.encode(format_prompt(r["instruction"], r["context"]), add_special_tokens=False)
+               for r in held[:greedy_prompts]]
+    with torch.inference_mode():
+        ref_losses = [torch.nn.functional.cross_entropy(_teacher_forced(ref, ids), torch.tensor(ids[1:])).item()
+                      for ids in examples]
+        ref_generations = [_greedy(ref, ids, greedy_tokens, eos) for ids in prompts]
+    ref_loss = statistics.mean(ref_losses)
+    results = [dict(mode="fp32", model_mode=ref.mode + " (reference)", loss=ref_loss, delta=0.0, kl=0.0,
+                    top1_agreement=1.0, greedy_identical=len(prompts), greedy_prompts=len(prompts),
+                    mean_same_prefix=float(greedy_tokens), seconds=0.0)]
+    for mode in [m for m in modes if m != "fp32"]:
+        dtype, quantize, engine = MODES[mode]
+        start = time.perf_counter()
+        lm = load_model(model_dir, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine)
+        if lm.engine != engine:
+            raise SystemExit(f"{mode}: asked for {engine}, got {lm.engine} ({lm.why})")
+        losses, kl_sum, agree, positions = [], 0.0, 0, 0
         with torch.inference_mode():
-            for r in held:
-                ids = lm.tokenizer.encode(format_example(r["instruction"], r["response"], r["context"]),
-                                          add_special_tokens=False)[:lm.window]
-                x = torch.tensor([ids])
-                logits = lm.model(input_ids=x).logits.float()
-                losses.append(torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:]).item())
-                argmaxes.append(logits[0, :-1].argmax(-1))
-                logprobs.append(torch.log_softmax(logits[0, :-1], -1))
-            for r in held[:greedy_prompts]:
-                ids = lm.tokenizer.encode(format_prompt(r["instruction"], r["context"]), add_special_tokens=False)
-                x = torch.tensor([ids])
-                out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=greedy_tokens,
-                                        min_new_tokens=greedy_tokens, do_sample=False,
-                                        pad_token_id=lm.tokenizer.pad_token_id)
-                generations.append(out[0, len(ids):].tolist())
+            for ids in examples:
+                mine = _teacher_forced(lm, ids)
+                reference = _teacher_forced(ref, ids)
+                losses.append(torch.nn.functional.cross_entropy(mine, torch.tensor(ids[1:])).item())
+                kl_sum += torch.nn.functional.kl_div(torch.log_softmax(mine, -1), torch.log_softmax(reference, -1),
+                                                     log_target=True, reduction="sum").item()
+                agree += (mine.argmax(-1) == reference.argmax(-1)).sum().item()
+                positions += len(ids) - 1
+            generations = [_greedy(lm, ids, greedy_tokens, eos) for ids in prompts]
+        same_prefix = [next((i for i, (a, b) in enumerate(zip(gen, want)) if a != b), len(want))
+                       for gen, want in zip(generations, ref_generations)]
         loss = statistics.mean(losses)
-        if mode == "bf16":
-            reference = dict(loss=loss, argmaxes=argmaxes, logprobs=logprobs, generations=generations)
-        kl = sum(torch.nn.functional.kl_div(mine, ref, log_target=True, reduction="sum").item()
-                 for mine, ref in zip(logprobs, reference["logprobs"])) / sum(len(lp) for lp in logprobs)
-        agree = sum((a == b).sum().item() for a, b in zip(argmaxes, reference["argmaxes"])) / \
-            sum(a.numel() for a in argmaxes)
-        same_prefix = []
-        for gen, ref in zip(generations, reference["generations"]):
-            n = next((i for i, (a, b) in enumerate(zip(gen, ref)) if a != b), len(ref))
-            same_prefix.append(n)
-        results.append(dict(mode=mode, model_mode=lm.mode, loss=loss, delta=loss - reference["loss"],
-                            kl=kl, top1_agreement=agree, greedy_identical=sum(n == greedy_tokens for n in same_prefix),
-                            greedy_prompts=len(same_prefix), mean_same_prefix=statistics.mean(same_prefix)))
+        results.append(dict(mode=mode, model_mode=lm.mode, loss=loss, delta=loss - ref_loss, kl=kl_sum / positions,
+                            top1_agreement=agree / positions,
+                            greedy_identical=sum(n == greedy_tokens for n in same_prefix),
+                            greedy_prompts=len(same_prefix), mean_same_prefix=statistics.mean(same_prefix),
+                            seconds=time.perf_counter() - start))
+        print(f"(quality: {mode} measured in {results[-1]['seconds']:.0f} s)", flush=True)
         del lm
     return results
 
@@ -441,6 +606,9 @@ def main():
     parser.add_argument("--no-app", action="store_true", help="skip the app (/chat) comparison")
     parser.add_argument("--no-kernels", action="store_true", help="skip the single-linear kernel comparison")
     parser.add_argument("--quality", metavar="MODEL_DIR", help="also measure quality on a model python -m train wrote")
+    parser.add_argument("--quality-modes", default="ov-none,ov-int8,ov-int4,bf16,int8,int4",
+                        help="the modes --quality compares with the fp32 torch reference")
+    parser.add_argument("--quality-records", type=int, default=120, help="held-out records --quality scores")
     parser.add_argument("--cache-dir", default=os.environ.get("DOLLY_BENCH_CACHE", "/tmp/dolly-bench-models"),
                         help="where the random-init models are saved (2 GB + 5.6 GB), reused between runs")
     parser.add_argument("--emulate-avx2", action="store_true",
@@ -448,12 +616,24 @@ def main():
                              "ONEDNN_MAX_CPU_ISA=AVX2); OpenVINO keeps this CPU's kernels")
     parser.add_argument("--batch", action="store_true",
                         help="only the batching figures: 1 vs 4 replies at once on the OpenVINO engine (ov-int8), "
-                             "in the engine and through /chat with --concurrency 4, on the first of --shapes")
+                             "in the engine (--app-concurrency: through /chat), on the first of --shapes")
+    parser.add_argument("--app-concurrency", action="store_true",
+                        help="only: /chat through a real `python app.py --cpu-engine openvino --concurrency 4`, 4 replies "
+                             "at once vs 1 (tokens/s in all, and each reply identical to the same request alone), on the "
+                             "first of --shapes, --app-tokens new tokens")
+    parser.add_argument("--conversion", metavar="FORMAT",
+                        help="only: convert each of --shapes for OpenVINO in FORMAT (none/int8/int4) into a fresh cache "
+                             "under --cache-dir, as the app's first start does: time, peak RSS, and which stage sets it")
+    parser.add_argument("--min-available", type=float, default=3.0, metavar="GIB",
+                        help="kill a worker if this machine's available memory drops under GIB (a shared machine's "
+                             "other processes must never be OOM-killed by a 2.8b run)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "batch":
         return batch_worker(args)
+    if args.worker and args.worker.startswith("convert:"):
+        return conversion_worker(args)
     if args.worker:
         return worker(args)
 
@@ -470,6 +650,38 @@ def main():
         print(f"PyTorch kernels limited to AVX2: {AVX2_ENV}", flush=True)
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, flags: {cpu_flags()}, native bf16: {native_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.app_concurrency:
+        from tests.dolly_data import make_records, write_jsonl
+
+        data = write_jsonl(cache / "dolly-bench.jsonl", make_records(200, seed=0))
+        r = app_concurrency(save_shape(shapes[0], cache), data, args.app_tokens, args.repeats)
+        print(f"\n/chat with --cpu-engine openvino --quantize int8 --concurrency 4, pythia-{shapes[0]} shape, greedy, up to "
+              f"{args.app_tokens} new tokens (replies of {r['tokens']} tokens): 1 reply {r['one_tps']:.2f} tok/s, 4 at once "
+              f"{r['many_tps']:.2f} tok/s in all: {r['ratio']:.2f}x (target >= 2.5x); replies identical to the same "
+              f"request alone: {r['identical']}/{r['replies']} (worst of {args.repeats}); load average {r['load'][0]:.1f}",
+              flush=True)
+        return
+    if args.conversion:
+        import shutil
+
+        for shape in shapes:
+            path = save_shape(shape, cache)
+            fresh = cache / f"conversion-{shape}-{args.conversion}"  # never a cached conversion: it must run
+            shutil.rmtree(fresh, ignore_errors=True)
+            cmd = [sys.executable, __file__, "--worker", f"convert:{args.conversion}", "--model", str(path)]
+            print(f"\nconverting the pythia-{shape} shape ({checkpoint_bytes(path) / GB:.2f} GB bf16) to OpenVINO "
+                  f"{args.conversion}, load average {os.getloadavg()[0]:.1f}, available memory "
+                  f"{memory_available() / 2**30:.1f} GiB ...", flush=True)
+            stdout, stderr = run_guarded(cmd, {**os.environ, "DOLLY_CACHE": str(fresh)}, args.min_available)
+            lines = [line for line in stdout.splitlines() if line.startswith("{")]
+            if not lines:
+                raise SystemExit(f"conversion failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+            print("\n".join(line for line in stdout.splitlines() if not line.startswith("{")))
+            r = json.loads(lines[-1])
+            print(f"pythia-{shape} -> OpenVINO {args.conversion}: {r['seconds']:.0f} s, peak RSS {r['rss_peak'] / GB:.2f} GB, "
+                  f"converted model {r['bytes'] / GB:.2f} GB; load average at the end {os.getloadavg()[0]:.1f}", flush=True)
+            shutil.rmtree(fresh, ignore_errors=True)
+        return
     if args.batch:
         path = save_shape(shapes[0], cache)
         cmd = [sys.executable, __file__, "--worker", "batch", "--model", str(path), "--tokens", str(args.tokens),
@@ -530,10 +742,15 @@ def main():
               f"{fast:.2f} tok/s, --dtype float32 --quantize none --cpu-engine torch {slow:.2f} tok/s: {fast / slow:.2f}x (target >= 3x)")
 
     if args.quality:
-        print(f"\n### quality: {args.quality}\n\n| mode | runs as | eval loss | delta vs bf16 | KL from bf16 per token | "
-              "top-1 agreement with bf16 | greedy 32-token replies identical to bf16 | mean tokens before the first "
-              "difference |\n|---|---|---|---|---|---|---|---|")
-        for q in quality(args.quality, modes):
+        qmodes = [m.strip() for m in args.quality_modes.split(",") if m.strip()]
+        for name in qmodes:
+            if name not in MODES:
+                parser.error(f"unknown --quality-modes mode {name!r}: use {', '.join(MODES)}")
+        print(f"\n### quality: {args.quality}, {args.quality_records} held-out records, reference fp32 (torch)\n\n"
+              "| mode | runs as | eval loss | delta vs fp32 | KL from fp32 per token | top-1 agreement with fp32 | "
+              "greedy 32-token replies identical to fp32 | mean tokens before the first difference |\n"
+              "|---|---|---|---|---|---|---|---|", flush=True)
+        for q in quality(args.quality, qmodes, records=args.quality_records):
             print(f"| {q['mode']} | {q['model_mode']} | {q['loss']:.4f} | {q['delta']:+.4f} | {q['kl']:.5f} | {q['top1_agreement']:.2%} | "
                   f"{q['greedy_identical']}/{q['greedy_prompts']} | {q['mean_same_prefix']:.1f} |", flush=True)
 
