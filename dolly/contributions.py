@@ -460,6 +460,17 @@ def leaderboard(store: Store) -> list[Standing]:
     return sorted(rows, key=lambda s: (-s.written, -s.accepted, s.author, s.category))
 
 
+def revision(store: Store) -> tuple:
+    """What changes whenever the contributions do (a record saved, a review decided): a reader that keeps
+    a copy of `records` rebuilds it when this differs from the one it built it at."""
+    _tables(store)
+    with store.reading() as cur:
+        cur.execute("SELECT COUNT(*), MAX(id) FROM contributions")
+        saved = tuple(cur.fetchone())
+        cur.execute("SELECT COUNT(*), MAX(id) FROM contribution_reviews")
+        return saved + tuple(cur.fetchone())
+
+
 def records(store: Store, *, meta: bool = False) -> pd.DataFrame:
     """The contributions as a dataset in the dolly schema (instruction, context, response, category):
     records with a response, rejected ones left out, oldest first. `meta` adds id, author, source,

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import threading
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
 
-from dolly.curation import ANONYMOUS, Change, CurationError, RecordState, Store, dataset_key, when
+from dolly.curation import ANONYMOUS, Change, CurationError, RecordState, Store, when
 from dolly.data import REQUIRED_COLUMNS
-from explorer.query import Index, Selection
+from explorer.query import Selection
 from explorer.signals import CITATION_FIELDS, remove_citations
+
+if TYPE_CHECKING:
+    from explorer.sources import Source
 
 CSS = """
 /* The "Show" choice beside the summary line on wide screens (its two options on one line); under it on phones. */
@@ -40,29 +43,19 @@ CSS = """
 .dolly-history { font-size: .85rem; margin: .2rem 0 0 1rem; padding: 0; }
 """
 
-_KEY_LOCK = threading.Lock()
-
-
-def key_of(index: Index) -> str:
-    """The loaded dataset's identity in the store, hashed once per loaded Index (a second for 15k rows)."""
-    with _KEY_LOCK:
-        key = getattr(index, "_curation_key", None)
-        if key is None:
-            key = index._curation_key = dataset_key(index.frame())
-        return key
-
-
 def author_of(request: gr.Request | None) -> str:
     """Who saves: the --auth user, else "anonymous"."""
     return str(getattr(request, "username", None) or "") or ANONYMOUS
 
 
-def status_md(state: RecordState, counts: dict[str, int], history: list[Change]) -> str:
-    """The opened record's decision in words, the dataset's counts, and the record's history (newest first)."""
+def status_md(state: RecordState, counts: dict[str, int], history: list[Change], row: int | None = None) -> str:
+    """The opened record's decision in words, the dataset's counts, and the record's history (newest first).
+    `row`: the record's row as the Explorer shows it, when that is not its row in the store."""
+    row = state.row if row is None else row
     if state.status:
-        line = f"**Row {state.row}: {html.escape(state.describe())}** — by {html.escape(state.author)}, {state.when()}."
+        line = f"**Row {row}: {html.escape(state.describe())}** — by {html.escape(state.author)}, {state.when()}."
     else:
-        line = f"**Row {state.row}: not reviewed yet** — the original record."
+        line = f"**Row {row}: not reviewed yet** — the original record."
     tally = " · ".join(f"{counts.get(name, 0):,} {name}" for name in ("edited", "excluded", "accepted"))
     text = f"{line}\n\nIn this dataset: {tally}."
     if history:
@@ -172,36 +165,40 @@ class CurationPanel:
         return [self.status, self.edit, self.accept, self.undo, self.reason, self.exclude, self.form, self.message,
                 self.version]
 
-    def view(self, index: Index, record: dict | None, message: str = "", state: RecordState | None = None,
-             keep_form: bool = False) -> tuple[dict | None, list]:
-        """(the record as curated, or None, and the values for `outputs()`) for the opened `record`."""
+    def view(self, source: "Source", record: dict | None, message: str = "", state: RecordState | None = None,
+             keep_form: bool = False, keep_reason: bool = False) -> tuple[dict | None, list]:
+        """(the record as curated, or None, and the values for `outputs()`) for the opened `record` of
+        `source` (explorer.sources). `keep_reason`: the same record drawn again (its signals arrived),
+        so a reason being typed stays."""
         on = record is not None and self.store is not None
         if not on:
             return None, [gr.update(value="Open a row to edit, exclude or accept it."),
                           *[gr.update(interactive=False)] * 5, gr.update(visible=False), message, None]
-        key = key_of(index)
         row = int(record["row"])
-        state = state or self.store.state(key, row)
-        status = status_md(state, self.store.counts(key), self.store.history(key, row))
+        key, stored = source.locate(row)
+        state = state or self.store.state(key, stored)
+        status = status_md(state, source.counts(self.store), self.store.history(key, stored), row=row)
+        reason = gr.update(interactive=True) if keep_reason else gr.update(value="", interactive=True)
         return state.apply(record), [status, *[gr.update(interactive=True)] * 2,
-                                     gr.update(interactive=state.version > 0), gr.update(value="", interactive=True),
+                                     gr.update(interactive=state.version > 0), reason,
                                      gr.update(interactive=True), gr.update() if keep_form else gr.update(visible=False),
-                                     message, {"row": row, "version": state.version}]
+                                     message, {"row": row, "version": state.version, "key": key, "stored": stored}]
 
-    def open_form(self, index: Index, record: dict | None) -> list:
+    def open_form(self, source: "Source", record: dict | None) -> list:
         """Values for [form, *fields, message]: the form filled with the record as it stands now."""
         if record is None or self.store is None:
             return [gr.update(visible=False)] + [gr.update()] * 4 + [""]
-        current = self.store.state(key_of(index), int(record["row"])).apply(record)  # as it stands now
+        current = self.store.state(*source.locate(int(record["row"]))).apply(record)  # as it stands now
         return [gr.update(visible=True)] + [current.get(name, "") for name in ("instruction", "context", "response")] + \
-               [gr.update(choices=index.categories, value=current.get("category"))] + [""]
+               [gr.update(choices=source.index.categories, value=current.get("category"))] + [""]
 
-    def decide(self, action: str, index: Index, record: dict | None, opened: dict | None, request: gr.Request,
+    def decide(self, action: str, source: "Source", record: dict | None, opened: dict | None, request: gr.Request,
                form: dict | None = None, reason: str = "") -> tuple[dict | None, list]:
-        """Save `action` ("edit", "exclude", "accept", "undo") for the opened record; like `view`."""
+        """Save `action` ("edit", "exclude", "accept", "undo") for the opened record; like `view`. The
+        record is found in the store where it was when it opened (`opened`), however its row moved since."""
         if record is None or self.store is None or not opened:
-            return self.view(index, record, "Open a row first.")
-        key, row, version = key_of(index), int(record["row"]), int(opened["version"])
+            return self.view(source, record, "Open a row first.")
+        key, row, version = opened["key"], int(opened["stored"]), int(opened["version"])
         author = author_of(request)
         try:
             if action == "edit":
@@ -222,8 +219,8 @@ class CurationPanel:
                 state = self.store.undo(key, row, version, author=author)
         except CurationError as err:
             # A conflict (or a refusal): the newer state is shown above; the form keeps what was typed.
-            return self.view(index, record, f"⚠️ {err}", keep_form=action == "edit")
-        return self.view(index, record, f"Saved: row {row} {state.describe()}.", state=state)
+            return self.view(source, record, f"⚠️ {err}", keep_form=action == "edit")
+        return self.view(source, record, f"Saved: row {record['row']} {state.describe()}.", state=state)
 
 
 class CitationFix:
@@ -241,25 +238,30 @@ class CitationFix:
                 self.apply = gr.Button("Apply to the records shown", variant="primary", interactive=False,
                                        elem_id="explorer-fix-apply")
             self.result = gr.Markdown("", elem_id="explorer-fix-result")
-            self.pending = gr.State(None)  # {"key", "edits": {row: (version, fields)}} of the last preview
+            self.pending = gr.State(None)  # {"edits": [(key, {store row: (version, fields)}), ...]} of the last preview
 
     def outputs(self) -> list:
         return [self.result, self.apply, self.pending]
 
-    def show_preview(self, index: Index, selection: Selection) -> list:
+    def show_preview(self, source: "Source", selection: Selection) -> list:
         """Values for `outputs()`: the preview of the fix over `selection`, Apply on when something changes."""
-        key = key_of(index)
-        edits, changes = citation_fixes(index.records(selection.rows), self.store.states(key))
+        edits, changes = citation_fixes(source.index.records(selection.rows), source.states(self.store))
         label = f"Apply to {len(edits):,} record{'s' if len(edits) != 1 else ''}"
+        by_key: dict[str, dict] = {}
+        for row, edit in edits.items():
+            key, stored = source.locate(row)
+            by_key.setdefault(key, {})[stored] = edit
         return [fix_preview_md(changes), gr.update(interactive=bool(edits), value=label if edits else "Apply"),
-                {"key": key, "edits": edits} if edits else None]
+                {"edits": list(by_key.items())} if edits else None]
 
     def save(self, pending: dict | None, request: gr.Request) -> list:
         """Values for `outputs()`: the previewed fix saved (all records, or none when one changed since)."""
         if not pending:
             return ["Preview the fix first.", gr.update(interactive=False), None]
         try:
-            saved = self.store.edit_many(pending["key"], pending["edits"], author=author_of(request))
+            # All or nothing within each dataset (a selection of "both" spans two: the loaded one first).
+            saved = [state for key, edits in pending["edits"]
+                     for state in self.store.edit_many(key, edits, author=author_of(request))]
         except CurationError as err:
             return [f"⚠️ {err}", gr.update(interactive=False, value="Apply"), None]
         return [f"Removed citation markers from {len(saved):,} record{'s' if len(saved) != 1 else ''}. "

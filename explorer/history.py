@@ -3,8 +3,8 @@
 Back and Forward walk the views a user went through, without reloading the page, and never leave
 the app while there is an earlier view of it (as in the Hugging Face Dataset Viewer). The rules:
 
-- A user's step that changes the view (categories, search, regex, sort, quality, page, a row opened
-  or closed) *pushes* an entry; typing in the search box does not (its Enter or button does).
+- A user's step that changes the view (the records shown, categories, search, regex, sort, quality,
+  page, a row opened or closed) *pushes* an entry; typing in the search box does not (its Enter or button does).
 - Filling the view from the address (page load, a poll that finds the data, Back/Forward) *replaces*
   the entry, so it never adds one of its own.
 - Switching tabs pushes: `?tab=<id>` (`?tab=chat`, `?tab=contribute`), and for the Explorer its last view
@@ -43,7 +43,7 @@ HEAD = """<script>
   const tabOf = (search) => {
     const params = new URLSearchParams(search);
     if (params.get('tab')) return params.get('tab');
-    return ['category', 'q', 'regex', 'sort', 'quality', 'p', 'row', 'shown'].some((key) => params.has(key))
+    return ['category', 'q', 'regex', 'sort', 'quality', 'p', 'row', 'shown', 'source'].some((key) => params.has(key))
       ? 'explorer' : 'chat';
   };
   const aboutExplorer = (search) => tabOf(search) === 'explorer';

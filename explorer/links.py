@@ -2,7 +2,8 @@
 
     ?tab=explorer&category=closed_qa&category=summarization&q=river&regex=1&sort=...&quality=citations,empty&p=2&row=17
 
-`shown=original` shows the records as loaded, without the curation store's decisions (the default is
+`source=contributions` (or `both`) shows the records written in the app instead of (or after) the loaded
+dataset (explorer.sources). `shown=original` shows the records as loaded, without the curation store's decisions (the default is
 the dataset as curated: edits applied, excluded records hidden).
 
 `category` and `quality` (quality signals, explorer.signals) may repeat or be comma-separated. Unknown or malformed values are dropped rather than
@@ -20,10 +21,11 @@ from urllib.parse import parse_qsl, urlencode
 
 from explorer.query import DEFAULT_SORT, SORTS
 from explorer.signals import SIGNALS
+from explorer.sources import LOADED, NAMES
 
 PAGE_KEY = "p"
 LEGACY_PAGE_KEY = "page"  # Gradio's; only ever read by legacy_page_redirect
-EXPLORER_KEYS = ("category", "q", "regex", "sort", "quality", PAGE_KEY, "row", "shown")
+EXPLORER_KEYS = ("category", "q", "regex", "sort", "quality", PAGE_KEY, "row", "shown", "source")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class View:
     row: int | None = None
     quality: list[str] = field(default_factory=list)  # quality signals ticked
     original: bool = False  # the records as loaded, not as curated
+    source: str = LOADED  # which records (explorer.sources): loaded, contributions or both
     explorer: bool = False  # whether the link is about the Explorer at all (then open its tab)
 
 
@@ -72,6 +75,8 @@ def parse_query(query, known_categories=None) -> View:
             view.row = int(value)
         elif key == "shown":
             view.original = value == "original"
+        elif key == "source" and value in NAMES:
+            view.source = value
         elif key == "tab":
             view.explorer = view.explorer or value == "explorer"
     view.explorer = view.explorer or any(key in EXPLORER_KEYS for key, _ in pairs)
@@ -79,9 +84,11 @@ def parse_query(query, known_categories=None) -> View:
 
 
 def build_query(categories=(), search: str = "", regex: bool = False, sort: str = DEFAULT_SORT,
-                page: int = 1, row: int | None = None, quality=(), original: bool = False) -> str:
+                page: int = 1, row: int | None = None, quality=(), original: bool = False, source: str = LOADED) -> str:
     """The query string ("?tab=explorer&...") that `parse_query` turns back into this view."""
     params = [("tab", "explorer")]
+    if source and source != LOADED:
+        params.append(("source", source))
     params += [("category", c) for c in categories or ()]
     if search:
         params.append(("q", search))

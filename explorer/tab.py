@@ -17,7 +17,7 @@ from dolly.data import TEXT_FIELDS
 from explorer import quality as quality_section
 from dolly.curation import Store, curated
 from explorer import curation_panel
-from explorer.curation_panel import CURATED, ORIGINAL, CSS as CURATION_CSS, CitationFix, CurationPanel, key_of
+from explorer.curation_panel import CURATED, ORIGINAL, CSS as CURATION_CSS, CitationFix, CurationPanel
 from explorer.charts import count_axis, length_histogram
 from explorer.export import FORMATS, ExportError, ExportStore, check_format
 from explorer.history import GO_ID, PUSH, REPLACE, tag, untag
@@ -25,6 +25,7 @@ from explorer.links import build_query, parse_query
 from explorer.loader import DatasetLoader, DatasetNotReady
 from explorer.query import DEFAULT_SORT, PAGE_SIZE, SORTS, Index, QueryError, Selection
 from explorer.signals import SIGNALS
+from explorer.sources import LOADED, Source, Sources, opened_record, source_of
 from explorer.view import export_note, plain_error, record_html, resolve_page, summary, table_html
 
 CSS = """
@@ -269,6 +270,9 @@ def _category_choices(index: Index) -> list[tuple[str, str]]:
 
 
 LOADING_NOTE = "Search, filters, paging and export turn on once the data is there."
+SOURCE_CHOICES = [("Loaded dataset", LOADED), ("Contributions", "contributions"), ("Both", "both")]
+NO_CONTRIBUTIONS = ("No contributions yet: records written in the Contribute tab and answers corrected in the Chat "
+                    "show here.")
 TRY_OFF, TRY_ON = "Try in chat (open a row first)", "Try in chat"
 
 
@@ -292,6 +296,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
     # Exports are written into Gradio's cache, which serves them from there: one stored copy each.
     exports = ExportStore(Path(gr.utils.get_upload_folder()) / "dolly-exports")
     ready = dataset.get() if state == "ready" else None
+    sources = Sources(dataset, store)
     on = ready is not None  # controls start off while the data loads
     with gr.Tab("Explorer", id="explorer") as tab:
         selected = gr.State(None)
@@ -323,6 +328,9 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                           min_width=96, interactive=on)
                 sort = gr.Dropdown(list(SORTS), value=DEFAULT_SORT, label="Sort", elem_id="explorer-sort", scale=2,
                                    min_width=220, interactive=on)
+                # Which records: the loaded dataset, the contributions written in this app, or both.
+                source_choice = gr.Dropdown(SOURCE_CHOICES, value=LOADED, label="Records", elem_id="explorer-source",
+                                            visible=store is not None, interactive=on, scale=1, min_width=180)
             gr.HTML("<button type='button' class='dolly-filters-toggle' aria-expanded='false' "
                     "aria-controls='explorer-filters'>Filters</button>", elem_id="explorer-filters-toggle", padding=False)
             with gr.Row(equal_height=False, elem_id="explorer-filters"):
@@ -335,7 +343,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 status = gr.Markdown(_first_summary(ready) if ready else "", elem_id="explorer-summary")
                 # Curated (edits applied, excluded hidden) or as loaded; on the summary's line, so the
                 # filters above keep the table on the first screen.
-                shown_as = gr.Radio(curation_panel.shown_choices(store.counts(key_of(ready)) if store and ready else {}),
+                shown_as = gr.Radio(curation_panel.shown_choices(sources.get().counts(store) if store and ready else {}),
                                     value=CURATED, label="Show the records", show_label=False, container=False,
                                     elem_id="explorer-shown", visible=store is not None, interactive=on, scale=0,
                                     min_width=540)
@@ -392,62 +400,66 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                     quality_chart = quality_section.build_chart()
                     quality_section.build_legend()
 
-        view_inputs = [categories, search, regex, sort, quality, shown_as]
+        view_inputs = [categories, search, regex, sort, quality, shown_as, source_choice]
         other_controls = [search_button, previous, page_box, following, file_format, export_button]
         view_outputs = [table, status, page_box, current, page_note, link_query, export_info, previous, following]
         chart_outputs = [chart_box, charts_empty, chart_categories] + chart_fields
         private = dict(api_visibility="private")
 
-        def states(index: Index) -> dict:
-            return store.states(key_of(index)) if store is not None else {}
-
-        def select(index: Index, cats, text, use_regex, order, ticked=(), as_shown=CURATED):
+        def select(source: Source, cats, text, use_regex, order, ticked=(), as_shown=CURATED):
             """The rows of this view: as curated, the excluded records are left out."""
-            return curation_panel.visible_rows(index.select(cats, text, use_regex, order, ticked), states(index), as_shown)
+            return curation_panel.visible_rows(source.index.select(cats, text, use_regex, order, ticked),
+                                               source.states(store), as_shown)
 
-        def show(cats, text, use_regex, order, ticked, as_shown, page_number=1, opened=None, note=""):
+        def show(cats, text, use_regex, order, ticked, as_shown, name, page_number=1, opened=None, note=""):
             """Values for `view_outputs`: one page of one view; a bad query becomes the summary line."""
-            index = _loaded(dataset)
+            source = _source(sources, name)
+            index = source.index
             try:
-                selection = select(index, cats, text, use_regex, order, ticked, as_shown)
+                selection = select(source, cats, text, use_regex, order, ticked, as_shown)
                 number = min(max(1, int(page_number)), selection.pages)
-                records = curation_panel.as_curated(index.page(selection, number), states(index), as_shown)
+                records = curation_panel.as_curated(index.page(selection, number), source.states(store), as_shown)
             except QueryError as err:
                 return (table_html([], message="Fix the search to see rows." if not ticked or index.signals is not None
                                    else "The rows show once the quality signals are ready."), f"⚠️ {err}", "1", 1, "",
-                        tag(build_query(cats, text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL), PUSH),
+                        tag(build_query(cats, text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL,
+                                        source=source.name), PUSH),
                         export_note(0, order), gr.update(interactive=False), gr.update(interactive=False))
             row = opened["row"] if opened else None
             opened = opened if opened and any(r["row"] == row for r in records) else None
-            return (table_html(records, text, use_regex, order, opened, signals=index.signals),
-                    summary(selection.total, number, selection.pages, index.num_rows), str(number), number, note,
+            empty = NO_CONTRIBUTIONS if index.num_rows == 0 and source.name != LOADED else ""
+            return (table_html(records, text, use_regex, order, opened, message=empty, signals=index.signals),
+                    f"**{NO_CONTRIBUTIONS}**" if empty else summary(selection.total, number, selection.pages, index.num_rows),
+                    str(number), number, note,
                     tag(build_query(cats, text, use_regex, order, number, row, quality=ticked,
-                                    original=as_shown == ORIGINAL), PUSH),
+                                    original=as_shown == ORIGINAL, source=source.name), PUSH),
                     export_note(selection.total, order),
                     # Previous off on the first page, Next on the last: a press that cannot move is no step.
                     gr.update(interactive=number > 1), gr.update(interactive=number < selection.pages))
 
-        def quality_view(cats, text, use_regex, order, ticked, as_shown):
+        def quality_view(cats, text, use_regex, order, ticked, as_shown, name):
             """Values for `quality_outputs`: the Quality filter's counts in this selection and the signals chart."""
             if dataset.state != "ready":
                 return [gr.update(), gr.update()]
-            index = dataset.get()
+            source = _source(sources, name)
+            index = source.index
             try:
-                base = select(index, cats, text, use_regex, order, (), as_shown)
-                selection = select(index, cats, text, use_regex, order, ticked, as_shown)
+                base = select(source, cats, text, use_regex, order, (), as_shown)
+                selection = select(source, cats, text, use_regex, order, ticked, as_shown)
             except QueryError:
-                return [quality_section.filter_update(index, None, dataset), gr.update()]
+                return [quality_section.filter_update(index, None, source), gr.update()]
             frame = quality_section.chart_frame(index, selection)
-            return [quality_section.filter_update(index, base, dataset),
+            return [quality_section.filter_update(index, base, source),
                     quality_section.chart_html(frame, index.categories) if frame is not None else gr.update()]
 
-        def charts(cats, text, use_regex, order, ticked, as_shown):
+        def charts(cats, text, use_regex, order, ticked, as_shown, name):
             """Values for `chart_outputs`: the charts of this selection, or an empty state saying why none."""
             if dataset.state != "ready":
                 return [gr.update()] * len(chart_outputs)  # the poll draws them once the data is there
-            index = dataset.get()
+            source = _source(sources, name)
+            index = source.index
             try:
-                selection = select(index, cats, text, use_regex, order, ticked, as_shown)
+                selection = select(source, cats, text, use_regex, order, ticked, as_shown)
             except QueryError:
                 return _no_charts(chart_fields, "No charts: the search above is not valid. Fix it to see the selection.")
             if selection.total == 0:
@@ -460,25 +472,25 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return [gr.update(visible=True), gr.update(value="", visible=False)] + \
                    [gr.update(value=frame, y_lim=count_axis(frame["rows"])) for frame in frames]
 
-        def open_row(cats, text, use_regex, order, ticked, as_shown, page_number, opened, evt: gr.EventData):
+        def open_row(cats, text, use_regex, order, ticked, as_shown, name, page_number, opened, evt: gr.EventData):
             """Open the clicked row (or close it when it is the open one)."""
-            index = _loaded(dataset)
+            index = _source(sources, name).index
             row = getattr(evt, "_data", None) or {}
             row = row.get("row") if isinstance(row, dict) else None
             if row is None or (opened and opened["row"] == row):
                 record = None
             else:
-                record = index.record(int(row))
-            values = show(cats, text, use_regex, order, ticked, as_shown, page_number, record)
+                record = opened_record(_source(sources, name), int(row))
+            values = show(cats, text, use_regex, order, ticked, as_shown, name, page_number, record)
             return (values[0], record_html(record, text, use_regex, index.signals), record,
                     gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF), values[5])
 
         closed_row = [record_html(None), None, gr.update(interactive=False, value=TRY_OFF)]
         row_outputs = [row_view, selected, try_in_chat]
 
-        def first(cats, text, use_regex, order, ticked, as_shown):
+        def first(cats, text, use_regex, order, ticked, as_shown, name):
             """A new selection: its first page, no row open, and no download of the previous selection."""
-            return (*show(cats, text, use_regex, order, ticked, as_shown, 1), *closed_row, no_file())
+            return (*show(cats, text, use_regex, order, ticked, as_shown, name, 1), *closed_row, no_file())
 
         quality_outputs = [quality, quality_chart]
         for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input,
@@ -488,37 +500,42 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
 
         def step(delta):
-            def go(cats, text, use_regex, order, ticked, as_shown, page_number, opened):
-                return show(cats, text, use_regex, order, ticked, as_shown, int(page_number or 1) + delta, opened)
+            def go(cats, text, use_regex, order, ticked, as_shown, name, page_number, opened):
+                return show(cats, text, use_regex, order, ticked, as_shown, name, int(page_number or 1) + delta, opened)
             return go
 
-        def typed_page(cats, text, use_regex, order, ticked, as_shown, typed, page_number, opened):
+        def typed_page(cats, text, use_regex, order, ticked, as_shown, name, typed, page_number, opened):
             try:
-                pages = select(_loaded(dataset), cats, text, use_regex, order, ticked, as_shown).pages
+                pages = select(_source(sources, name), cats, text, use_regex, order, ticked, as_shown).pages
             except QueryError:
                 pages = 1  # show() reports the error
             number, note = resolve_page(typed, pages, page_number)
-            return show(cats, text, use_regex, order, ticked, as_shown, number, opened, note)
+            return show(cats, text, use_regex, order, ticked, as_shown, name, number, opened, note)
 
-        def quality_tick(cats, text, use_regex, order, ticked, as_shown, page_number, opened, shown):
+        def quality_tick(cats, text, use_regex, order, ticked, as_shown, name, page_number, opened, shown):
             """While the signals compute: the filter says how far along. The tick that finds them there
             redraws the view with them (counts, badges, the opened record's signals, a quality filter
             from a link) and stops the timer."""
             keep = [gr.update()] * (len(view_outputs) + 1)
-            if dataset.state == "failed" or dataset.quality.state == "failed":
-                return keep + [gr.update(info=quality_section.info(dataset), interactive=False), gr.update(),
-                               gr.Timer(active=False)]
-            if dataset.state != "ready" or dataset.quality.state != "ready" or not shown:
+            if dataset.state == "failed":
+                return keep + [gr.update(interactive=False), gr.update(), gr.Timer(active=False)]
+            if dataset.state != "ready" or not shown:
                 # not shown: the page is not filled from its link yet (the loading poll does that first)
-                return keep + [gr.update(info=quality_section.info(dataset)), gr.update(), gr.Timer(active=True)]
-            index = dataset.get()
+                return keep + [gr.update(), gr.update(), gr.Timer(active=True)]
+            source = _source(sources, name)
+            if source.quality.state == "failed":
+                return keep + [gr.update(info=quality_section.info(source), interactive=False), gr.update(),
+                               gr.Timer(active=False)]
+            if source.quality.state != "ready":
+                return keep + [gr.update(info=quality_section.info(source)), gr.update(), gr.Timer(active=True)]
+            index = source.index
             record = opened if opened and 0 <= int(opened.get("row", -1)) < index.num_rows else None
-            values = list(show(cats, text, use_regex, order, ticked, as_shown, page_number or 1, record))
+            values = list(show(cats, text, use_regex, order, ticked, as_shown, name, page_number or 1, record))
             values[5] = tag(untag(values[5])[1], REPLACE)  # the same view redrawn: no new history entry
             if not ticked:  # the same rows, now with their badges; what the page box holds stays as typed
                 values = values[:1] + [gr.update()] * (len(values) - 1)
             return values + [record_html(record, text, use_regex, index.signals)] + \
-                quality_view(cats, text, use_regex, order, ticked, as_shown) + [gr.Timer(active=False)]
+                quality_view(cats, text, use_regex, order, ticked, as_shown, name) + [gr.Timer(active=False)]
 
         quality_timer.tick(quality_tick, view_inputs + [current, selected, drawn],
                            view_outputs + [row_view] + quality_outputs + [quality_timer], queue=False,
@@ -534,13 +551,13 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         link_query.change(None, link_query, link, api_visibility="private",
                           js="(value) => window.dollyAddress ? window.dollyAddress.explorer(value) : ''")
 
-        def export_view(cats, text, use_regex, order, ticked, as_shown, fmt, curate, progress=gr.Progress()):
-            index = _loaded(dataset)
+        def export_view(cats, text, use_regex, order, ticked, as_shown, name, fmt, curate, progress=gr.Progress()):
+            source = _source(sources, name)
             try:
-                rows = select(index, cats, text, use_regex, order, ticked, as_shown).rows
+                rows = select(source, cats, text, use_regex, order, ticked, as_shown).rows
             except QueryError as err:
                 raise gr.Error(str(err), print_exception=False) from None
-            return gr.update(value=_export(index, exports, fmt, progress, cats, text, use_regex, order, ticked,
+            return gr.update(value=_export(source, exports, fmt, progress, cats, text, use_regex, order, ticked,
                                            store=store if curate else None, rows=rows), visible=True)
 
         export_button.click(export_view, view_inputs + [file_format, as_curated], export_file, **private)
@@ -548,81 +565,89 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         # -- curation: the opened record's decisions (explorer.curation_panel) --------------------
         curate_outputs = [row_view] + panel.outputs()
 
-        def curate_view(record, text, use_regex, message=""):
-            """The row viewer for `record` as curated, and the Curate section's values."""
+        def curate_view(record, text, use_regex, shown=None, message=""):
+            """The row viewer for `record` as curated, and the Curate section's values; `shown`: what the
+            section shows now (the same record again keeps a reason being typed)."""
             if dataset.state != "ready":
                 return [gr.update()] * len(curate_outputs)
-            index = dataset.get()
-            shown_record, values = panel.view(index, record, message)
-            return [record_html(shown_record, text, use_regex, index.signals)] + values
+            source = _source(sources, source_of(record))
+            again = bool(record and shown and shown.get("row") == record["row"]
+                         and (shown.get("key"), shown.get("stored")) == source.locate(record["row"]))
+            shown_record, values = panel.view(source, record, message, keep_reason=again)
+            return [record_html(shown_record, text, use_regex, source.index.signals)] + values
 
         def decide(action):
             def save(record, opened, text, use_regex, instruction, context, response, category, reason,
                      request: gr.Request):
-                index = _loaded(dataset)
+                source = _source(sources, source_of(record))
                 form = {"instruction": instruction, "context": context, "response": response, "category": category}
-                shown_record, values = panel.decide(action, index, record, opened, request, form=form, reason=reason)
-                return [record_html(shown_record, text, use_regex, index.signals)] + values
+                shown_record, values = panel.decide(action, source, record, opened, request, form=form, reason=reason)
+                return [record_html(shown_record, text, use_regex, source.index.signals)] + values
             return save
 
         if store is not None:
-            selected.change(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private)
+            selected.change(curate_view, [selected, search, regex, panel.version], curate_outputs,
+                            show_progress="hidden", **private)
             decision_inputs = [selected, panel.version, search, regex, *panel.fields.values(), panel.reason]
             redraw = step(0)  # the same page again: a decision may hide a record or change its text
 
-            def counts_info():
-                return gr.update(choices=curation_panel.shown_choices(store.counts(key_of(_loaded(dataset)))))
+            def counts_info(name):
+                return gr.update(choices=curation_panel.shown_choices(_source(sources, name).counts(store)))
 
             for button, action in ((panel.save, "edit"), (panel.accept, "accept"), (panel.undo, "undo"),
                                    (panel.exclude, "exclude")):
                 button.click(decide(action), decision_inputs, curate_outputs, **private) \
                     .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
-                    .then(counts_info, None, shown_as, show_progress="hidden", **private) \
+                    .then(counts_info, source_choice, shown_as, show_progress="hidden", **private) \
                     .then(no_file, None, export_file, show_progress="hidden", **private)  # its file is stale now
 
-            def preview_fix(cats, text, use_regex, order, ticked, as_shown):
-                index = _loaded(dataset)
+            def preview_fix(cats, text, use_regex, order, ticked, as_shown, name):
+                source = _source(sources, name)
                 try:
-                    selection = select(index, cats, text, use_regex, order, ticked, as_shown)
+                    selection = select(source, cats, text, use_regex, order, ticked, as_shown)
                 except QueryError as err:
                     raise gr.Error(str(err), print_exception=False) from None
-                return fix.show_preview(index, selection)
+                return fix.show_preview(source, selection)
 
             fix.preview.click(preview_fix, view_inputs, fix.outputs(), **private)
             fix.apply.click(fix.save, fix.pending, fix.outputs(), **private) \
                 .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
                 .then(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private) \
-                .then(counts_info, None, shown_as, show_progress="hidden", **private) \
+                .then(counts_info, source_choice, shown_as, show_progress="hidden", **private) \
                 .then(no_file, None, export_file, show_progress="hidden", **private)
-            panel.edit.click(lambda record: panel.open_form(_loaded(dataset), record), selected,
+            panel.edit.click(lambda record: panel.open_form(_source(sources, source_of(record)), record), selected,
                              [panel.form, *panel.fields.values(), panel.message], **private)
             panel.cancel.click(lambda: gr.update(visible=False), None, panel.form, **private)
 
-        def restore(query: str) -> list:
+        def restore(query: str, mode: str = REPLACE) -> list:
             """Values for `fill_outputs`: the view a URL query asks for (the data is loaded), controls on."""
-            index = dataset.get()
-            view = parse_query(query, index.counts)
+            view = parse_query(query)
+            # A link to the contributions opened where there are none to show (no store): the loaded dataset.
+            source = _source(sources, view.source if view.source in sources.names else LOADED)
+            index = source.index
+            view.categories = [c for c in view.categories if c in index.counts]
             as_shown = ORIGINAL if view.original else CURATED
             try:
-                base = select(index, view.categories, view.search, view.regex, view.sort, (), as_shown)
+                base = select(source, view.categories, view.search, view.regex, view.sort, (), as_shown)
             except QueryError:
                 base = None
             updates = [gr.update(choices=_category_choices(index), value=view.categories, interactive=True),
                        gr.update(value=view.search, interactive=True), gr.update(value=view.regex, interactive=True),
                        gr.update(value=view.sort, interactive=True),
-                       quality_section.filter_update(index, base, dataset, view.quality),
+                       quality_section.filter_update(index, base, source, view.quality),
                        gr.update(value=as_shown, interactive=True,
-                                 choices=curation_panel.shown_choices(store.counts(key_of(index)) if store else {}))] + \
+                                 choices=curation_panel.shown_choices(source.counts(store))),
+                       gr.update(value=source.name, interactive=True)] + \
                 [gr.update(interactive=True)] * len(other_controls)
-            record = index.record(view.row) if view.row is not None and view.row < index.num_rows else None
+            record = opened_record(source, view.row) if view.row is not None and view.row < index.num_rows else None
             # A link to a page past the end (the data changed since) opens the last page: show() clamps.
-            values = list(show(view.categories, view.search, view.regex, view.sort, view.quality, as_shown, view.page,
-                               record))
+            values = list(show(view.categories, view.search, view.regex, view.sort, view.quality, as_shown, source.name,
+                               view.page, record))
             values[2] = gr.update(value=values[2], interactive=True)
-            # Filled from the address: it replaces the history entry, never adds one.
+            # Filled from the address: it replaces the history entry, never adds one (a new source is a step).
             values[5] = tag(build_query(view.categories, view.search, view.regex, view.sort, values[3],
                                         view.row if record is not None else None, quality=view.quality,
-                                        original=view.original), REPLACE)
+                                        original=view.original, source=source.name), mode)
             outputs = updates + values + [record_html(record, view.search, view.regex, index.signals), record,
                                           gr.update(interactive=record is not None, value=TRY_ON if record else TRY_OFF)]
             if tabs is not None:
@@ -635,8 +660,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         fill_outputs = view_inputs + fill_controls + view_outputs + row_outputs + ([tabs] if tabs is not None else [])
         screen_outputs = [loading, failed, body, timer, filled, drawn]
 
-        def fill(query: str) -> list:
-            values = restore(query)
+        def fill(query: str, mode: str = REPLACE) -> list:
+            values = restore(query, mode)
             for i in reversed([i for i, c in enumerate(other_controls) if id(c) in both]):
                 del values[len(view_inputs) + i]
             return values
@@ -648,10 +673,27 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return [gr.update()] * len(fill_outputs)  # the loading poll restores it from the address
             return fill(str(query or ""))
 
-        history_go.click(back_or_forward, history_query, fill_outputs, js="() => [window.location.search]", **private) \
-            .then(no_file, None, export_file, show_progress="hidden", **private) \
-            .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
-            .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
+        def signals_poll(name) -> dict:
+            """The quality timer on while the shown records' signals compute (another source's may be)."""
+            if dataset.state != "ready":
+                return gr.update()  # the loading poll fills the page first; this timer waits meanwhile
+            return gr.Timer(active=_source(sources, name if name in sources.names else LOADED).quality.state == "loading")
+
+        def switch_source(name, text, use_regex, order, ticked, as_shown) -> list:
+            """Other records: the same search, sort, signals and Show over them, from their first page;
+            a step in the browser's history, and a link of its own (`source=`)."""
+            return fill(build_query((), text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL,
+                                    source=name), PUSH)
+
+        for event, handler, inputs in ((history_go.click, back_or_forward, history_query),
+                                       (source_choice.input, switch_source,
+                                        [source_choice, search, regex, sort, quality, shown_as])):
+            event(handler, inputs, fill_outputs, **private,
+                  **(dict(js="() => [window.location.search]") if handler is back_or_forward else {})) \
+                .then(no_file, None, export_file, show_progress="hidden", **private) \
+                .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
+                .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private) \
+                .then(signals_poll, source_choice, quality_timer, show_progress="hidden", **private)
 
         def screen(query: str, shown: bool, with_charts: bool) -> list:
             """Everything the page shows for the loader's state now; `shown`: the page has the data already."""
@@ -676,15 +718,15 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return keep + keep_charts + done
             values = fill(query)
             if with_charts:
-                choice_update, text, use_regex, order, ticked, as_shown = values[:6]
+                choice_update, text, use_regex, order, ticked, as_shown, name = values[:7]
                 values += charts(choice_update["value"], text["value"], use_regex["value"], order["value"],
-                                 ticked["value"], as_shown["value"])
+                                 ticked["value"], as_shown["value"], name["value"])
             return values + done
 
         def on_load(request: gr.Request):
             query = str(request.query_params) if request is not None else ""
             # Signals already there: the page is drawn with them, so the quality poll has nothing to do.
-            polling = gr.update() if dataset.state != "ready" or dataset.quality.state == "loading" else gr.Timer(active=False)
+            polling = signals_poll(parse_query(query).source)
             return [query] + screen(query, False, with_charts=False) + [polling]
 
         # On page load the view follows the URL; charts come after the table, as they take longer.
@@ -695,7 +737,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         # the whole view (charts too) from the URL query stashed at page load, then stops the timer.
         timer.tick(lambda query, shown: screen(query, shown, with_charts=True), [query_state, filled],
                    fill_outputs + chart_outputs + screen_outputs, queue=False, show_progress="hidden", **private)
-        _register_api(dataset, exports)
+        _register_api(dataset, sources, exports)
 
     return ExplorerTab(tab, try_in_chat, selected, dataset, exports)
 
@@ -709,27 +751,29 @@ def _loading_md(dataset: DatasetLoader) -> str:
     return f"{dataset.status()}\n\n{LOADING_NOTE}"
 
 
-def _loaded(dataset: DatasetLoader) -> Index:
-    """The loaded data, or a readable gr.Error while it loads or when it did not load (says which)."""
+def _source(sources: Sources, name: str = LOADED) -> Source:
+    """The records `name` names (explorer.sources), or a readable gr.Error while the data loads, when it
+    did not load, or for a source this app has not (says which)."""
     try:
-        return dataset.get()
-    except DatasetNotReady as err:
+        return sources.get(name)
+    except (DatasetNotReady, QueryError) as err:
         raise gr.Error(str(err), print_exception=False) from None
 
 
-def _export(index: Index, exports: ExportStore, file_format: str, progress, categories, search: str,
+def _export(source: Source, exports: ExportStore, file_format: str, progress, categories, search: str,
             regex: bool = False, sort: str = DEFAULT_SORT, quality=(), store: Store | None = None,
             rows=None) -> str:
     """The selection as a file in `file_format`, with a progress bar; bad input is a readable gr.Error.
     `rows`: the selection's rows when the caller chose them (the Explorer's view), else selected here.
     With a curation `store`: as curated (edits applied, excluded records left out, a curation column)."""
+    index = source.index
     try:
         check_format(file_format)
         if rows is None:
             rows = index.select(categories, search, regex, sort, quality).rows
         table = index.table(Selection((), "", False, sort, rows))
         if store is not None:
-            table = curated(table, store.states(key_of(index)), rows=rows, column=True)
+            table = curated(table, source.states(store), rows=rows, column=True)
         return exports.export(table, file_format,
                               lambda done, total: progress((done, max(total, 1)), desc="Exporting", unit="rows"))
     except (QueryError, ExportError) as err:
@@ -758,7 +802,7 @@ def _md_escape(text: str) -> str:
 
 
 # -- the API ------------------------------------------------------------------------------------
-def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
+def _register_api(dataset: DatasetLoader, sources: Sources, exports: ExportStore) -> None:
     """/explore and /export: stable positional signatures for gradio_client (see README).
 
     Both run with preprocess=False: they get each value exactly as the client sent it and check
@@ -767,11 +811,13 @@ def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
     answer page "abc" with a message-less error).
     """
 
-    def explore(categories: list[str], search: str, page: int, quality: list[str] | None = None):
+    def explore(categories: list[str], search: str, page: int, quality: list[str] | None = None,
+                source: str = LOADED):
         """Rows of one page (PAGE_SIZE rows, from page 1) matching the categories (empty = all) and the
-        case-insensitive literal search, and, when `quality` names signals, flagged by any of them (optional:
-        calls with the first three values alone are unchanged); returns (rows, total matching rows)."""
-        data = _loaded(dataset)
+        case-insensitive literal search, and, when `quality` names signals, flagged by any of them; `source`:
+        the records, "loaded", "contributions" or "both" (explorer.sources). Both optional: calls with the
+        first three values alone are unchanged. Returns (rows, total matching rows)."""
+        data = _source(sources, source).index
         try:
             selection = data.select(categories, search, quality=quality)
             rows = data.page(selection, page)
@@ -779,11 +825,14 @@ def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
             raise gr.Error(str(err), print_exception=False) from None
         return rows, selection.total
 
-    explore.optional_inputs = 1  # `quality`: app.check_arity lets a call leave it out (calls from before it)
+    explore.optional_inputs = 2  # `quality`, `source`: app.check_arity lets a call leave them out (calls from before)
 
-    def export(categories: list[str], search: str, file_format: str, progress=gr.Progress()):
-        """Every row matching the categories (empty = all) and the search, as a jsonl, csv or parquet file."""
-        return _export(_loaded(dataset), exports, file_format, progress, categories, search)
+    def export(categories: list[str], search: str, file_format: str, source: str = LOADED, progress=gr.Progress()):
+        """Every row matching the categories (empty = all) and the search, as a jsonl, csv or parquet file;
+        `source` (optional) as for explore."""
+        return _export(_source(sources, source), exports, file_format, progress, categories, search)
+
+    export.optional_inputs = 1
 
     # Components the API speaks through; never shown. Custom values are allowed so that an unknown
     # category or format reaches our functions and gets our message, not a generic one.
@@ -795,12 +844,13 @@ def _register_api(dataset: DatasetLoader, exports: ExportStore) -> None:
         # Optional (a trailing input whose function parameter has a default; app.check_arity pads a call
         # that leaves it out): quality signals, rows flagged by any of them.
         api_quality = gr.Dropdown(list(SIGNALS), multiselect=True, allow_custom_value=True, label="quality")
+        api_source = gr.Dropdown(list(sources.names), value=LOADED, allow_custom_value=True, label="source")
         api_format = gr.Dropdown(list(FORMATS), value="jsonl", allow_custom_value=True, label="file_format")
         api_rows = gr.JSON(label="rows")
         api_total = gr.Number(label="total", precision=0)
         api_file = gr.File(label="file")
         trigger = gr.Button(visible=False)
-    trigger.click(explore, [api_categories, api_search, api_page, api_quality], [api_rows, api_total], api_name="explore",
-                  preprocess=False)
-    trigger.click(export, [api_categories, api_search, api_format], api_file, api_name="export", queue=False,
+    trigger.click(explore, [api_categories, api_search, api_page, api_quality, api_source], [api_rows, api_total],
+                  api_name="explore", preprocess=False)
+    trigger.click(export, [api_categories, api_search, api_format, api_source], api_file, api_name="export", queue=False,
                   preprocess=False)

@@ -198,7 +198,7 @@ def record_html(record: dict | None, search: str = "", regex: bool = False, sign
             body = mark(text, found, deadline) if text else "(empty)"
         parts.append(f"<h3>{field}</h3><div class='dolly-text{'' if text else ' empty'}' dir='auto'>{body}</div>")
     for key, value in record.items():
-        if key not in REQUIRED_COLUMNS and key != "row":
+        if key not in REQUIRED_COLUMNS and key != "row" and not str(key).startswith("_"):  # "_": the app's own
             parts.append(f"<h3>{html.escape(str(key))}</h3><div class='dolly-text' dir='auto'>{html.escape(str(value))}</div>")
     return "".join(parts) + "</div>"
 

@@ -47,3 +47,13 @@ def test_the_server_answers_legacy_links_with_the_same_view(explorer_url, query)
         assert "p=" in str(page.url) and "page=" not in str(page.url)
         # Links in the new form are served as they are.
         assert client.get(explorer_url + "?tab=explorer&p=2").status_code == 200
+
+
+def test_the_records_shown_travel_in_the_link():
+    query = build_query(["open_qa"], "river", source="contributions", page=2, row=3)
+    assert query.startswith("?tab=explorer&source=contributions&")
+    view = parse_query(query)
+    assert (view.source, view.categories, view.search, view.page, view.row) == ("contributions", ["open_qa"], "river", 2, 3)
+    assert "source" not in build_query(source="loaded")  # the default stays out of links
+    assert parse_query("source=both").source == "both" and parse_query("source=both").explorer
+    assert parse_query("source=everything").source == "loaded"  # an unknown value is dropped, as for other keys

@@ -56,7 +56,7 @@ def ui_search(url: str, search: str, regex: bool, timeout: float = 600) -> dict:
     fn_index, trigger = _search_event(url)
     session = uuid.uuid4().hex
     httpx.post(url + "gradio_api/queue/join", timeout=30, json={
-        "data": [[], search, regex, "dataset order", [], "curated"], "fn_index": fn_index, "trigger_id": trigger,
+        "data": [[], search, regex, "dataset order", [], "curated", "loaded"], "fn_index": fn_index, "trigger_id": trigger,
         "session_hash": session, "event_data": None}).raise_for_status()
     with httpx.stream("GET", url + f"gradio_api/queue/data?session_hash={session}", timeout=timeout) as stream:
         for line in stream.iter_lines():
