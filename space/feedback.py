@@ -26,7 +26,7 @@ import gradio as gr
 from dolly import contributions as contrib
 from dolly.curation import ANONYMOUS
 from space.chat import content_text
-from space.transcript_export import is_notice, is_passage
+from space.transcript_export import is_notice, is_passage, reply_settings
 
 # A passage means a category whose records have one; none means one without (dolly-15k's guidelines).
 WITH_PASSAGE = ("closed_qa", "summarization", "information_extraction")
@@ -48,6 +48,7 @@ class Turn:
     prompt: str  # the user's message
     context: str  # the passage that question used, "" when none
     original: str  # the model's reply as shown
+    settings: dict | None = None  # the generation settings the reply was written with, when it says (Chat tab)
 
 
 def suggest_category(context: str) -> str:
@@ -88,7 +89,7 @@ def rated_turn(history, index) -> Turn:
     context = ""
     for message in reversed(history[:index]):
         if _role(message) == "user":
-            return Turn(_text(message), context, _text(reply))
+            return Turn(_text(message), context, _text(reply), reply_settings(reply))
         if is_passage(message):
             context = _text(message)
     raise FeedbackError("index", "this reply answers no message of yours.")
@@ -248,8 +249,9 @@ def build_feedback(tab, store) -> None:
                 return gr.skip(), gr.skip(), _said("Rate a reply with 👍 or 👎 first.")
             turn = Turn(rated_["prompt"], rated_["context"], rated_["original"])
             try:
+                # The settings the reply was written with; the panel's now only for a reply that does not say.
                 saved = send(store, key=key_, turn=turn, rating=rated_["rating"], model_id=tab.engine.model_id,
-                             settings=dict(zip(SETTING_NAMES, settings)), reason=reason_,
+                             settings=rated_.get("settings") or dict(zip(SETTING_NAMES, settings)), reason=reason_,
                              corrected=corrected_ if with_correction else "", category=category_,
                              user=getattr(request, "username", None) or "",
                              reply_id=f"{current or 'chat'}:{rated_['index']}")

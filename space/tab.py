@@ -24,7 +24,7 @@ from space import conversations as saved_chats
 from space.chat_meters import prompt_meter, reply_stats
 from space.chat import DEFAULTS, EMPTY_REPLY, MAX_NEW_TOKENS_CAP, ChatInputError, active_generations, content_text
 from space.model import ModelError
-from space.transcript_export import NOTICE, file_name, is_passage, passage_message, to_json, to_markdown
+from space.transcript_export import NOTICE, file_name, is_passage, passage_message, reply_message, to_json, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -332,10 +332,11 @@ def make_respond_fn(engine):
 
         def failed(reason, text=""):
             if text:  # part of a reply was written: keep it, say why it ends there
-                return (before + question + [{"role": "assistant", "content": text}, notice(COULD_NOT_ANSWER, reason)],
+                return (before + question + [reply_message(text, used), notice(COULD_NOT_ANSWER, reason)],
                         gr.skip(), gr.skip(), gr.skip())
             return before + [notice(COULD_NOT_ANSWER, reason)], pending, gr.skip(), gr.skip()
 
+        used = dict(zip(SETTING_NAMES, settings))
         try:
             generation = engine.chat(pending, context or "", conversation(before), **dict(zip(SETTING_NAMES, settings)))
         except (ModelError, ChatInputError) as error:
@@ -352,7 +353,7 @@ def make_respond_fn(engine):
             for text in generation:
                 last = time.monotonic()
                 first = first or last
-                growing = shown + [{"role": "assistant", "content": text}]
+                growing = shown + [reply_message(text, used)]
                 yield growing, gr.skip(), live(growing), gr.skip()
         except (ModelError, ChatInputError) as error:
             yield failed(str(error), text)

@@ -4,7 +4,9 @@ to send again (to this app's /v1/chat/completions or any OpenAI-style server).
 The Chat tab's transcript holds three kinds of message besides the user's and the model's: notices
 (a quoted line: "Stopped.", "Could not answer."), and the passage a question used, folded under it.
 Both are assistant messages marked in their metadata `id`; this module names the marks, because the
-export reads them (and space/tab.py writes them).
+export reads them (and space/tab.py writes them). A model's reply carries the generation settings it was
+written with in its own mark, so a rating given later (space/feedback.py) stores those, not the ones the
+settings panel holds by then.
 """
 import json
 
@@ -13,6 +15,7 @@ from space.chat import content_text
 NOTICE = "notice:"  # metadata id prefix of a notice; the rest is its title
 PASSAGE = "passage:"  # metadata id of the passage a question used
 PASSAGE_TITLE = "Passage this question used"
+REPLY = "reply:"  # metadata id prefix of a model's reply; the rest is its generation settings as JSON
 
 
 def _metadata_id(message) -> str:
@@ -25,6 +28,24 @@ def is_passage(message) -> bool:
 
 def is_notice(message) -> bool:
     return _metadata_id(message).startswith(NOTICE)
+
+
+def reply_message(text: str, settings: dict) -> dict:
+    """A model's reply, marked with the generation settings it was written with."""
+    return {"role": "assistant", "content": text,
+            "metadata": {"id": REPLY + json.dumps(settings, sort_keys=True, separators=(",", ":"))}}
+
+
+def reply_settings(message) -> dict | None:
+    """The generation settings a reply was written with (`reply_message`), or None when it does not say."""
+    marker = _metadata_id(message)
+    if not marker.startswith(REPLY):
+        return None
+    try:
+        settings = json.loads(marker[len(REPLY):])
+    except ValueError:
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def passage_message(context: str) -> dict:

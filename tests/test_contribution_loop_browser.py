@@ -95,6 +95,15 @@ def correct(page, reason: str, better: str, category: str, double: bool = False)
     wait_idle(page)
 
 
+def set_seed(page, seed: int) -> None:
+    panel = page.locator("#chat-settings-panel")
+    if not panel.is_visible():
+        page.locator("#chat-settings").get_by_text("Generation settings").click()
+    page.get_by_label("Seed (-1 = random)").fill(str(seed))
+    page.get_by_label("Seed (-1 = random)").press("Tab")
+    wait_idle(page)
+
+
 def test_write_rate_correct_export_train_publish(loop, open_chat, tmp_path):
     url, folder, model, data, db = loop
     page = open_chat(url)
@@ -111,11 +120,14 @@ def test_write_rate_correct_export_train_publish(loop, open_chat, tmp_path):
     wait_text(page, "#chat-feedback-said", "reply unchanged")
     correct(page, "wrong country", BETTER_OPEN, "open_qa")
 
+    set_seed(page, 4321)
     ask(page, "Where does the Danube end?", 2, PASSAGE)
     rate_last(page, "Dislike")
     correct(page, "the passage says where", BETTER_CLOSED, "closed_qa", double=True)
     screenshot(page, "chat-feedback-saved")
 
+    # The settings change after the reply: its rating keeps those it was written with.
+    set_seed(page, 99)
     rate_last(page, "Like")  # a 👍 on the same reply, with a reason and no correction
     expect(page.locator("#chat-feedback-heading")).to_contain_text("👍")
     page.locator("#chat-feedback-reason textarea").fill("short and clear")
@@ -133,6 +145,7 @@ def test_write_rate_correct_export_train_publish(loop, open_chat, tmp_path):
          "tiny-dolly", "anonymous"),
         (1, "short and clear", "Where does the Danube end?", PASSAGE, SCRIPT.strip(), "", "tiny-dolly", "anonymous")]
     assert all(set(r.settings) >= {"temperature", "max_new_tokens", "seed"} for r in rated)
+    assert rated[1].settings["seed"] == 4321 and rated[2].settings == rated[1].settings  # not 99: set after the reply
     assert rated[0].reply_id != rated[1].reply_id
     assert [(c.instruction, c.context, c.response, c.category) for c in corrections] == [
         ("What is the capital of Portugal?", "", BETTER_OPEN, "open_qa"),
