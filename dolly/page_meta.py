@@ -61,6 +61,10 @@ def describe(view: dict | None, index=None) -> tuple[str, str]:
     if not view or not view.get("explorer"):
         return APP_NAME, DESCRIPTION
     categories, search, row = list(view.get("categories") or []), view.get("search") or "", view.get("row")
+    source = view.get("source") or "loaded"
+    if source != "loaded":
+        index = None  # the link shows the contributions (or both): not records of the loaded dataset by row
+        categories = [source if source != "both" else "dataset and contributions"] + categories
     record = None
     if row is not None and index is not None and 0 <= row < index.num_rows:
         try:

@@ -130,6 +130,10 @@ def test_a_link_to_a_record_is_titled_with_its_instruction(app_url, records):
     assert title.endswith(" — open Dolly Explorer") and instruction[:40] in title
     assert "Record 17" in head.named("og:description")[0] and instruction[:40] in head.named("og:description")[0]
     assert head_of(app_url + "?tab=explorer&row=9999").titles == ["record 9999 — open Dolly Explorer"]
+    # A row of the contributions is not the loaded dataset's row of that number: named, not described by it.
+    head = head_of(app_url + "?tab=explorer&source=contributions&row=17")
+    assert head.titles == ["contributions · record 17 — open Dolly Explorer"]
+    assert instruction[:40] not in head.named("og:description")[0]
 
 
 def test_a_deep_link_and_a_record_cannot_add_markup(app_url):
