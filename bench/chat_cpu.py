@@ -679,8 +679,9 @@ def main():
             print("\n".join(line for line in stdout.splitlines() if not line.startswith("{")))
             r = json.loads(lines[-1])
             print(f"pythia-{shape} -> OpenVINO {args.conversion}: {r['seconds']:.0f} s, peak RSS {r['rss_peak'] / GB:.2f} GB, "
-                  f"converted model {r['bytes'] / GB:.2f} GB; load average at the end {os.getloadavg()[0]:.1f}", flush=True)
-            shutil.rmtree(fresh, ignore_errors=True)
+                  f"converted model {r['bytes'] / GB:.2f} GB; load average at the end {os.getloadavg()[0]:.1f}\n"
+                  f"(kept: DOLLY_CACHE={fresh} python bench/chat_cpu.py --shapes {shape} --modes ov-{args.conversion} "
+                  f"... runs on it without converting again)", flush=True)
         return
     if args.batch:
         path = save_shape(shapes[0], cache)
