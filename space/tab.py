@@ -353,7 +353,7 @@ def make_respond_fn(engine):
             for text in generation:
                 last = time.monotonic()
                 first = first or last
-                growing = shown + [reply_message(text, used)]
+                growing = shown + [{"role": "assistant", "content": text}]
                 yield growing, gr.skip(), live(growing), gr.skip()
         except (ModelError, ChatInputError) as error:
             yield failed(str(error), text)
@@ -369,7 +369,10 @@ def make_respond_fn(engine):
         if not text:
             yield shown + [{"role": "assistant", "content": EMPTY_REPLY}], gr.skip(), gr.skip(), stats
         else:
-            yield gr.skip(), gr.skip(), gr.skip(), stats
+            # Marked once written, not on each piece: a message with metadata is drawn anew at every update
+            # (a 1,024-token reply streamed so slowly that the page fell seconds behind the server).
+            written = shown + [reply_message(text, used)]
+            yield written, gr.skip(), live(written), stats
 
     return respond
 

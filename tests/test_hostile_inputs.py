@@ -126,7 +126,7 @@ CATALOGUE = [
     ("/explore categories not a list", gradio("explore", [7, "", 1]), 400, "categories must be a list"),
     ("/export lone surrogate", gradio("export", [[], "\udfff", "csv"]), 400, "lone surrogate"),
     ("/export unknown format", gradio("export", [[], "", "xml"]), 400, "Unknown export format 'xml'"),
-    ("/export too many values", gradio("export", [[], "", "csv", 1]), 400, "/export takes 3 input values"),
+    ("/export too many values", gradio("export", [[], "", "csv", "loaded", 1]), 400, "/export takes 3 to 4 input values"),
     # -- /chat (Gradio) -------------------------------------------------------------------------------
     ("/chat lone surrogate", gradio("chat", ["Hi \ud800", "", True, 1.0, 0.92, 0, 2, 1.0, 1]), 400,
      "lone surrogate"),
