@@ -4,6 +4,8 @@
     python bench/chat_cpu.py --shapes 2.8b --modes int8,bf16 --tokens 32 --no-app
     python bench/chat_cpu.py --shapes '' --no-app --no-kernels --quality DIR   # only: quality per format vs fp32
     python bench/chat_cpu.py --batch --shapes 1b   # only: 1 vs 4 replies at once on the OpenVINO engine
+    python bench/chat_cpu.py --app-concurrency --shapes 1b --app-tokens 64   # only: the same through /chat, a real app
+    python bench/chat_cpu.py --conversion int8 --shapes 2.8b   # only: conversion time and peak RSS, per stage
 
 For each shape (random init with Pythia's real shapes, the real GPT-NeoX tokenizer from
 ../shared/data/pythia-tokenizer, saved once in bf16 under --cache-dir) and each mode, a fresh process
