@@ -383,10 +383,37 @@ def checkpoint_bytes(path: Path) -> int:
 
 # --- the app, end to end ----------------------------------------------------------------------------
 
+def ready_chat(proc, url: str, tokens: int):
+    """(a gradio_client for the app `proc` serves at `url`, /chat's arguments for greedy replies of up to
+    `tokens`), once /chat answers: the model loads (or converts, once) in the background, and that first
+    answer also warms it up."""
+    from gradio_client import Client
+
+    deadline = time.time() + 900
+    client = None
+    while client is None:
+        try:
+            client = Client(url, verbose=False)
+        except Exception:
+            if proc.poll() is not None:
+                raise SystemExit(f"app exited before it served: {proc.stdout.read()[-2000:] if proc.stdout else ''}")
+            if time.time() > deadline:
+                raise SystemExit("app did not start within 15 minutes (run it by hand to see why)")
+            time.sleep(1)
+    ask = dict(context="", do_sample=False, max_new_tokens=tokens, api_name="/chat")
+    while True:
+        try:
+            client.predict("Summarize the passage: " + CONTEXT[:400], **ask)
+            return client, ask
+        except Exception as error:
+            if "still loading" not in str(error) or time.time() > deadline:
+                raise SystemExit(f"/chat failed: {error}")
+            time.sleep(1)
+
+
 def app_tokens_per_second(model: Path, flags: list, data: Path, tokens: int, repeats: int) -> float:
     """A real `python app.py` with `flags`; decode tokens/s of streamed /chat answers (greedy, up to
     `tokens` new tokens, counted by re-tokenizing the text shown), median of `repeats` after a warm-up."""
-    from gradio_client import Client
     from transformers import AutoTokenizer
 
     from tests.conftest import free_port
@@ -397,24 +424,7 @@ def app_tokens_per_second(model: Path, flags: list, data: Path, tokens: int, rep
                              "--port", str(port), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 900
-        client = None
-        while client is None:
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"app did not start: {proc.stdout.read()[-2000:]}")
-                time.sleep(1)
-        ask = dict(context="", do_sample=False, max_new_tokens=tokens, api_name="/chat")
-        while True:  # the model loads in the background; the first answer also warms up
-            try:
-                client.predict("Summarize the passage: " + CONTEXT[:400], **ask)
-                break
-            except Exception as error:
-                if "still loading" not in str(error) or time.time() > deadline:
-                    raise SystemExit(f"/chat failed: {error}")
-                time.sleep(1)
+        client, ask = ready_chat(proc, f"http://127.0.0.1:{port}/", tokens)
         tokenizer = AutoTokenizer.from_pretrained(model)
         rates = []
         for i in range(repeats):
@@ -447,7 +457,6 @@ def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together
     to the same request alone (no cross-talk between batched rows)."""
     import threading
 
-    from gradio_client import Client
     from transformers import AutoTokenizer
 
     from tests.conftest import start_app, stop_app
@@ -455,24 +464,7 @@ def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together
     proc, url = start_app("--model", model, "--data", data, "--cpu-engine", "openvino", "--quantize", "int8",
                           "--concurrency", together)
     try:
-        deadline = time.time() + 900
-        client = None
-        while client is None:
-            try:
-                client = Client(url, verbose=False)
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit("app did not start (run it by hand to see why)")
-                time.sleep(1)
-        ask = dict(context="", do_sample=False, max_new_tokens=tokens, api_name="/chat")
-        while True:  # the model loads (or converts, once) in the background; the first answer warms up
-            try:
-                client.predict("Summarize the passage: " + CONTEXT[:400], **ask)
-                break
-            except Exception as error:
-                if "still loading" not in str(error) or time.time() > deadline:
-                    raise SystemExit(f"/chat failed: {error}")
-                time.sleep(1)
+        client, ask = ready_chat(proc, url, tokens)
         tokenizer = AutoTokenizer.from_pretrained(model)
         prompts = [f"Write about community gardens in city {i}, for schoolchildren." for i in range(together)]
 
