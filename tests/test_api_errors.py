@@ -47,8 +47,9 @@ CATALOGUE = [
     ("/explore", [[], ["river"], 1], "search must be text"),
     ("/explore", [[], "river " * 400, 1], "search is 2,400 characters long; the limit is 2,000"),
     ("/explore", [[], "", 1, "extra"], "Unknown signal 'extra'"),  # the optional 4th input: quality
-    ("/explore", [[], "", 1, [], "extra"],
-     "/explore takes 3 to 4 input values, in this order: categories, search, page, quality (optional)"),
+    ("/explore", [[], "", 1, [], "extra"], "source: one of 'loaded', 'contributions', 'both', got 'extra'"),
+    ("/explore", [[], "", 1, [], "loaded", "extra"],
+     "/explore takes 3 to 5 input values, in this order: categories, search, page, quality (optional), source (optional)"),
     # /export (categories, search, file_format)
     ("/export", [[], "", "xml"], "Unknown export format 'xml' (file_format)"),
     ("/export", [[], "", None], "(file_format): use one of jsonl, csv, parquet"),
@@ -57,7 +58,9 @@ CATALOGUE = [
     ("/export", [["nope"], "", "csv"], "Unknown category 'nope'"),
     ("/export", ["nope", "", "csv"], "Unknown category 'nope'"),
     ("/export", [[], "x" * 5000, "csv"], "search is 5,000 characters long"),
-    ("/export", [[], "", "csv", 1], "/export takes 3 input values, in this order: categories, search, file_format"),
+    ("/export", [[], "", "csv", "mine"], "source: one of 'loaded', 'contributions', 'both', got 'mine'"),
+    ("/export", [[], "", "csv", "loaded", 1],
+     "/export takes 3 to 4 input values, in this order: categories, search, file_format, source (optional)"),
     # /chat (message, context, do_sample, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
     ("/chat", chat(seed="abc"), "seed"),
     ("/chat", chat(seed=1.5), "seed"),
@@ -82,9 +85,9 @@ TOO_FEW = [  # raw HTTP only (gradio_client cannot send too few values, nor a st
     ("/chat", chat(context="\udfff context"), "The Context is not valid text: character 1 is a lone surrogate"),
     ("/chat", [], "/chat takes 9 input values, in this order: message, context, do_sample"),
     ("/chat", ["Hello"], "/chat takes 9 input values"),
-    ("/explore", [], "/explore takes 3 to 4 input values, in this order: categories, search, page, quality (optional)"),
-    ("/explore", [["open_qa"], "river"], "/explore takes 3 to 4 input values"),
-    ("/export", [[]], "/export takes 3 input values, in this order: categories, search, file_format"),
+    ("/explore", [], "/explore takes 3 to 5 input values, in this order: categories, search, page, quality (optional), source (optional)"),
+    ("/explore", [["open_qa"], "river"], "/explore takes 3 to 5 input values"),
+    ("/export", [[]], "/export takes 3 to 4 input values, in this order: categories, search, file_format"),
 ]
 
 

@@ -286,9 +286,9 @@ def test_explore_quality_errors_name_the_input(served):
         client.predict([], "", 1, ["typos"], api_name="/explore")
     with pytest.raises(AppError, match="quality must be a list of signal names"):
         client.predict([], "", 1, [5], api_name="/explore")
-    event, data = call_http(url, "/explore", [[], "", 1, [], "extra"])
-    assert event == "error" and "/explore takes 3 to 4 input values, in this order: categories, search, page, " \
-                                 "quality (optional); this call sent more" in data["error"]
+    event, data = call_http(url, "/explore", [[], "", 1, [], "loaded", "extra"])
+    assert event == "error" and "/explore takes 3 to 5 input values, in this order: categories, search, page, " \
+                                 "quality (optional), source (optional); this call sent more" in data["error"]
     event, data = call_http(url, "/explore", [[], ""])
     assert event == "error" and "this call sent fewer" in data["error"]
     assert client.predict([], "", 1, api_name="/explore")[1] > 0  # still answers
