@@ -57,9 +57,10 @@ def not_computed(index: Index | None) -> tuple[str, ...]:
     return ("too_long",) if signals is not None and signals.token_counts is None else ()
 
 
-def info(dataset: DatasetLoader) -> str:
-    """The line under the filter: how far along the signals are, or how the filter works once they are there."""
-    return dataset.quality.status() or READY_INFO
+def info(records) -> str:
+    """The line under the filter: how far along the signals are, or how the filter works once they are there.
+    `records`: what the signals are of, with their `quality` (a DatasetLoader, or an explorer.sources.Source)."""
+    return records.quality.status() or READY_INFO
 
 
 def legend_html() -> str:
@@ -69,14 +70,14 @@ def legend_html() -> str:
             f"<dl>{items}</dl></details>")
 
 
-def filter_update(index: Index | None, base: Selection | None, dataset: DatasetLoader, chosen=None) -> dict:
+def filter_update(index: Index | None, base: Selection | None, records, chosen=None) -> dict:
     """The Quality filter for this selection (`base`: categories + search, no quality filter): counts, on
     once the signals are there. The choice is set to `chosen` when given (a link), else left as it is:
     a signal picked while the counts were on their way must stay picked."""
     counts = index.signal_counts(base) if index is not None and base is not None else None
     ready = index is not None and index.signals is not None
     extra = {} if chosen is None else {"value": [name for name in chosen if name in SIGNALS]}
-    return gr.update(choices=choices(counts, not_computed(index)), interactive=ready, info=info(dataset), **extra)
+    return gr.update(choices=choices(counts, not_computed(index)), interactive=ready, info=info(records), **extra)
 
 
 def chart_frame(index: Index, selection: Selection) -> pd.DataFrame | None:
