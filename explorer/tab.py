@@ -573,7 +573,9 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             source = _source(sources, source_of(record))
             again = bool(record and shown and shown.get("row") == record["row"]
                          and (shown.get("key"), shown.get("stored")) == source.locate(record["row"]))
-            shown_record, values = panel.view(source, record, message, keep_reason=again)
+            # The same record drawn again (a poll, its signals arriving): an open Edit form and a reason
+            # being typed stay as they are.
+            shown_record, values = panel.view(source, record, message, keep_form=again, keep_reason=again)
             return [record_html(shown_record, text, use_regex, source.index.signals)] + values
 
         def decide(action):

@@ -357,14 +357,17 @@ _active: set = set()
 
 
 def generation_threads() -> set:
-    """The generate() threads running now, one per reply being written (tests follow one through Stop)."""
+    """The generate() threads running now, one per reply being written (tests follow one through Stop).
+    A thread counts once started: it is registered just before (see active_generations), and a thread
+    that has not started yet cannot be joined."""
     with _active_lock:
-        return set(_active)
+        return {thread for thread in _active if thread.is_alive()}
 
 
 def active_generations() -> int:
-    """How many replies are being generated now (the status line shows it)."""
-    return len(generation_threads())
+    """How many replies are being generated now, those starting included (the status line shows it)."""
+    with _active_lock:
+        return len(_active)
 
 
 def visible_reply(raw: str, final: bool = False) -> tuple[str, bool]:
