@@ -406,19 +406,21 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
         chart_outputs = [chart_box, charts_empty, chart_categories] + chart_fields
         private = dict(api_visibility="private")
 
-        def select(source: Source, cats, text, use_regex, order, ticked=(), as_shown=CURATED):
-            """The rows of this view: as curated, the excluded records are left out."""
+        def select(source: Source, cats, text, use_regex, order, ticked=(), as_shown=CURATED, states=None):
+            """The rows of this view: as curated, the excluded records are left out. `states`: the source's
+            decisions when the caller has read them already."""
             return curation_panel.visible_rows(source.index.select(cats, text, use_regex, order, ticked),
-                                               source.states(store), as_shown)
+                                               source.states(store) if states is None else states, as_shown)
 
         def show(cats, text, use_regex, order, ticked, as_shown, name, page_number=1, opened=None, note=""):
             """Values for `view_outputs`: one page of one view; a bad query becomes the summary line."""
             source = _source(sources, name)
             index = source.index
             try:
-                selection = select(source, cats, text, use_regex, order, ticked, as_shown)
+                states = source.states(store)  # read once: the rows shown and their text as curated
+                selection = select(source, cats, text, use_regex, order, ticked, as_shown, states)
                 number = min(max(1, int(page_number)), selection.pages)
-                records = curation_panel.as_curated(index.page(selection, number), source.states(store), as_shown)
+                records = curation_panel.as_curated(index.page(selection, number), states, as_shown)
             except QueryError as err:
                 return (table_html([], message="Fix the search to see rows." if not ticked or index.signals is not None
                                    else "The rows show once the quality signals are ready."), f"⚠️ {err}", "1", 1, "",

@@ -323,12 +323,12 @@ def make_respond_fn(engine):
             return
         before = history[:-1]  # the last message is `pending`, already shown
         question = history[-1:] + ([passage_message(context)] if (context or "").strip() else [])
+        used = dict(zip(SETTING_NAMES, settings))  # what this reply is written with (and its rating keeps)
 
         def live(shown_now):
             if conversation_id is None:
                 return gr.skip()
-            return saved_chats.live_record(conversation_id, shown_now, context, dict(zip(SETTING_NAMES, settings)),
-                                           reference)
+            return saved_chats.live_record(conversation_id, shown_now, context, used, reference)
 
         def failed(reason, text=""):
             if text:  # part of a reply was written: keep it, say why it ends there
@@ -336,9 +336,8 @@ def make_respond_fn(engine):
                         gr.skip(), gr.skip(), gr.skip())
             return before + [notice(COULD_NOT_ANSWER, reason)], pending, gr.skip(), gr.skip()
 
-        used = dict(zip(SETTING_NAMES, settings))
         try:
-            generation = engine.chat(pending, context or "", conversation(before), **dict(zip(SETTING_NAMES, settings)))
+            generation = engine.chat(pending, context or "", conversation(before), **used)
         except (ModelError, ChatInputError) as error:
             yield failed(str(error))
             return
