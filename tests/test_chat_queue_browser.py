@@ -15,9 +15,11 @@ TALK = "The capital of The capital of"
 
 @pytest.fixture(scope="module")
 def one_slot_url(tmp_path_factory, dolly_jsonl):
-    # torch: a looping reply of 1,024 tokens lasts long enough to be queued behind on any machine.
+    # torch: a looping reply of 1,024 tokens must outlast the test's steps while others queue behind it. A
+    # 256-wide, 6-layer model wrote it in ~14 s on a quiet 2-core machine, sometimes before those steps were
+    # done (CI without load); this one takes several times longer, and each reply is stopped once seen.
     model = save_scripted_model(tmp_path_factory.mktemp("looping"), " The capital of", loop=True,
-                                hidden_size=256, num_layers=6, num_heads=8, max_positions=4096)
+                                hidden_size=512, num_layers=12, num_heads=8, max_positions=4096)
     demo = serve("--model", model, "--data", dolly_jsonl, "--concurrency", "1", "--cpu-engine", "torch")
     yield demo.local_url
     demo.close()
