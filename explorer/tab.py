@@ -328,12 +328,13 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                           min_width=96, interactive=on)
                 sort = gr.Dropdown(list(SORTS), value=DEFAULT_SORT, label="Sort", elem_id="explorer-sort", scale=2,
                                    min_width=220, interactive=on)
-                # Which records: the loaded dataset, the contributions written in this app, or both.
-                source_choice = gr.Dropdown(SOURCE_CHOICES, value=LOADED, label="Records", elem_id="explorer-source",
-                                            visible=store is not None, interactive=on, scale=1, min_width=180)
             gr.HTML("<button type='button' class='dolly-filters-toggle' aria-expanded='false' "
                     "aria-controls='explorer-filters'>Filters</button>", elem_id="explorer-filters-toggle", padding=False)
             with gr.Row(equal_height=False, elem_id="explorer-filters"):
+                # Which records: the loaded dataset, the contributions written in this app, or both. With the
+                # filters, which fold on phones, so the first rows stay on the first screen there.
+                source_choice = gr.Dropdown(SOURCE_CHOICES, value=LOADED, label="Records", elem_id="explorer-source",
+                                            visible=store is not None, interactive=on, scale=0, min_width=200)
                 categories = gr.CheckboxGroup(_category_choices(ready) if ready else [], label="Categories",
                                               info="None ticked = all", elem_id="explorer-categories", interactive=on,
                                               scale=1)
