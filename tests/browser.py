@@ -53,6 +53,24 @@ def wait_idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('.pending, .generating')")
 
 
+def type_setting(page, box, value: str, shown=None, confirm: str = "Enter") -> None:
+    """Type `value` into a settings box and confirm it (`confirm` key), as a person would, until `shown` (the
+    box itself by default; a slider's range for its number box) holds it. Typed in the instant the settings
+    panel opens, while its controls are being drawn, the value was seen to fall back to the default on a busy
+    machine (never once drawn); a person who saw that would type it again."""
+    shown = box if shown is None else shown
+    for _ in range(20):
+        box.fill(value)
+        box.press(confirm)
+        wait_idle(page)
+        try:
+            expect(shown).to_have_value(value, timeout=3_000)
+            return
+        except AssertionError:
+            continue
+    expect(shown).to_have_value(value)
+
+
 def axe_violations(page, every_rule: bool = False) -> list[str]:
     """Serious or critical WCAG 2.1 A/AA violations axe-core finds on the page, as readable lines.
     `every_rule`: every rule axe-core runs by default instead (all its tags, best practices included, but not

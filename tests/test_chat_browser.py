@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from space.chat import MAX_INPUT_CHARS
 from tests.conftest import serve
-from tests.browser import PHONE, WIDE, axe_violations, screenshot
+from tests.browser import PHONE, WIDE, axe_violations, screenshot, type_setting
 from tests.tiny_model import save_scripted_model
 
 SCRIPT = "The capital of the river is"
@@ -216,20 +216,9 @@ def test_max_new_tokens_is_bounded_by_the_model_and_nothing_stacks(open_chat, ap
 
 
 def set_max_new_tokens(page, value: str) -> None:
-    """Type `value` into Max new tokens' box and confirm it, as a person would; typed in the instant the
-    settings open (before their inputs are live), it can be lost, so it is typed again until the
-    slider shows it."""
-    box = page.get_by_label("number input for Max new tokens")
-    slider = page.get_by_label("range slider for Max new tokens")
-    for _ in range(20):
-        box.fill(value)
-        box.press("Enter")
-        try:
-            expect(slider).to_have_value(value, timeout=3_000)
-            return
-        except AssertionError:
-            continue
-    expect(slider).to_have_value(value)
+    """Type `value` into Max new tokens' box and confirm it, until the slider shows it."""
+    type_setting(page, page.get_by_label("number input for Max new tokens"), value,
+                 shown=page.get_by_label("range slider for Max new tokens"))
 
 
 def test_stop_ends_the_generation_and_marks_the_reply(open_chat, looping_url):

@@ -8,7 +8,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import PHONE, WIDE, axe_violations, screenshot
+from tests.browser import PHONE, WIDE, axe_violations, screenshot, type_setting
 from tests.test_chat_browser import (CONTEXT, SCRIPT, app_url, chat_text, idle, looping_url,  # noqa: F401
                                      scripted_model, send, set_max_new_tokens, settled, wait_replies)
 
@@ -35,9 +35,7 @@ def test_a_reload_mid_reply_brings_the_conversation_back_cut_and_marked(open_cha
     page = open_chat(looping_url)
     page.get_by_text("Generation settings").first.click()
     set_max_new_tokens(page, "1024")  # long enough to be cut by the reload
-    seed = page.get_by_label("Seed (-1 = random)")
-    seed.fill("4242")
-    seed.press("Enter")
+    type_setting(page, page.get_by_label("Seed (-1 = random)"), "4242")
     send(page, "Talk about the river forever.", context="The River Alder runs east to the sea.")
     # Three rounds shown: the browser's copy, written with each piece, holds at least two.
     page.wait_for_function("() => document.querySelector('#chat-chatbot').innerText.includes("

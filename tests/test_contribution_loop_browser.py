@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from dolly import contributions as contrib
 from dolly.curation import open_store
 from dolly.prompt import END_KEY, add_special_tokens
-from tests.browser import screenshot, wait_idle
+from tests.browser import screenshot, type_setting, wait_idle
 from tests.conftest import start_app, stop_app, train_briefly
 from tests.dolly_data import make_records, write_jsonl
 from tests.fake_hub import FakeHub
@@ -99,9 +99,7 @@ def set_seed(page, seed: int) -> None:
     panel = page.locator("#chat-settings-panel")
     if not panel.is_visible():
         page.locator("#chat-settings").get_by_text("Generation settings").click()
-    page.get_by_label("Seed (-1 = random)").fill(str(seed))
-    page.get_by_label("Seed (-1 = random)").press("Tab")
-    wait_idle(page)
+    type_setting(page, page.get_by_label("Seed (-1 = random)"), str(seed), confirm="Tab")
 
 
 def test_write_rate_correct_export_train_publish(loop, open_chat, tmp_path):
