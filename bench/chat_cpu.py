@@ -234,11 +234,12 @@ def worker(args) -> None:
     inputs = torch.tensor([ids])
 
     def prefill():
-        if lm.engine == "openvino":  # a fresh reply's state, then the whole prompt at once
-            request = lm.model._request()
+        if lm.engine == "openvino":  # a new reply: the whole prompt at once
             t = time.perf_counter()
-            lm.model.logits(request, ids, 0)
-            return time.perf_counter() - t
+            row, _ = lm.model.start(ids)
+            elapsed = time.perf_counter() - t
+            lm.model.batch.leave(row)
+            return elapsed
         with torch.inference_mode():
             t = time.perf_counter()
             lm.model(input_ids=inputs, use_cache=True)
@@ -501,14 +502,16 @@ def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together
 
 def _teacher_forced(lm, ids: list) -> "torch.Tensor":
     """Logits at every position of `ids` but the last (row p predicts ids[p + 1]), float32.
-    torch: one forward pass. OpenVINO: the converted model returns only the last position's logits, so
-    the ids go through one fresh stateful request one token at a time, as the engine decodes, and each
-    step's logits are that position's (what a reply sees, token by token)."""
+    torch: one forward pass. OpenVINO: the ids go through the engine one token at a time, as it decodes
+    a reply, and each step's logits are that position's (what a reply sees, token by token)."""
     import torch
 
     if lm.engine == "openvino":
-        request = lm.model._request()
-        return torch.cat([lm.model.logits(request, [token], p) for p, token in enumerate(ids[:-1])])
+        row, first = lm.model.start(ids[:1])
+        try:
+            return torch.cat([first] + [lm.model.step(row, token) for token in ids[1:-1]])
+        finally:
+            lm.model.batch.leave(row)
     return lm.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
 
 

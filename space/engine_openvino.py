@@ -9,9 +9,10 @@ GenerationConfig, logits processors, stopping criteria, a streamer) and does the
 so the token ids are exactly dolly.prompt.encode_prompt's (the engine never tokenizes), decoding of the
 streamed ids stays ours, and seed, temperature, top-p/top-k (space/chat.py's seeded sampler),
 repetition penalty, `### End`/EOS and Stop behave as on the torch path. Replies running at once
-(--concurrency) are decoded together: each prompt runs alone in its own infer request, then its keys and
-values join one batched state (`_Batch`), so a step reads the weights once for all of them; each row is
-masked to its own keys, so a reply is the same whoever shares its steps.
+(--concurrency) are decoded together (`_Batch`): each prompt is read in a step of its own, then each step
+feeds every reply's next token, so a step reads the weights once for all of them. Keys and values live in
+fixed-size blocks of one pool (`paged`, `_Pool`); each reply attends to its own blocks only, so a reply is
+the same whoever shares its steps.
 """
 from __future__ import annotations
 
@@ -35,49 +36,130 @@ def available() -> str | None:
     return None
 
 
-class _Row:
-    """One reply in the batch: its keys/values until it joins, its length in the cache, the token it
-    feeds next and the logits the step gave it."""
+def paged(model):
+    """The converted (stateful) model with its attention on paged keys and values: every reply's keys and
+    values live in fixed-size blocks of one pool (`_Pool`) that the engine hands out, and a step takes the
+    tokens of all the replies it runs, each with its own block list and length (OpenVINO's paged attention
+    op, which its CPU plugin runs). Where the model kept a state that grew by a token a step, every step
+    had new shapes: the plugin compiled and cached kernels for each, and the state was reallocated, so
+    memory grew ~6 MB a decoded token on the 2.8b shape (bench/RESULTS.md). Paged, the shapes change only
+    when a reply takes a new block, and the memory is the blocks in use.
 
-    def __init__(self, state: dict, length: int):
-        self.state, self.length = state, length
+    The transformation wants the stateful pattern of optimum-intel's exports: each state read through a
+    `beam_idx` Gather and given an initializer. It also gains `logits_indices`: the rows (tokens) whose
+    logits are computed, so that a prompt's other tokens skip the vocabulary projection."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    from openvino._offline_transformations import paged_attention_transformation
+
+    batch = ops.gather(ops.shape_of(model.input("input_ids"), "i64"), ops.constant([0], dtype=np.int64),
+                       ops.constant(0))
+    beam = ops.parameter([-1], ov.Type.i32, name="beam_idx")
+    beam.output(0).get_tensor().set_names({"beam_idx"})
+    for read in [op for op in model.get_ops() if op.get_type_name() == "ReadValue"]:
+        shape = read.get_output_partial_shape(0)
+        dims = ops.concat([batch, ops.constant([shape[1].get_length(), 0, shape[3].get_length()], dtype=np.int64)], 0)
+        users = list(read.output(0).get_target_inputs())
+        read.set_arguments([ops.broadcast(ops.constant(0.0, dtype=np.float32), dims)])
+        gathered = ops.gather(read, beam, ops.constant(0))
+        for user in users:
+            user.replace_source_output(gathered.output(0))
+    model.add_parameters([beam])
+    model.validate_nodes_and_infer_types()
+    paged_attention_transformation(model)
+    head = model.output("logits").get_node().input_value(0).get_node()  # the vocabulary projection (MatMul)
+    indices = ops.parameter([-1], ov.Type.i64, name="logits_indices")
+    indices.output(0).get_tensor().set_names({"logits_indices"})
+    head.input(0).replace_source_output(ops.gather(head.input_value(0), indices, ops.constant(0)).output(0))
+    model.add_parameters([indices])
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+class _Pool:
+    """The keys and values of every reply in fixed-size blocks: per layer, one tensor of `capacity` blocks in
+    the layout the CPU plugin asks for (8-bit with scales, by default). Allocated, not written: a block's
+    pages become resident when a reply first writes it, so memory follows the most blocks ever in use at
+    once (replies at once × their lengths), not the capacity. Grows (by copying) if replies need more."""
+
+    def __init__(self, compiled, request, capacity_tokens: int):
+        import openvino as ov
+
+        self.ov, self.request = ov, request
+        self.layouts = {}
+        for port in compiled.inputs:
+            name = port.get_any_name()
+            if name.startswith(("key_cache.", "value_cache.")):
+                self.layouts[name] = (port.get_element_type(), [d.get_length() for d in list(port.get_partial_shape())[1:]])
+        self.block_size = self.layouts["value_cache.0"][1][1]
+        self.arrays, self.capacity, self.free = {}, 0, []
+        self._grow(-(-capacity_tokens // self.block_size))
+
+    def _grow(self, capacity: int) -> None:
+        for name, (kind, dims) in self.layouts.items():
+            array = np.empty([capacity, *dims], dtype=np.dtype(f"u{kind.size}"))  # its bytes, typed as `kind` below
+            if name in self.arrays:
+                array[: self.capacity] = self.arrays[name]
+            self.arrays[name] = array
+            self.request.set_tensor(name, self.ov.Tensor(array, self.ov.Shape(array.shape), kind))
+        self.free = sorted(self.free + list(range(self.capacity, capacity)), reverse=True)  # lowest ids first
+        self.capacity = capacity
+
+    def take(self, n: int) -> list[int]:
+        if n > len(self.free):
+            self._grow(max(2 * self.capacity, self.capacity + n))
+        return [self.free.pop() for _ in range(n)]
+
+    def give(self, blocks: list[int]) -> None:
+        self.free = sorted(self.free + blocks, reverse=True)
+
+
+class _Row:
+    """One reply: its prompt until it is read, its blocks and length in the pool, the token it feeds next
+    and the logits the step gave it."""
+
+    def __init__(self, prompt: list[int]):
+        self.prompt, self.blocks, self.length = prompt, [], 0
         self.token, self.logits, self.left = None, None, False
 
 
 class _Batch:
-    """Replies running at once, decoded together: one infer request whose state holds every reply's
-    keys and values (one row each, left-padded to a common length and masked), so a step reads the
-    weights once for all of them. A reply's prompt is run alone in its own request, then its state
-    joins the batch; leaving takes its row out. Each row's mask covers only its own keys and its
-    positions are its own, so a row's logits do not depend on which others share the step."""
+    """Replies running at once, decoded together: one infer request over one pool of blocks. A reply's
+    prompt is read in a step of its own (as it would be alone); then each step feeds every reply's next
+    token at once, so a step reads the weights once for all of them. Each reply attends only to its own
+    blocks at its own positions, so its logits do not depend on which others share the step."""
 
-    def __init__(self, compiled):
-        self.compiled = compiled
+    def __init__(self, compiled, capacity_tokens: int):
         self.request = compiled.create_infer_request()
+        self.pool = _Pool(compiled, self.request, capacity_tokens)
+        self.scratch = self.pool.take(1)  # the placeholder row's block (see _infer)
         self.cond = threading.Condition()
-        self.rows: list[_Row] = []  # in the batched state, in row order
-        self.joining: list[_Row] = []
-        self.width = 0  # columns of the batched state
+        self.rows: list[_Row] = []  # replies whose prompt has been read
+        self.prompts: list[_Row] = []  # replies waiting for their prompt to be read
         self.thread = None
         self.steps = 0  # batched steps run, and rows decoded in them (bench/chat_cpu.py --batch reads these)
         self.rows_decoded = 0
 
-    def join(self, state: dict, length: int) -> _Row:
-        """A reply whose prompt ran alone (its keys and values in `state`, `length` columns); it joins
-        the batch at the step after its first token is fed."""
-        row = _Row(state, length)
+    def start(self, ids: list[int]) -> tuple[_Row, np.ndarray]:
+        """Read the prompt `ids`; the reply's row, and the logits of its last token."""
+        row = _Row(list(ids))
         with self.cond:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="dolly-openvino-batch", daemon=True)
                 self.thread.start()
-            self.joining.append(row)
-        return row
+            self.prompts.append(row)
+            self.cond.notify_all()
+        return row, self._wait(row)
 
     def step(self, row: _Row, token: int) -> np.ndarray:
         """Feed `token` to `row` at the next batched step; its logits."""
         with self.cond:
             row.token = token
             self.cond.notify_all()
+        return self._wait(row)
+
+    def _wait(self, row: _Row):
+        with self.cond:
             while row.logits is None:
                 self.cond.wait()
             logits, row.logits = row.logits, None
@@ -89,83 +171,87 @@ class _Batch:
             self.cond.notify_all()
 
     def _ready(self) -> bool:
-        """A step runs when every row in the batch has fed its token (or left) — a step without a row
-        would leave a hole in that row's keys and values — and someone has a token to feed."""
-        self.joining = [r for r in self.joining if not r.left]
-        staying = [r for r in self.rows if not r.left]
-        if not staying and self.rows:
-            self.rows, self.width = [], 0
-        return all(r.token is not None for r in staying) and \
-            bool(staying or any(r.token is not None for r in self.joining))
+        """A prompt waiting is read at once; a decoding step runs when every reply has fed its token (or
+        left), so that it is shared by all of them."""
+        for row in [r for r in self.rows + self.prompts if r.left]:
+            if row.blocks:
+                self.pool.give(row.blocks)
+                row.blocks = []
+                self.cond.notify_all()  # for whoever waits for the pool (tests)
+        self.rows = [r for r in self.rows if not r.left]
+        self.prompts = [r for r in self.prompts if not r.left]
+        return bool(self.prompts) or (bool(self.rows) and all(r.token is not None for r in self.rows))
 
     def _run(self) -> None:
         while True:
             with self.cond:
                 while not self._ready():
                     self.cond.wait()
-                leaving = any(r.left for r in self.rows)
-                joining = [r for r in self.joining if r.token is not None]
-                self.joining = [r for r in self.joining if r.token is None]
-                try:
-                    if leaving or joining:
-                        self._regroup(joining)
-                    error = None
-                except BaseException as failed:  # no batch to go on with: every row gets the error
-                    error, self.rows, self.width = failed, [r for r in self.rows if not r.left] + joining, 0
-                rows = list(self.rows)
-                feed = [r.token for r in rows]
-                for r in rows:
-                    r.token = None
-                if error is not None:
+                reading = bool(self.prompts)
+                if reading:  # a prompt alone, as it would be read with no one else
+                    rows = [self.prompts.pop(0)]
+                    feeds, rows[0].prompt = [rows[0].prompt], None
+                else:
+                    rows = list(self.rows)
+                    feeds = [[r.token] for r in rows]
                     for r in rows:
-                        r.logits, r.left = error, True
-                    self.rows = []
-                    self.cond.notify_all()
-                    continue
+                        r.token = None
+                try:
+                    for r, feed in zip(rows, feeds):  # the blocks the new tokens need
+                        needed = -(-(r.length + len(feed)) // self.pool.block_size) - len(r.blocks)
+                        r.blocks += self.pool.take(needed) if needed > 0 else []
+                    error = None
+                except BaseException as failed:  # no room (out of memory): every row of the step gets the error
+                    error = failed
             try:
-                logits = self._infer(rows, feed)
+                if error is not None:
+                    raise error
+                logits = self._infer(rows, feeds, decoding=not reading)
             except BaseException as failed:  # handed to each caller, which raises it in its own thread
                 logits = [failed] * len(rows)
             with self.cond:
-                for r, row_logits in zip(rows, logits):
-                    r.length += 1
+                for r, feed, row_logits in zip(rows, feeds, logits):
+                    if isinstance(row_logits, BaseException):
+                        r.left = True
+                    else:
+                        r.length += len(feed)
+                        if reading:
+                            self.rows.append(r)
                     r.logits = row_logits
-                self.width += 1
-                self.steps += 1
-                self.rows_decoded += len(rows)
+                if not reading:
+                    self.steps += 1
+                    self.rows_decoded += len(rows)
                 self.cond.notify_all()
 
-    def _regroup(self, joining: list[_Row]) -> None:
-        """The batched state for the rows that stay and those that join: each row's own keys and values
-        (its last `length` columns), right-aligned in a new common width."""
-        import openvino as ov
-
-        staying = [(i, r) for i, r in enumerate(self.rows) if not r.left]
-        old = {s.name: np.array(s.state.data, dtype=np.float32) for s in self.request.query_state()} if staying else {}
-        self.rows = [r for _, r in staying] + joining
-        width = max(r.length for r in self.rows)
-        for state in self.request.query_state():
-            name = state.name
-            sample = old[name] if staying else joining[0].state[name]
-            array = np.zeros((len(self.rows), sample.shape[1], width, sample.shape[3]), dtype=np.float32)
-            for n, (i, r) in enumerate(staying):
-                array[n, :, width - r.length:] = old[name][i, :, old[name].shape[2] - r.length:]
-            for n, r in enumerate(joining, start=len(staying)):
-                array[n, :, width - r.length:] = r.state[name][0]
-            state.state = ov.Tensor(array)
-        for r in joining:
-            r.state = None
-        self.width = width
-
-    def _infer(self, rows: list[_Row], feed: list[int]) -> list[np.ndarray]:
-        mask = np.zeros((len(rows), self.width + 1), dtype=np.int64)
-        for n, r in enumerate(rows):
-            mask[n, self.width - r.length:] = 1
-        self.request.infer({"input_ids": np.array(feed, dtype=np.int64)[:, None],
-                            "attention_mask": mask,
-                            "position_ids": np.array([[r.length] for r in rows], dtype=np.int64)})
-        logits = self.request.get_tensor("logits").data[:, -1, :]
-        return [logits[n:n + 1].astype(np.float32, copy=True) for n in range(len(rows))]
+    def _infer(self, rows: list[_Row], feeds: list[list[int]], decoding: bool = False) -> list[np.ndarray]:
+        """One step: each row's tokens at its next positions; each row's last logits. A decoding step of
+        one row gets a placeholder row beside it (one token at position 0 in a scratch block, its logits
+        dropped): OpenVINO runs other matmul kernels for one token than for several, whose rounding
+        differs in the last bits, and a greedy reply can turn on such a near tie (measured on the 1b
+        shape: 3 of 4 replies differed alone and in company). With two or more rows always, a reply is
+        the same alone or with others."""
+        placeholder = decoding and len(rows) == 1
+        if placeholder:
+            row = _Row([])
+            row.blocks = self.scratch
+            rows, feeds = rows + [row], feeds + [[0]]
+        ids, positions, begins, blocks, block_begins = [], [], [0], [], [0]
+        for r, feed in zip(rows, feeds):
+            ids += feed
+            positions += range(r.length, r.length + len(feed))
+            begins.append(len(ids))
+            blocks += r.blocks
+            block_begins.append(len(blocks))
+        self.request.infer({
+            "input_ids": np.array(ids, dtype=np.int64), "position_ids": np.array(positions, dtype=np.int64),
+            "past_lens": np.array([r.length for r in rows], dtype=np.int32),
+            "subsequence_begins": np.array(begins, dtype=np.int32),
+            "block_indices": np.array(blocks, dtype=np.int32),
+            "block_indices_begins": np.array(block_begins, dtype=np.int32),
+            "max_context_len": np.array(max(r.length + len(f) for r, f in zip(rows, feeds)), dtype=np.int32),
+            "logits_indices": np.array([end - 1 for end in begins[1:]], dtype=np.int64)})
+        logits = self.request.get_tensor("logits").data
+        return [logits[n].reshape(1, -1).astype(np.float32, copy=True) for n in range(len(rows) - placeholder)]
 
 
 def release_mapped(path: Path) -> int:
@@ -208,11 +294,13 @@ class OpenVINOModel:
             # The checkpoint's own precision, exactly: float32 arithmetic and keys/values, as the torch
             # path computes on a CPU. (8/4-bit formats let OpenVINO pick, bf16 where the CPU has it.)
             properties.update({"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"})
-        self.compiled = core.compile_model(self.folder / "model.xml", "CPU", properties)
+        self.compiled = core.compile_model(paged(core.read_model(self.folder / "model.xml")), "CPU", properties)
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.precision = {"bf16": "bfloat16", "f32": "float32", "f16": "float16"}.get(precision, precision)
+        # Room for a few replies of the whole window before the pool grows; only blocks written take memory.
+        window = getattr(self.config, "max_position_embeddings", 2048) or 2048
+        self.batch = _Batch(self.compiled, capacity_tokens=4 * window)
         self._warm_up()
-        self.batch = _Batch(self.compiled)
 
     def _warm_up(self) -> None:
         """One token through the model at load, giving back the memory-mapped model.bin's pages meanwhile.
@@ -229,30 +317,20 @@ class OpenVINOModel:
         thread = threading.Thread(target=give_back, name="dolly-openvino-warm-up", daemon=True)
         thread.start()
         try:
-            self.logits(self._request(), [0], 0)
+            row, _ = self.start([0])
+            self.batch.leave(row)
         finally:
             stop.set()
             thread.join()
         release_mapped(self.folder / "model.bin")
 
-    def _request(self):
-        """A fresh infer request with empty state for one reply, batch of one."""
-        import openvino as ov
-
-        request = self.compiled.create_infer_request()
-        heads = self.config.num_attention_heads
-        shape = ov.Shape([1, heads, 0, self.config.hidden_size // heads])
-        for state in request.query_state():  # its initial value has batch 0: start from an empty cache of batch 1
-            state.state = ov.Tensor(state.state.element_type, shape)
-        return request
-
-    def logits(self, request, ids: list[int], start: int) -> torch.Tensor:
-        """Run `ids` at positions start… through the model (its state grows by them); the last one's logits."""
-        n = len(ids)
-        request.infer({"input_ids": np.array([ids], dtype=np.int64),
-                       "attention_mask": np.ones((1, start + n), dtype=np.int64),
-                       "position_ids": np.arange(start, start + n, dtype=np.int64)[None]})
-        return torch.from_numpy(request.get_tensor("logits").data[:, -1, :].astype(np.float32, copy=True))
+    def start(self, ids: list[int]) -> tuple[_Row, torch.Tensor]:
+        """Read the prompt `ids` for a new reply: its row in the batch, and its last token's logits.
+        The caller ends the reply with `self.batch.leave(row)`, which gives its blocks back."""
+        row, logits = self.batch.start(ids)
+        if isinstance(logits, BaseException):
+            raise logits
+        return row, torch.from_numpy(logits)
 
     def step(self, row: _Row, token: int) -> torch.Tensor:
         """Decode `token` for `row` in the next batched step, beside whatever other replies run; its logits."""
@@ -280,10 +358,7 @@ class OpenVINOModel:
             streamer.put(sequence.cpu())
         row = None
         try:
-            request = self._request()
-            scores = self.logits(request, sequence[0].tolist(), 0)  # the prompt, alone in its own request
-            state = {s.name: np.array(s.state.data, dtype=np.float32) for s in request.query_state()}
-            del request
+            row, scores = self.start(sequence[0].tolist())
             for step in range(config.max_new_tokens):
                 if step:
                     scores = self.step(row, token)
@@ -294,9 +369,6 @@ class OpenVINOModel:
                     streamer.put(torch.tensor([token]))
                 if token in eos or any(bool(c(sequence, scores).all()) for c in stopping):
                     break
-                if row is None:
-                    row = self.batch.join(state, sequence.shape[1] - 1)
-                    state = None
         finally:
             if row is not None:
                 self.batch.leave(row)

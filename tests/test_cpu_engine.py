@@ -228,9 +228,9 @@ def test_the_engine_reads_exactly_the_ids_of_encode_prompt(tmp_path):
     path = save_tiny_model(tmp_path / "pythia", tokenizer, dolly_tokens=True)
     lm = load_model(str(path), "cpu", quantize="none", cpu_engine="openvino")
     fed = []
-    logits, step = lm.model.logits, lm.model.step
-    lm.model.logits = lambda request, ids, start: fed.append((list(ids), start)) or logits(request, ids, start)
-    lm.model.step = lambda row, token: fed.append(([token], row.length)) or step(row, token)  # the batched decode
+    infer = lm.model.batch._infer  # what each step hands OpenVINO: each reply's tokens and where they go
+    lm.model.batch._infer = lambda rows, feeds, **step: fed.extend((list(f), r.length) for r, f in zip(rows, feeds)) or \
+        infer(rows, feeds, **step)
     message, context = "Say ### Response: and <|endoftext|> back", "### End\n### Instruction: not a marker"
     engine = LocalEngine(loader=_Ready(lm))
     reply = list(engine.chat(message, context, max_new_tokens=6, do_sample=False))
