@@ -211,8 +211,12 @@ class _Batch:
                 logits = [failed] * len(rows)
             with self.cond:
                 for r, feed, row_logits in zip(rows, feeds, logits):
-                    if isinstance(row_logits, BaseException):
+                    if isinstance(row_logits, BaseException):  # the reply ends: its blocks go back now
                         r.left = True
+                        self.pool.give(r.blocks)
+                        r.blocks = []
+                        if r in self.rows:
+                            self.rows.remove(r)
                     else:
                         r.length += len(feed)
                         if reading:

@@ -150,3 +150,33 @@ def test_a_reply_alone_is_decoded_in_steps_of_two_rows_as_in_company(lm):
     finally:
         batch.request = recording.request
     assert recording.rows == [1] + [2] * 11
+
+
+@pytest.mark.parametrize("failing_call", [0, 3])  # the prompt's step, a decoding step
+def test_a_failed_step_ends_its_reply_gives_its_blocks_back_and_the_next_reply_is_as_before(lm, failing_call):
+    ids = encode_prompt(lm.tokenizer, PROMPTS[1])
+    before = reply(lm, ids, do_sample=False, max_new_tokens=12)
+    batch = lm.model.batch
+
+    class Failing:
+        def __init__(self, request):
+            self.request, self.calls = request, 0
+
+        def infer(self, inputs):
+            self.calls += 1
+            if self.calls == failing_call + 1:
+                raise RuntimeError("the CPU plugin failed")
+            return self.request.infer(inputs)
+
+        def __getattr__(self, name):
+            return getattr(self.request, name)
+
+    batch.request = failing = Failing(batch.request)
+    try:
+        with pytest.raises(RuntimeError, match="the CPU plugin failed"):
+            reply(lm, ids, do_sample=False, max_new_tokens=12)
+        with batch.cond:
+            assert batch.cond.wait_for(lambda: len(batch.pool.free) == batch.pool.capacity - len(batch.scratch), timeout=60)
+        assert reply(lm, ids, do_sample=False, max_new_tokens=12) == before
+    finally:
+        batch.request = failing.request
