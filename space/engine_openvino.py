@@ -76,6 +76,9 @@ def paged(model):
     return model
 
 
+PROMPT_CHUNK = 128  # a prompt's tokens read in one step (see _Batch._run)
+
+
 class _Pool:
     """The keys and values of every reply in fixed-size blocks: per layer, one tensor of `capacity` blocks in
     the layout the CPU plugin asks for (8-bit with scales, by default). Allocated, not written: a block's
@@ -139,6 +142,7 @@ class _Batch:
         self.thread = None
         self.steps = 0  # batched steps run, and rows decoded in them (bench/chat_cpu.py --batch reads these)
         self.rows_decoded = 0
+        self.decoded_last = None  # whether the last step decoded (False: it read a prompt's chunk)
 
     def start(self, ids: list[int]) -> tuple[_Row, np.ndarray]:
         """Read the prompt `ids`; the reply's row, and the logits of its last token."""
@@ -170,9 +174,12 @@ class _Batch:
             row.left = True
             self.cond.notify_all()
 
+    def _decodable(self) -> bool:
+        return bool(self.rows) and all(r.token is not None for r in self.rows)
+
     def _ready(self) -> bool:
-        """A prompt waiting is read at once; a decoding step runs when every reply has fed its token (or
-        left), so that it is shared by all of them."""
+        """A prompt waiting is read (a chunk a step); a decoding step runs when every reply has fed its token
+        (or left), so that it is shared by all of them."""
         for row in [r for r in self.rows + self.prompts if r.left]:
             if row.blocks:
                 self.pool.give(row.blocks)
@@ -180,17 +187,23 @@ class _Batch:
                 self.cond.notify_all()  # for whoever waits for the pool (tests)
         self.rows = [r for r in self.rows if not r.left]
         self.prompts = [r for r in self.prompts if not r.left]
-        return bool(self.prompts) or (bool(self.rows) and all(r.token is not None for r in self.rows))
+        return bool(self.prompts) or self._decodable()
 
     def _run(self) -> None:
         while True:
             with self.cond:
                 while not self._ready():
                     self.cond.wait()
-                reading = bool(self.prompts)
-                if reading:  # a prompt alone, as it would be read with no one else
-                    rows = [self.prompts.pop(0)]
-                    feeds, rows[0].prompt = [rows[0].prompt], None
+                # A long prompt is read PROMPT_CHUNK tokens a step, taking turns with the decoding steps of the
+                # replies already writing, which would otherwise stand still for the whole prompt (seconds on
+                # the 2.8b shape). Its chunks are the same alone or in company, so its reply is too.
+                reading = bool(self.prompts) and not (self.decoded_last is False and self._decodable())
+                if reading:
+                    rows = [self.prompts[0]]
+                    feeds = [rows[0].prompt[:PROMPT_CHUNK]]
+                    rows[0].prompt = rows[0].prompt[PROMPT_CHUNK:]
+                    if not rows[0].prompt:
+                        self.prompts.pop(0)
                 else:
                     rows = list(self.rows)
                     feeds = [[r.token] for r in rows]
@@ -217,11 +230,14 @@ class _Batch:
                         r.blocks = []
                         if r in self.rows:
                             self.rows.remove(r)
+                        r.logits = row_logits
                     else:
                         r.length += len(feed)
-                        if reading:
-                            self.rows.append(r)
-                    r.logits = row_logits
+                        if not (reading and r.prompt):  # a prompt's last chunk: the reply starts writing
+                            r.logits = row_logits
+                            if reading:
+                                self.rows.append(r)
+                self.decoded_last = not reading
                 if not reading:
                     self.steps += 1
                     self.rows_decoded += len(rows)

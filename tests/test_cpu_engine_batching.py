@@ -9,7 +9,7 @@ from dolly.prompt import encode_prompt
 from space import chat
 from space.chat import stream_reply, validate_settings
 from space.engine import LocalEngine
-from space.engine_openvino import _Batch
+from space.engine_openvino import PROMPT_CHUNK, _Batch
 from space.model import load_model
 from tests.test_cpu_engine import _Ready, reply_ids
 from tests.tiny_model import save_tiny_model
@@ -180,3 +180,41 @@ def test_a_failed_step_ends_its_reply_gives_its_blocks_back_and_the_next_reply_i
         assert reply(lm, ids, do_sample=False, max_new_tokens=12) == before
     finally:
         batch.request = failing.request
+
+
+def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_writing(lm):
+    """A long prompt does not stop the replies already writing until it is read: it is read PROMPT_CHUNK
+    tokens a step, and the others decode between its chunks. Both replies are still as alone."""
+    long_ids = encode_prompt(lm.tokenizer, "Tell me everything you know about the rivers of Europe. " * 30)
+    assert len(long_ids) > 2 * PROMPT_CHUNK
+    short = (encode_prompt(lm.tokenizer, PROMPTS[0]), dict(do_sample=False, max_new_tokens=45))
+    long = (long_ids, dict(do_sample=False, max_new_tokens=10))
+    alone = [reply(lm, ids, **settings) for ids, settings in (short, long)]
+    batch = lm.model.batch
+
+    class Recording:
+        def __init__(self, request):
+            self.request, self.tokens = request, []
+
+        def infer(self, inputs):
+            self.tokens.append(len(inputs["input_ids"]))
+            return self.request.infer(inputs)
+
+        def __getattr__(self, name):
+            return getattr(self.request, name)
+
+    batch.request = recording = Recording(batch.request)
+    out = {}
+    try:
+        steps = batch.steps
+        writing = threading.Thread(target=lambda: out.setdefault("short", reply(lm, short[0], **short[1])))
+        writing.start()
+        with batch.cond:  # the short reply is writing ...
+            assert batch.cond.wait_for(lambda: batch.steps > steps, timeout=60)
+        out["long"] = reply(lm, long[0], **long[1])  # ... when the long prompt comes
+        writing.join(300)
+    finally:
+        batch.request = recording.request
+    assert [out["short"], out["long"]] == alone
+    chunks = [i for i, n in enumerate(recording.tokens) if n == PROMPT_CHUNK]
+    assert len(chunks) >= 2 and all(b - a == 2 for a, b in zip(chunks, chunks[1:]))  # a decoding step between
