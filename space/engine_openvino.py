@@ -162,11 +162,14 @@ class _Batch:
             self.cond.notify_all()
         return self._wait(row)
 
-    def _wait(self, row: _Row):
+    def _wait(self, row: _Row) -> np.ndarray:
+        """The logits of `row`'s step, once it has run; a failed step's error is raised here, in the reply's thread."""
         with self.cond:
             while row.logits is None:
                 self.cond.wait()
             logits, row.logits = row.logits, None
+        if isinstance(logits, BaseException):
+            raise logits
         return logits
 
     def leave(self, row: _Row) -> None:
@@ -348,16 +351,11 @@ class OpenVINOModel:
         """Read the prompt `ids` for a new reply: its row in the batch, and its last token's logits.
         The caller ends the reply with `self.batch.leave(row)`, which gives its blocks back."""
         row, logits = self.batch.start(ids)
-        if isinstance(logits, BaseException):
-            raise logits
         return row, torch.from_numpy(logits)
 
     def step(self, row: _Row, token: int) -> torch.Tensor:
         """Decode `token` for `row` in the next batched step, beside whatever other replies run; its logits."""
-        logits = self.batch.step(row, token)
-        if isinstance(logits, BaseException):
-            raise logits
-        return torch.from_numpy(logits)
+        return torch.from_numpy(self.batch.step(row, token))
 
     def generate(self, inputs: torch.Tensor, attention_mask=None, generation_config=None, logits_processor=None,
                  stopping_criteria=None, streamer=None, **unused):

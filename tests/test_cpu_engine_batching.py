@@ -2,6 +2,7 @@
 conversion of a tiny GPT-NeoX: each reply is exactly the same request alone (greedy and seeded), whoever
 joins or leaves the batch meanwhile, and the steps really are shared."""
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -50,6 +51,28 @@ def at_once(lm, requests):
     for thread in threads:
         thread.join(300)
     return out
+
+
+@contextmanager
+def watching(batch, see):
+    """While inside: `see(inputs)` is called before each step the batch hands OpenVINO (it may raise)."""
+
+    class Watched:
+        def __init__(self, request):
+            self.request = request
+
+        def infer(self, inputs):
+            see(inputs)
+            return self.request.infer(inputs)
+
+        def __getattr__(self, name):
+            return getattr(self.request, name)
+
+    batch.request = Watched(batch.request)
+    try:
+        yield
+    finally:
+        batch.request = batch.request.request
 
 
 def test_four_replies_at_once_are_decoded_together_each_as_if_alone(lm):
@@ -131,25 +154,10 @@ def test_a_reply_alone_is_decoded_in_steps_of_two_rows_as_in_company(lm):
     of 4 greedy replies differed alone and in company (bench/RESULTS.md). So a lone reply is stepped beside
     a placeholder row, and every decoding step runs the kernels of several rows; its prompt is read alone.
     (The placeholder's logits never reach a reply: the other tests here compare replies token for token.)"""
-    batch = lm.model.batch
-
-    class Recording:
-        def __init__(self, request):
-            self.request, self.rows = request, []
-
-        def infer(self, inputs):
-            self.rows.append(len(inputs["past_lens"]))
-            return self.request.infer(inputs)
-
-        def __getattr__(self, name):
-            return getattr(self.request, name)
-
-    batch.request = recording = Recording(batch.request)
-    try:
+    rows = []
+    with watching(lm.model.batch, lambda inputs: rows.append(len(inputs["past_lens"]))):
         reply(lm, encode_prompt(lm.tokenizer, PROMPTS[1]), do_sample=False, max_new_tokens=12)
-    finally:
-        batch.request = recording.request
-    assert recording.rows == [1] + [2] * 11
+    assert rows == [1] + [2] * 11
 
 
 @pytest.mark.parametrize("failing_call", [0, 3])  # the prompt's step, a decoding step
@@ -157,29 +165,19 @@ def test_a_failed_step_ends_its_reply_gives_its_blocks_back_and_the_next_reply_i
     ids = encode_prompt(lm.tokenizer, PROMPTS[1])
     before = reply(lm, ids, do_sample=False, max_new_tokens=12)
     batch = lm.model.batch
+    calls = []
 
-    class Failing:
-        def __init__(self, request):
-            self.request, self.calls = request, 0
+    def fail_once(inputs):
+        calls.append(inputs)
+        if len(calls) == failing_call + 1:
+            raise RuntimeError("the CPU plugin failed")
 
-        def infer(self, inputs):
-            self.calls += 1
-            if self.calls == failing_call + 1:
-                raise RuntimeError("the CPU plugin failed")
-            return self.request.infer(inputs)
-
-        def __getattr__(self, name):
-            return getattr(self.request, name)
-
-    batch.request = failing = Failing(batch.request)
-    try:
+    with watching(batch, fail_once):
         with pytest.raises(RuntimeError, match="the CPU plugin failed"):
             reply(lm, ids, do_sample=False, max_new_tokens=12)
         with batch.cond:
             assert batch.cond.wait_for(lambda: len(batch.pool.free) == batch.pool.capacity - len(batch.scratch), timeout=60)
         assert reply(lm, ids, do_sample=False, max_new_tokens=12) == before
-    finally:
-        batch.request = failing.request
 
 
 def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_writing(lm):
@@ -191,21 +189,9 @@ def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_wr
     long = (long_ids, dict(do_sample=False, max_new_tokens=10))
     alone = [reply(lm, ids, **settings) for ids, settings in (short, long)]
     batch = lm.model.batch
-
-    class Recording:
-        def __init__(self, request):
-            self.request, self.tokens = request, []
-
-        def infer(self, inputs):
-            self.tokens.append(len(inputs["input_ids"]))
-            return self.request.infer(inputs)
-
-        def __getattr__(self, name):
-            return getattr(self.request, name)
-
-    batch.request = recording = Recording(batch.request)
+    tokens = []
     out = {}
-    try:
+    with watching(batch, lambda inputs: tokens.append(len(inputs["input_ids"]))):
         steps = batch.steps
         writing = threading.Thread(target=lambda: out.setdefault("short", reply(lm, short[0], **short[1])))
         writing.start()
@@ -213,8 +199,6 @@ def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_wr
             assert batch.cond.wait_for(lambda: batch.steps > steps, timeout=60)
         out["long"] = reply(lm, long[0], **long[1])  # ... when the long prompt comes
         writing.join(300)
-    finally:
-        batch.request = recording.request
     assert [out["short"], out["long"]] == alone
-    chunks = [i for i, n in enumerate(recording.tokens) if n == PROMPT_CHUNK]
+    chunks = [i for i, n in enumerate(tokens) if n == PROMPT_CHUNK]
     assert len(chunks) >= 2 and all(b - a == 2 for a, b in zip(chunks, chunks[1:]))  # a decoding step between
