@@ -282,7 +282,8 @@ def build_app(args, dataset=None):
     else:
         # The model loads in the background too: the app serves (and the Explorer works) meanwhile.
         engine = LocalEngine(ModelLoader(args.model, args.device, args.dtype, on_done=_report_model,
-                                         quantize=args.quantize, cpu_engine=args.cpu_engine).start(),
+                                         quantize=args.quantize, cpu_engine=args.cpu_engine,
+                                         replies_at_once=args.concurrency).start(),
                              concurrency=args.concurrency)
     # Gradio's cache (uploads; exports too, which explorer.export also sweeps): entries older than a
     # day go, hourly.

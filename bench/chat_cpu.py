@@ -6,6 +6,8 @@
     python bench/chat_cpu.py --batch --shapes 1b   # only: 1 vs 4 replies at once on the OpenVINO engine
     python bench/chat_cpu.py --app-concurrency --shapes 1b --app-tokens 64   # only: the same through /chat, a real app
     python bench/chat_cpu.py --conversion int8 --shapes 2.8b   # only: conversion time and peak RSS, per stage
+    python bench/chat_cpu.py --shapes 1b --modes ov-int8,ov-int4 --no-app --no-kernels \
+        --llama-bench llama.cpp/build/bin/llama-bench --gguf 1b:Q8_0=q8.gguf --gguf 1b:Q4_K_M=q4km.gguf
 
 For each shape (random init with Pythia's real shapes, the real GPT-NeoX tokenizer from
 ../shared/data/pythia-tokenizer, saved once in bf16 under --cache-dir) and each mode, a fresh process
@@ -19,6 +21,8 @@ loads the model through the app's own loader (space/model.load_model) and measur
     embedding, of which a token reads one row) / the machine's read bandwidth, measured in this run.
 Modes: fp32 (--dtype float32 --quantize none: the old CPU default), bf16 (--dtype bfloat16 --quantize
 none), int8 and int4 (--quantize int8/int4; bf16 activations where the CPU has native bf16).
+ov-int8 / ov-int4 / ov-none: the OpenVINO engine (--cpu-engine openvino); ov-int8-solo: its default
+loaded for one reply at a time (--concurrency 1: no placeholder row, space/engine_openvino._Batch._infer).
 The app row: a real `python app.py` per mode on the 1b shape, answering /chat through gradio_client
 (default CPU mode vs `--dtype float32 --quantize none`).
 --quality DIR (a model `python -m train` wrote): per mode of --quality-modes (OpenVINO's ov-none/ov-int8/
@@ -27,6 +31,12 @@ held-out dolly-shaped records (tests/dolly_data, another seed) and its delta, me
 per token and top-1 agreement under teacher forcing (OpenVINO: one token at a time through its stateful
 request, since the converted model returns only the last position's logits), and how many of 16 replies
 of 32 greedy tokens are identical to fp32's.
+
+--llama-bench BIN --gguf SHAPE:FORMAT=FILE (repeatable): the reference engine in the same run, right after
+the shape's modes: llama.cpp's own `llama-bench` on a GGUF of the same shape (prompt of --prompt-tokens,
+--tokens new tokens, --repeats, one thread a CPU), and the ratio of each OpenVINO mode to it (issue 18
+section 3: the default >= 0.9x Q8_0, the 4-bit mode >= 0.9x Q4_K_M). bench/RESULTS.md says how the GGUFs
+were made (llama.cpp's convert_hf_to_gguf.py, then llama-quantize).
 
 Targets (this issue): 2.8b shape >= 8 tokens/s decode in the default CPU mode and >= 50% of its
 bandwidth bound; peak RSS <= 1.5 x weight bytes + 1 GB; /chat default >= 3x fp32 on the 1b shape.
@@ -59,12 +69,14 @@ MODES = {  # name -> (--dtype, --quantize, --cpu-engine)
     "ov-int8": ("auto", "int8", "openvino"),  # the OpenVINO engine (space/engine_openvino.py): --cpu-engine auto's
     "ov-int4": ("auto", "int4", "openvino"),
     "ov-none": ("auto", "none", "openvino"),
+    "ov-int8-solo": ("auto", "int8", "openvino"),  # the default with --concurrency 1: no placeholder row
     # The torch path where the CPU has no native bf16 (run with --emulate-avx2 to see it on a CPU that has):
     "int8-f32": ("float32", "int8", "torch"),  # the old --quantize auto there: int8 weights, float32 activations
     "int8-bf16dec": ("float32", "int8", "torch"),  # auto there now: float32, the int8 layers decoding in bf16
     "int4-bf16dec": ("float32", "int4", "torch"),
 }
 DECODE_BF16 = {"int8-bf16dec", "int4-bf16dec"}  # space/quantize.decode_in, as load_model applies it there
+SOLO = {"ov-int8-solo"}  # loaded for one reply at a time (space/engine_openvino._Batch.company)
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # PyTorch's and oneDNN's kernels, not OpenVINO's
 CONTEXT = ("Community gardens turn empty city lots into shared plots where neighbours grow vegetables and flowers. "
            "Besides food, they offer shade, a place to meet, and lessons for schoolchildren about where food comes "
@@ -219,7 +231,8 @@ def worker(args) -> None:
     # Loaded in a thread that then ends, as the app's ModelLoader does: a thread that ran torch's parallel
     # ops keeps an OpenMP pool, and with more pool threads than cores GNU OpenMP stops spinning between
     # parallel regions: decoding in another thread (as the app does) then ran 15% slower.
-    lm = in_thread(lambda: load_model(args.model, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine))
+    lm = in_thread(lambda: load_model(args.model, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine,
+                                      replies_at_once=1 if args.worker in SOLO else 2))
     if args.worker in DECODE_BF16:
         from space.quantize import decode_in
 
@@ -365,6 +378,20 @@ def rss_now() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def llama_bench(binary: str, gguf: str, args) -> dict:
+    """llama.cpp's `llama-bench` on `gguf`: decode tok/s (mean, and its spread) and the prompt's ms."""
+    cmd = [binary, "-m", gguf, "-p", str(args.prompt_tokens), "-n", str(args.tokens), "-r", str(args.repeats),
+           "-t", str(os.cpu_count()), "-o", "json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode:
+        raise SystemExit(f"llama-bench failed ({' '.join(cmd)}):\n{out.stderr[-2000:]}")
+    runs = json.loads(out.stdout)
+    decode = next(r for r in runs if r["n_gen"] > 0)
+    prompt = next(r for r in runs if r["n_prompt"] > 0)
+    return {"decode_tps": decode["avg_ts"], "decode_sd": decode["stddev_ts"], "prefill_ms": 1000 * args.prompt_tokens / prompt["avg_ts"],
+            "build": f"{decode.get('build_commit', '?')}, {decode.get('cpu_info', '')}".strip(", ")}
 
 
 def run_worker(mode: str, model: Path, args) -> dict:
@@ -624,6 +651,9 @@ def main():
     parser.add_argument("--min-available", type=float, default=3.0, metavar="GIB",
                         help="kill a worker if this machine's available memory drops under GIB (a shared machine's "
                              "other processes must never be OOM-killed by a 2.8b run)")
+    parser.add_argument("--llama-bench", metavar="BIN", help="llama.cpp's llama-bench, the reference engine (with --gguf)")
+    parser.add_argument("--gguf", action="append", default=[], metavar="SHAPE:FORMAT=FILE",
+                        help="a GGUF of a shape for --llama-bench, e.g. 1b:Q8_0=q8.gguf (repeatable)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -641,6 +671,15 @@ def main():
     for name in modes:
         if name not in MODES:
             parser.error(f"unknown mode {name!r}: use {', '.join(MODES)}")
+    references = {}  # shape -> [(format, gguf)]
+    for item in args.gguf:
+        label, sep, gguf = item.partition("=")
+        shape, colon, fmt = label.partition(":")
+        if not (sep and colon and Path(gguf).is_file()):
+            parser.error(f"--gguf {item!r}: write SHAPE:FORMAT=FILE of an existing GGUF, e.g. 1b:Q8_0=q8.gguf")
+        references.setdefault(shape, []).append((fmt, gguf))
+    if references and not (args.llama_bench and Path(args.llama_bench).is_file()):
+        parser.error("--gguf needs --llama-bench: the path of llama.cpp's llama-bench binary")
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     if args.emulate_avx2:
@@ -721,6 +760,17 @@ def main():
                   f"{r['decode_bytes'] / GB:.2f} | {bound:.1f} | {r['decode_tps'] / bound:.0%} | "
                   f"{r['rss_peak'] / GB:.2f} | {target / GB:.2f} {'ok' if r['rss_peak'] <= target else 'OVER'} | "
                   f"{r['load_s']:.0f} |", flush=True)
+        for fmt, gguf in references.get(shape, []):
+            ref = llama_bench(args.llama_bench, gguf, args)
+            print(f"| llama.cpp {fmt} (reference) | llama-bench, {ref['build']} | {ref['prefill_ms']:.0f} | "
+                  f"{ref['decode_tps']:.2f} ± {ref['decode_sd']:.2f} | | | | | | |", flush=True)
+            results[(shape, f"llama.cpp {fmt}")] = ref
+        for fmt, _ in references.get(shape, []):
+            ref = results[(shape, f"llama.cpp {fmt}")]
+            print(f"\nagainst llama.cpp {fmt}, pythia-{shape}: " + ", ".join(
+                f"{m} decode {results[(shape, m)]['decode_tps'] / ref['decode_tps']:.2f}x, prefill "
+                f"{results[(shape, m)]['prefill_ms'] / ref['prefill_ms']:.2f}x the time" for m in modes if m.startswith("ov-"))
+                + " (target: the default ov-int8 >= 0.9x Q8_0's decode, ov-int4 >= 0.9x Q4_K_M's)", flush=True)
         base = results.get((shape, "fp32")) or results.get((shape, "bf16"))
         if base:
             print("\nspeed-up of decode over " + base["mode"] + ": " + ", ".join(

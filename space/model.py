@@ -143,12 +143,13 @@ def check_cpu_engine(cpu_engine: str | None) -> str:
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: str = "none",
-               on_stage=lambda stage: None, cpu_engine: str = "torch") -> LoadedModel:
+               on_stage=lambda stage: None, cpu_engine: str = "torch", replies_at_once: int = 2) -> LoadedModel:
     """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix.
 
     `quantize` (app flag default: auto): none, int8, int4, or auto (int8 on a CPU, none on a GPU).
     `cpu_engine` (app flag default: auto): on a CPU, openvino, torch, or auto (openvino when it is
     installed and the model converts, else torch, saying why in `LoadedModel.why`). A GPU runs torch.
+    `replies_at_once` (app flag --concurrency): the most replies the app runs at once.
     """
     name = str(name or "").strip()
     if not name:
@@ -158,7 +159,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: s
     mode = pick_quantize(quantize, device)
     why = ""
     if device == "cpu" and engine != "torch":
-        loaded, why = _load_openvino(name, mode, engine, on_stage)
+        loaded, why = _load_openvino(name, mode, engine, on_stage, replies_at_once)
         if loaded is not None:
             return loaded
     lm = _load_torch(name, device, dtype, mode, on_stage)
@@ -194,7 +195,7 @@ def _checkpoint_folder(name: str, on_stage) -> str:
     return name
 
 
-def _load_openvino(name: str, mode: str, engine: str, on_stage) -> tuple[LoadedModel | None, str]:
+def _load_openvino(name: str, mode: str, engine: str, on_stage, replies_at_once: int) -> tuple[LoadedModel | None, str]:
     """(the model on OpenVINO, "") or, with --cpu-engine auto, (None, why the torch path runs instead).
     With --cpu-engine openvino, a model it cannot run is a ModelError."""
     from space import engine_openvino
@@ -225,7 +226,7 @@ def _load_openvino(name: str, mode: str, engine: str, on_stage) -> tuple[LoadedM
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
         on_stage("compiling the OpenVINO model")
-        model = engine_openvino.load(ov_folder, mode)
+        model = engine_openvino.load(ov_folder, mode, replies_at_once)
     except ConversionError as error:
         return cannot(f"it could not be converted ({error})")
     except MemoryError as error:
@@ -310,12 +311,12 @@ class ModelLoader(Background[LoadedModel]):
     """
 
     def __init__(self, name: str, device: str = "auto", dtype: str = "auto", on_done=None, quantize: str = "none",
-                 cpu_engine: str = "torch"):
+                 cpu_engine: str = "torch", replies_at_once: int = 2):
         self.name, self.device, self.dtype, self.quantize = str(name), device, dtype, quantize
         self.cpu_engine = cpu_engine
         super().__init__(f"model '{self.name}'",
                          lambda stage: load_model(self.name, device, dtype, quantize, on_stage=stage,
-                                                  cpu_engine=cpu_engine),
+                                                  cpu_engine=cpu_engine, replies_at_once=replies_at_once),
                          expected=(ModelError,), on_done=on_done)
 
     def start(self) -> "ModelLoader":

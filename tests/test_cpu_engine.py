@@ -143,7 +143,9 @@ def test_a_model_openvino_cannot_take_is_refused_with_the_reason(tmp_path):
 def test_a_bf16_checkpoint_converts_to_fused_compressed_matmuls(tmp_path):
     """Dolly is published in bf16. Its 8-bit weights must reach OpenVINO's CPU plugin as compressed
     FullyConnected layers (read as int8 on every token); traced in bf16 they were plain matmuls after a
-    reference-kernel conversion of every weight, 10x slower (bench/RESULTS.md)."""
+    reference-kernel conversion of every weight, 10x slower (bench/RESULTS.md). They are symmetric (signed
+    int8, no zero point: `i8`), whose unpacking is what bounds a decoded token on an AVX2 CPU: 21% faster
+    there than the unsigned weights with zero points (`u8`) of nncf's default."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -153,7 +155,7 @@ def test_a_bf16_checkpoint_converts_to_fused_compressed_matmuls(tmp_path):
     runtime = [op.get_rt_info() for op in lm.model.compiled.get_runtime_model().get_ops()]
     fused = [info for info in runtime if info["layerType"].astype(str) == "FullyConnected"]
     linears = 4 * lm.model.config.num_hidden_layers + 1  # qkv, dense, two MLP matmuls per layer; the head
-    assert len(fused) == linears and all(info["runtimePrecision"].astype(str) == "u8" for info in fused)
+    assert len(fused) == linears and all(info["runtimePrecision"].astype(str) == "i8" for info in fused)
     ids = encode_prompt(lm.tokenizer, "What is the capital of France?")
     assert list(stream_reply(lm, ids, validate_settings(do_sample=False, max_new_tokens=30)))[-1] == SCRIPT.strip()
 
@@ -203,11 +205,12 @@ def resident_kb(path) -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
 def test_the_mapped_weights_are_given_back_once_the_plugin_holds_its_own(tmp_path):
-    """OpenVINO maps model.bin and the CPU plugin repacks every weight at the first inference: left
-    mapped, the weights were resident twice (2.8b int8: 5.8 GB RSS against 3.0). Loading gives the
-    mapping's pages back (without it, the whole file stayed resident), and answering reads back only what
-    the plugin does not repack: the embedding rows of the tokens used, the norms (on the 2.8b shape 0.13
-    of 2.78 GB; on this tiny model, where they weigh more, under half the file)."""
+    """OpenVINO maps model.bin, and on an AVX-512 CPU the plugin repacks every weight at the first
+    inference: left mapped, the weights were resident twice (2.8b int8: 5.8 GB RSS against 3.0). Loading
+    gives the mapping's pages back (without it, the whole file stayed resident), and answering is as right
+    as before: a page read again comes back from the file. (What answering reads back depends on the CPU:
+    on AVX-512 only what the plugin does not repack, 0.13 of 2.78 GB on the 2.8b shape; on an AVX2-only
+    CPU the plugin reads the 8-bit weights in place, so they are resident once, from the file.)"""
     lm = load_model(str(save_scripted_model(tmp_path / "m", SCRIPT, hidden_size=128)), "cpu", quantize="int8",
                     cpu_engine="openvino")
     weights = lm.model.folder / "model.bin"
@@ -216,7 +219,6 @@ def test_the_mapped_weights_are_given_back_once_the_plugin_holds_its_own(tmp_pat
     assert resident_kb(weights) == 0
     ids = encode_prompt(lm.tokenizer, "What is the capital of France?")
     assert list(stream_reply(lm, ids, validate_settings(do_sample=False, max_new_tokens=30)))[-1] == SCRIPT.strip()
-    assert resident_kb(weights) < weights.stat().st_size / 1024 / 2
 
 
 def test_the_engine_reads_exactly_the_ids_of_encode_prompt(tmp_path):

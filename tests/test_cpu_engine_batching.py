@@ -1,6 +1,9 @@
 """The OpenVINO engine decodes replies running at once in one batch (issue 18 §2), on a real
 conversion of a tiny GPT-NeoX: each reply is exactly the same request alone (greedy and seeded), whoever
 joins or leaves the batch meanwhile, and the steps really are shared."""
+import ctypes
+import mmap
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -160,6 +163,16 @@ def test_a_reply_alone_is_decoded_in_steps_of_two_rows_as_in_company(lm):
     assert rows == [1] + [2] * 11
 
 
+def test_with_one_reply_at_a_time_a_reply_is_decoded_in_steps_of_one_row(lm):
+    """With --concurrency 1 replies never share a step, so the placeholder row buys nothing, and on an AVX2
+    CPU it costs ~30% of the decoding speed (bench/RESULTS.md): there each step is the reply's one row."""
+    alone = load_model(lm.name, "cpu", quantize="int8", cpu_engine="openvino", replies_at_once=1)
+    rows = []
+    with watching(alone.model.batch, lambda inputs: rows.append(len(inputs["past_lens"]))):
+        text = reply(alone, encode_prompt(alone.tokenizer, PROMPTS[1]), do_sample=False, max_new_tokens=12)
+    assert rows == [1] * 12 and text
+
+
 @pytest.mark.parametrize("failing_call", [0, 3])  # the prompt's step, a decoding step
 def test_a_failed_step_ends_its_reply_gives_its_blocks_back_and_the_next_reply_is_as_before(lm, failing_call):
     ids = encode_prompt(lm.tokenizer, PROMPTS[1])
@@ -202,3 +215,40 @@ def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_wr
     assert [out["short"], out["long"]] == alone
     chunks = [i for i, n in enumerate(tokens) if n == PROMPT_CHUNK]
     assert len(chunks) >= 2 and all(b - a == 2 for a, b in zip(chunks, chunks[1:]))  # a decoding step between
+
+
+def resident(array) -> int:
+    """Bytes of `array`'s whole pages that are in memory (mincore)."""
+    page = mmap.PAGESIZE
+    start, end = -(-array.ctypes.data // page) * page, (array.ctypes.data + array.nbytes) // page * page
+    if end <= start:
+        return 0
+    pages = (ctypes.c_ubyte * ((end - start) // page))()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(end - start), pages) == 0, ctypes.get_errno()
+    return sum(p & 1 for p in pages) * page
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are given back with Linux's madvise")
+def test_an_idle_engine_gives_the_pages_of_its_blocks_back_and_replies_as_before(lm):
+    """While replies run, the blocks they write are in memory; once none runs, the pool gives every page
+    back (a busy moment's keys and values, up to ~1.5 GB on the 2.8b shape, no longer stay resident), and a
+    reply after that, on zeroed pages, is the same as before."""
+    batch = lm.model.batch
+    ids = encode_prompt(lm.tokenizer, PROMPTS[2])
+
+    def pool_resident():
+        return sum(resident(a) for a in batch.pool.arrays.values())
+
+    def given_back():
+        with batch.cond:
+            return batch.cond.wait_for(lambda: pool_resident() == 0, timeout=60)
+
+    first = reply(lm, ids, do_sample=False, max_new_tokens=45)
+    assert given_back()
+    seen = []
+    with watching(batch, lambda inputs: seen.append(pool_resident())):
+        again = reply(lm, ids, do_sample=False, max_new_tokens=45)
+    assert max(seen) > 0  # the engine wrote into the pool's own arrays: their pages came back in use
+    assert given_back()
+    assert again == first
