@@ -22,8 +22,10 @@ def open_list(page):
     expect(page.locator("#chat-list")).to_be_visible()
 
 
-def listed(page) -> list[str]:
-    return page.locator("#chat-list label").all_inner_texts()
+def expect_listed(page, names: list[str]):
+    """The list shows exactly `names`, in order: waited for, as the list is drawn after the state it shows
+    (after a reload, the browser's copy is read back first)."""
+    expect(page.locator("#chat-list label")).to_have_text(names, use_inner_text=True)
 
 
 def reload(page):
@@ -50,7 +52,7 @@ def test_a_reload_mid_reply_brings_the_conversation_back_cut_and_marked(open_cha
     expect(page.get_by_label("Seed (-1 = random)")).to_have_value("4242")
     expect(page.get_by_label("range slider for Max new tokens")).to_have_value("1024")
     open_list(page)
-    assert listed(page) == ["Talk about the river forever."]
+    expect_listed(page, ["Talk about the river forever."])
     # The chat goes on from there, and a second reload does not mark it again.
     idle(page)
     page.get_by_label("number input for Max new tokens").fill("8")
@@ -78,7 +80,7 @@ def test_the_list_new_chat_open_rename_delete_and_restore_after_try_in_chat(open
     idle(page)
     open_list(page)
     expect(page.locator("#chat-chats")).to_contain_text("Your chats (2)")
-    assert listed(page) == ["Second question about alpacas?", "First question about llamas?"]  # newest first
+    expect_listed(page, ["Second question about alpacas?", "First question about llamas?"])  # newest first
     settled(page)
     screenshot(page, "chat-15-2-list")
     # Open the first again: its messages and its Context come back; writing to it moves it to the top.
@@ -95,12 +97,12 @@ def test_the_list_new_chat_open_rename_delete_and_restore_after_try_in_chat(open
     expect(page.locator("#chat-list label").first).to_have_text("Llama notes")
     reload(page)
     open_list(page)
-    assert listed(page) == ["Llama notes", "Second question about alpacas?"]
+    expect_listed(page, ["Llama notes", "Second question about alpacas?"])
     expect(page.locator("#chat-chatbot")).to_contain_text("And their wool?")
     # Delete: the newest left is shown.
     page.locator("#chat-delete").click()
     expect(page.locator("#chat-chats")).to_contain_text("Your chats (1)")
-    assert listed(page) == ["Second question about alpacas?"]
+    expect_listed(page, ["Second question about alpacas?"])
     expect(page.locator("#chat-chatbot")).to_contain_text("Second question about alpacas?")
     # Try in chat starts a new chat; Restore opens the one before from the list.
     page.get_by_role("tab", name="Explorer").click()
@@ -114,7 +116,7 @@ def test_the_list_new_chat_open_rename_delete_and_restore_after_try_in_chat(open
     expect(page.locator("#chat-chatbot")).to_contain_text("Second question about alpacas?")
     expect(page.locator("#chat-reference-box")).to_be_hidden()
     open_list(page)
-    assert len(listed(page)) == 2  # the Try-in-chat conversation is kept too
+    expect(page.locator("#chat-list label")).to_have_count(2)  # the Try-in-chat conversation is kept too
 
 
 def test_export_markdown_and_json(open_chat, app_url):
