@@ -17,6 +17,8 @@ from tests.tiny_model import save_scripted_model, save_tiny_model
 
 SCRIPT = " The capital of France is Paris."
 EXPECTED_DTYPE = "bfloat16" if native_bf16() else "float32"  # what auto picks for quantized weights here
+# ... and how the status line says it: without native bf16 the int8 layers decode in bf16 (space/quantize.decode_in)
+EXPECTED_INT8 = "int8 weights, " + ("bfloat16 activations" if native_bf16() else "float32 activations (bfloat16 when decoding)")
 
 
 def relative_error(out, ref):
@@ -250,7 +252,7 @@ def test_status_line_names_the_mode(tmp_path):
     # In plain words on the line people read; the technical words on the small details line under it.
     line, details = quantized.status().split("\n\n")
     assert "is ready, fast 8-bit mode (512-token window)." in line and "int8" not in line
-    assert details.startswith(f"<small>Runs on cpu: int8 weights, {EXPECTED_DTYPE} activations; loaded from `{path}` in ")
+    assert details.startswith(f"<small>Runs on cpu: {EXPECTED_INT8}; loaded from `{path}` in ")
     assert "is ready, full-precision mode (512-token window)." in plain.status()
     assert "Runs on cpu: float32;" in plain.status()
     assert describe("int4", torch.bfloat16) == "int4 weights, bfloat16 activations"
