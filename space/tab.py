@@ -531,10 +531,17 @@ def _save(store, current, history, context, reference, *settings):
 
 def _on_load(store, live):
     """The page opened (or was reloaded): the list from the browser, a reply cut by the reload put back
-    and marked, and the conversation that was open shown again."""
+    and marked, and the conversation that was open shown again.
+    With no conversation to show, the boxes are left as they are: the page drew them empty, and someone
+    may have typed a Context already (on a busy server this answer lands a second or more after the page
+    is usable; writing "" would wipe what they typed, and the send after it would save the chat without it)."""
     store = saved_chats.merge_live(store, live, notice(STOPPED, CUT_BY_RELOAD))
     current = store["active"]
-    return [store, saved_chats.NO_LIVE, current] + _shown_values(saved_chats.find(store, current)) + _list_values(store, current)
+    conversation = saved_chats.find(store, current)
+    listed = _list_values(store, current)
+    if conversation is None:
+        return [store, saved_chats.NO_LIVE, current] + [gr.skip()] * len(_shown_values(None)) + listed[:2] + [gr.skip()]
+    return [store, saved_chats.NO_LIVE, current] + _shown_values(conversation) + listed
 
 
 def _open(store, conversation_id, busy):

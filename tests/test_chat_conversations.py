@@ -140,3 +140,21 @@ def test_a_save_writes_the_title_box_only_when_the_title_changed():
     assert out[-1] == gr.skip()
     out = _save(out[0], cid, [user("First, edited?")], "", "", *settings)  # an edited first message
     assert out[-1] == "First, edited?"
+
+
+def test_opening_the_page_with_nothing_to_restore_leaves_what_was_typed():
+    """The page-load answer can land after someone typed a Context (a busy server): with no conversation to
+    show it must not write the boxes (it wiped the Context, and the first send saved the chat without it)."""
+    import gradio as gr
+
+    from space.tab import _on_load, _save
+
+    out = _on_load(chats.empty_store(), None)
+    store, live, current, shown, (radio, accordion, title) = out[0], out[1], out[2], out[3:-3], out[-3:]
+    assert current is None and live == chats.NO_LIVE and radio.choices == [] and accordion.label == "Your chats (0)"
+    assert shown and all(value == gr.skip() for value in shown) and title == gr.skip()
+    # With a conversation that was open, the page shows it again: its history and Context.
+    saved = _save(store, None, [user("Llamas?"), bot("Yes.")], "Llamas live in the Andes.", "", *[None] * 7)
+    out = _on_load(saved[0], None)
+    assert out[2] == saved[1] and out[3] == [user("Llamas?"), bot("Yes.")] and out[4] == "Llamas live in the Andes."
+    assert out[-1] == "Llamas?"
