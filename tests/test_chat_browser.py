@@ -64,8 +64,14 @@ def idle(page):
 
 
 def settled(page):
-    """Wait until the chat's slide-in transitions are over (a notice opens with one), e.g. before a screenshot."""
-    page.wait_for_function("() => !document.querySelector('#chat-chatbot [style*=animation]')")
+    """Wait until the chat's transitions are over (a notice or a passage slides open), e.g. before a screenshot
+    or a click on what a transition moves. Svelte 5 runs them as Web Animations, older ones as inline styles;
+    endless ones (a spinner) are not waited for."""
+    page.wait_for_function("""() => {
+        const chat = document.querySelector('#chat-chatbot');
+        return !chat.querySelector('[style*=animation]') && chat.getAnimations({subtree: true}).every(
+            a => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity);
+    }""")
 
 
 def send(page, text, context=None):
