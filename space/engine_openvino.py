@@ -16,6 +16,7 @@ the same whoever shares its steps.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -293,22 +294,30 @@ class _Batch:
         return [logits[n].reshape(1, -1).astype(np.float32, copy=True) for n in range(len(rows) - placeholder)]
 
 
+@functools.cache
+def _madvise():
+    """libc's madvise, or None where there is none (not Linux)."""
+    import ctypes
+
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
+
+
 def _dont_need(address: int, size: int) -> int:
     """madvise(MADV_DONTNEED) on the whole pages inside [address, address + size): the system takes them
     back (a file's are read again from it, private memory comes back zeroed on its next touch). Returns
     the bytes advised. Linux only; elsewhere, or on any failure, nothing."""
-    import ctypes
     import mmap
 
     start, end = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE, (address + size) // mmap.PAGESIZE * mmap.PAGESIZE
-    if end <= start:
+    madvise = _madvise()
+    if end <= start or madvise is None:
         return 0
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        return end - start if libc.madvise(start, end - start, 4) == 0 else 0  # 4: MADV_DONTNEED
-    except (OSError, AttributeError):
-        return 0
+    return end - start if madvise(start, end - start, 4) == 0 else 0  # 4: MADV_DONTNEED
 
 
 def release_mapped(path: Path) -> int:
