@@ -591,8 +591,12 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return save
 
         if store is not None:
+            # One at a time, in the order asked (one queue group): a redraw of the opened row asked before a
+            # decision must not finish after it, or it puts back what the decision changed (seen: Undo, then
+            # the row's redraw from its opening showed it edited again).
+            one_by_one = dict(concurrency_id="explorer-curation", concurrency_limit=1)
             selected.change(curate_view, [selected, search, regex, panel.version], curate_outputs,
-                            show_progress="hidden", **private)
+                            show_progress="hidden", **one_by_one, **private)
             decision_inputs = [selected, panel.version, search, regex, *panel.fields.values(), panel.reason]
             redraw = step(0)  # the same page again: a decision may hide a record or change its text
 
@@ -601,7 +605,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
 
             for button, action in ((panel.save, "edit"), (panel.accept, "accept"), (panel.undo, "undo"),
                                    (panel.exclude, "exclude")):
-                button.click(decide(action), decision_inputs, curate_outputs, **private) \
+                button.click(decide(action), decision_inputs, curate_outputs, **one_by_one, **private) \
                     .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
                     .then(counts_info, source_choice, shown_as, show_progress="hidden", **private) \
                     .then(no_file, None, export_file, show_progress="hidden", **private)  # its file is stale now
@@ -617,7 +621,8 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             fix.preview.click(preview_fix, view_inputs, fix.outputs(), **private)
             fix.apply.click(fix.save, fix.pending, fix.outputs(), **private) \
                 .then(redraw, view_inputs + [current, selected], view_outputs, show_progress="hidden", **private) \
-                .then(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **private) \
+                .then(curate_view, [selected, search, regex], curate_outputs, show_progress="hidden", **one_by_one,
+                      **private) \
                 .then(counts_info, source_choice, shown_as, show_progress="hidden", **private) \
                 .then(no_file, None, export_file, show_progress="hidden", **private)
             panel.edit.click(lambda record: panel.open_form(_source(sources, source_of(record)), record), selected,

@@ -60,3 +60,19 @@ def test_links_carry_the_original_view_and_default_to_curated():
     assert parse_query("?shown=original").explorer is True
     assert build_query(original=True) == "?tab=explorer&shown=original"
     assert build_query() == "?tab=explorer"
+
+
+def test_a_redraw_of_the_opened_row_never_finishes_after_a_decision_asked_later(tmp_path):
+    """The opened row's redraw (curate_view) and the decisions run one at a time in the order asked (one
+    queue group): a redraw asked at opening that finished after Undo put the undone edit back on screen."""
+    import app
+    from tests.conftest import NO_MODEL
+    from tests.dolly_data import make_records, write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", make_records(6, seed=3))
+    demo = app.build_app(app.parse_args([str(a) for a in ("--data", data, *NO_MODEL, "--curation-db",
+                                                          tmp_path / "c.sqlite3")]))
+    group = {(fn.name, fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
+             if fn.name in ("curate_view", "save") and fn.fn.__qualname__.startswith("build_explorer_tab.")}
+    assert {name for name, _, _ in group} == {"curate_view", "save"}
+    assert {(cid, limit) for _, cid, limit in group} == {("explorer-curation", 1)}
