@@ -4,6 +4,8 @@
     python bench/chat_cpu.py --shapes 2.8b --modes int8,bf16 --tokens 32 --no-app
     python bench/chat_cpu.py --shapes '' --no-app --no-kernels --quality DIR   # only: quality per format vs fp32
     python bench/chat_cpu.py --batch --shapes 1b   # only: 1 vs 4 replies at once on the OpenVINO engine
+    python bench/chat_cpu.py --batch --shapes 1b --llama-batched-bench llama.cpp/build/bin/llama-batched-bench \
+        --gguf 1b:Q8_0=q8.gguf                     # the same, and llama.cpp's own batching in the same run
     python bench/chat_cpu.py --app-concurrency --shapes 1b --app-tokens 64   # only: the same through /chat, a real app
     python bench/chat_cpu.py --conversion int8 --shapes 2.8b   # only: conversion time and peak RSS, per stage
     python bench/chat_cpu.py --shapes 1b --modes ov-int8,ov-int4 --no-app --no-kernels \
@@ -394,6 +396,25 @@ def llama_bench(binary: str, gguf: str, args) -> dict:
             "build": f"{decode.get('build_commit', '?')}, {decode.get('cpu_info', '')}".strip(", ")}
 
 
+def llama_batched(binary: str, gguf: str, args, together: int = 4) -> dict:
+    """llama.cpp's `llama-batched-bench` on `gguf`: decode tok/s in all of 1 sequence and of `together` decoded in
+    one batch (each its own --prompt-tokens prompt, --tokens new tokens, one KV cache for all), median of --repeats."""
+    context = together * (args.prompt_tokens + args.tokens) + 64
+    cmd = [binary, "-m", gguf, "-c", str(context), "-npp", str(args.prompt_tokens), "-ntg", str(args.tokens),
+           "-npl", f"1,{together}", "-kvu", "-t", str(os.cpu_count()), "--output-format", "jsonl"]
+    rates = {1: [], together: []}
+    for _ in range(args.repeats):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode:
+            raise SystemExit(f"llama-batched-bench failed ({' '.join(cmd)}):\n{out.stderr[-2000:]}")
+        for line in out.stdout.splitlines():
+            if line.startswith("{"):
+                run = json.loads(line)
+                rates[run["pl"]].append(run["speed_tg"])
+    one, many = statistics.median(rates[1]), statistics.median(rates[together])
+    return {"one_tps": one, "many_tps": many, "ratio": many / one}
+
+
 def run_worker(mode: str, model: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--model", str(model), "--tokens", str(args.tokens),
            "--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
@@ -652,6 +673,9 @@ def main():
                         help="kill a worker if this machine's available memory drops under GIB (a shared machine's "
                              "other processes must never be OOM-killed by a 2.8b run)")
     parser.add_argument("--llama-bench", metavar="BIN", help="llama.cpp's llama-bench, the reference engine (with --gguf)")
+    parser.add_argument("--llama-batched-bench", metavar="BIN",
+                        help="with --batch: llama.cpp's llama-batched-bench on the --gguf SHAPE:Q8_0 file, 1 vs 4 sequences "
+                             "decoded in one batch, the reference for the batching figures")
     parser.add_argument("--gguf", action="append", default=[], metavar="SHAPE:FORMAT=FILE",
                         help="a GGUF of a shape for --llama-bench, e.g. 1b:Q8_0=q8.gguf (repeatable)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -678,7 +702,9 @@ def main():
         if not (sep and colon and Path(gguf).is_file()):
             parser.error(f"--gguf {item!r}: write SHAPE:FORMAT=FILE of an existing GGUF, e.g. 1b:Q8_0=q8.gguf")
         references.setdefault(shape, []).append((fmt, gguf))
-    if references and not (args.llama_bench and Path(args.llama_bench).is_file()):
+    if args.llama_batched_bench and not (args.batch and Path(args.llama_batched_bench).is_file()):
+        parser.error("--llama-batched-bench goes with --batch, and names llama.cpp's build/bin/llama-batched-bench")
+    if references and not args.llama_batched_bench and not (args.llama_bench and Path(args.llama_bench).is_file()):
         parser.error("--gguf needs --llama-bench: the path of llama.cpp's llama-bench binary")
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -731,6 +757,15 @@ def main():
         print(f"\nbatching, pythia-{shapes[0]} shape, {r['model_mode']}, {args.tokens} new tokens per reply: 1 reply "
               f"{r['one_tps']:.2f} tok/s, 4 at once {r['four_tps']:.2f} tok/s in all: {r['ratio']:.2f}x (target >= 2.5x); "
               f"{r['rows']} rows in {r['steps']} batched steps; load average {r['load'][0]:.1f}", flush=True)
+        if args.llama_batched_bench:
+            fmt, gguf = next(((f, g) for f, g in references.get(shapes[0], []) if f.upper() == "Q8_0"), (None, None))
+            if gguf is None:
+                parser.error(f"--llama-batched-bench needs --gguf {shapes[0]}:Q8_0=FILE")
+            ref = llama_batched(args.llama_batched_bench, gguf, args)
+            print(f"llama.cpp {fmt} in the same run (llama-batched-bench, one batch, same prompt and reply lengths): "
+                  f"1 sequence {ref['one_tps']:.2f} tok/s, 4 at once {ref['many_tps']:.2f} tok/s in all: {ref['ratio']:.2f}x; "
+                  f"this engine against it: 1 reply {r['one_tps'] / ref['one_tps']:.2f}x, 4 at once "
+                  f"{r['four_tps'] / ref['many_tps']:.2f}x; load average {os.getloadavg()[0]:.1f}", flush=True)
         return
     bandwidth = [read_bandwidth()]
     print(f"read bandwidth: {bandwidth[0] / GB:.1f} GB/s", flush=True)
