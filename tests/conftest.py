@@ -16,10 +16,6 @@ from tests.dolly_data import make_records, write_jsonl
 # starts, in-process or as `python app.py`, keeps them in the session's own file instead.
 _CURATION = tempfile.mkdtemp(prefix="dolly-test-curation-")
 os.environ["DOLLY_CURATION_DB"] = os.path.join(_CURATION, "curation.sqlite3")
-# Apps the tests start chat through PyTorch unless a test asks for OpenVINO (tests/test_cpu_engine*.py do):
-# under `auto` every start would first convert its tiny model (seconds each, hundreds of starts), and the
-# chat tests' expectations (a looping model's length, timings of Stop) are written for one engine.
-os.environ.setdefault("DOLLY_CPU_ENGINE", "torch")
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's background services try to reach Google; on a closed network they only add noise.
@@ -27,6 +23,15 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+
+
+def pytest_configure(config):
+    # Apps the tests start chat through PyTorch unless a test asks for OpenVINO (tests/test_cpu_engine*.py do):
+    # under `auto` every start would first convert its tiny model (seconds each, hundreds of starts), and the
+    # chat tests' expectations (a looping model's length, timings of Stop) are written for one engine.
+    # Set here, for a pytest run only: benchmarks import this module's helpers, and their apps must run as a
+    # user's do (bench/chat_cpu.py's "default" app ran PyTorch through this variable).
+    os.environ.setdefault("DOLLY_CPU_ENGINE", "torch")
 
 
 @pytest.fixture(scope="session")

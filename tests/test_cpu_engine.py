@@ -291,6 +291,18 @@ def test_cpu_engine_flag_env_and_errors(monkeypatch, capsys):
         load_model("anything", "cpu", cpu_engine="fast")
 
 
+def test_the_test_helpers_leave_a_benchmarks_apps_on_the_default_engine():
+    """tests/conftest.py makes the tests' apps chat through PyTorch, for a pytest run only: a benchmark that
+    imports its helpers (bench/chat_cpu.py does) starts apps that run as a user's, on --cpu-engine auto."""
+    env = {k: v for k, v in os.environ.items() if k != "DOLLY_CPU_ENGINE"}
+    out = subprocess.run([sys.executable, "-c", "import os, tests.conftest, app; "
+                          "print(os.environ.get('DOLLY_CPU_ENGINE'), app.parse_args([]).cpu_engine)"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["None", "auto"]
+    assert "DOLLY_CPU_ENGINE" in os.environ  # while inside this pytest run the tests' default holds
+
+
 def test_the_app_chats_through_openvino_on_chat_and_v1(tmp_path, dolly_jsonl, cache):
     model = save_scripted_model(tmp_path / "model", SCRIPT)
     demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", "auto")  # OpenVINO is installed: it runs
