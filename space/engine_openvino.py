@@ -78,6 +78,45 @@ def paged(model):
 
 
 PROMPT_CHUNK = 128  # a prompt's tokens read in one step (see _Batch._run)
+KEPT_PROMPT_BYTES = 256 << 20  # recent prompts kept (_KeptPrompts): ~1,400 tokens of the 2.8b shape, ~3,500 of 1b
+
+
+class _KeptPrompts:
+    """Recent prompts' keys and values (their blocks, copied out of the pool) and last logits, so that the same
+    prompt asked again (a Retry, an example many people click first) starts writing at once instead of being
+    read again: on a CPU a prompt costs ~17 ms a token on the 1b shape, ~50 on 2.8b.
+
+    Only the very same prompt, and nothing recomputed: a prompt read in other chunks would round differently
+    (how OpenVINO's matmuls compute a row depends on how many rows the step has, and keys are stored 8-bit,
+    quantized per block: bench/RESULTS.md), so its start alone could not be reused exactly. Restored, the blocks
+    hold the bytes the first reading wrote and the logits are those it gave: the reply is the one the prompt
+    read again would give. The least recently used go first once `limit` bytes are kept."""
+
+    def __init__(self, limit: int = KEPT_PROMPT_BYTES):
+        self.limit, self.bytes = limit, 0
+        self.kept: dict[tuple, tuple[dict, np.ndarray]] = {}  # prompt ids -> ({pool array name: its blocks}, logits)
+
+    def get(self, ids: list[int]) -> tuple[dict, np.ndarray] | None:
+        key = tuple(ids)
+        if key not in self.kept:
+            return None
+        self.kept[key] = self.kept.pop(key)  # used: the newest
+        return self.kept[key]
+
+    def keep(self, ids: list[int], blocks: list[int], arrays: dict, logits: np.ndarray) -> None:
+        """Copy the prompt `ids`'s `blocks` of the pool's `arrays`, just written by reading it, and its logits."""
+        key = tuple(ids)
+        size = sum(array[0].nbytes for array in arrays.values()) * len(blocks) + logits.nbytes
+        if key in self.kept or size > self.limit:
+            return
+        self.kept[key] = ({name: array[blocks] for name, array in arrays.items()}, logits.copy())  # copies
+        self.bytes += size
+        while self.bytes > self.limit:
+            self._drop(next(iter(self.kept)))  # the least recently used
+
+    def _drop(self, key: tuple) -> None:
+        arrays, logits = self.kept.pop(key)
+        self.bytes -= sum(a.nbytes for a in arrays.values()) + logits.nbytes
 
 
 class _Pool:
@@ -131,6 +170,7 @@ class _Row:
     and the logits the step gave it."""
 
     def __init__(self, prompt: list[int]):
+        self.ids = prompt  # the whole prompt (for _KeptPrompts)
         self.prompt, self.blocks, self.length = prompt, [], 0
         self.token, self.logits, self.left = None, None, False
 
@@ -146,6 +186,8 @@ class _Batch:
         self.request = compiled.create_infer_request()
         self.pool = _Pool(compiled, self.request, capacity_tokens)
         self.scratch = self.pool.take(1)  # the placeholder row's block (see _infer)
+        self.kept = _KeptPrompts()
+        self.restored_tokens = 0  # prompt tokens restored from self.kept instead of read (tests, benches)
         self.cond = threading.Condition()
         self.rows: list[_Row] = []  # replies whose prompt has been read
         self.prompts: list[_Row] = []  # replies waiting for their prompt to be read
@@ -217,6 +259,8 @@ class _Batch:
                 # replies already writing, which would otherwise stand still for the whole prompt (seconds on
                 # the 2.8b shape). Its chunks are the same alone or in company, so its reply is too.
                 reading = bool(self.prompts) and not (self.decoded_last is False and self._decodable())
+                if reading and self.prompts[0].length == 0 and self._restore(self.prompts[0]):
+                    continue  # the same prompt was read before: no step to run
                 if reading:
                     rows = [self.prompts[0]]
                     feeds = [rows[0].prompt[:PROMPT_CHUNK]]
@@ -256,11 +300,32 @@ class _Batch:
                             r.logits = row_logits
                             if reading:
                                 self.rows.append(r)
+                                self.kept.keep(r.ids, r.blocks, self.pool.arrays, row_logits)
                 self.decoded_last = not reading
                 if not reading:
                     self.steps += 1
                     self.rows_decoded += len(rows)
                 self.cond.notify_all()
+
+    def _restore(self, row: _Row) -> bool:
+        """Whether `row`'s prompt was kept: then its blocks are copied into blocks of its own, it gets the logits
+        the prompt gave, and it starts writing (called with the lock held)."""
+        kept = self.kept.get(row.ids)
+        if kept is None:
+            return False
+        arrays, logits = kept
+        try:
+            row.blocks = self.pool.take(len(next(iter(arrays.values()))))
+        except MemoryError:  # no room to copy it into: it is read, as if it had not been kept
+            return False
+        for name, array in self.pool.arrays.items():
+            array[row.blocks] = arrays[name]
+        row.length, row.prompt, row.logits = len(row.ids), [], logits.copy()
+        self.prompts.remove(row)
+        self.rows.append(row)
+        self.restored_tokens += row.length
+        self.cond.notify_all()
+        return True
 
     def _infer(self, rows: list[_Row], feeds: list[list[int]], decoding: bool = False) -> list[np.ndarray]:
         """One step: each row's tokens at its next positions; each row's last logits. A decoding step of

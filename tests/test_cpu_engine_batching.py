@@ -7,13 +7,14 @@ import sys
 import threading
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from dolly.prompt import encode_prompt
 from space import chat
 from space.chat import stream_reply, validate_settings
 from space.engine import LocalEngine
-from space.engine_openvino import PROMPT_CHUNK, _Batch
+from space.engine_openvino import PROMPT_CHUNK, _Batch, _KeptPrompts
 from space.model import load_model
 from tests.test_cpu_engine import _Ready, reply_ids
 from tests.tiny_model import save_tiny_model
@@ -78,14 +79,25 @@ def watching(batch, see):
         batch.request = batch.request.request
 
 
+@contextmanager
+def nothing_kept(batch):
+    """While inside, every prompt is read (none is restored from _KeptPrompts)."""
+    kept, batch.kept = batch.kept, _KeptPrompts(limit=0)
+    try:
+        yield
+    finally:
+        batch.kept = kept
+
+
 def test_four_replies_at_once_are_decoded_together_each_as_if_alone(lm):
     requests = [(encode_prompt(lm.tokenizer, p), dict(do_sample=False, max_new_tokens=n)) for p, n in zip(PROMPTS, MAX_NEW)]
     # The tiny model writes no `### End` this soon: every row runs its length, so rows leave at different steps.
     assert [len(reply_ids(lm, ids, **settings)) for ids, settings in requests] == MAX_NEW
-    alone = [reply(lm, ids, **settings) for ids, settings in requests]
     batch = lm.model.batch
-    steps, rows = batch.steps, batch.rows_decoded
-    together = at_once(lm, requests)
+    with nothing_kept(batch):  # every prompt read, alone and in company (restored prompts: the next tests)
+        alone = [reply(lm, ids, **settings) for ids, settings in requests]
+        steps, rows = batch.steps, batch.rows_decoded
+        together = at_once(lm, requests)
     assert together == alone
     # Shared steps: fewer batched steps than rows decoded (alone, each step decodes one row).
     assert batch.rows_decoded - rows == sum(n - 1 for n in MAX_NEW)
@@ -99,6 +111,66 @@ def test_seeded_sampling_is_reproducible_per_request_in_a_batch(lm):
     alone = [reply(lm, i, **s) for i, s in zip(ids, settings)]
     assert at_once(lm, list(zip(ids, settings))) == alone
     assert alone[0] != alone[2]  # same seed, other prompt and settings: another reply
+
+
+def test_the_same_prompt_again_is_restored_not_read_and_its_replies_are_those_of_the_prompt_read(lm):
+    """A Retry, or an example many people click: the same prompt again starts writing with no step over it (its
+    blocks and logits were kept when it was first read), and its replies, greedy and seeded, alone and in
+    company, are exactly those the prompt read again gives."""
+    batch = lm.model.batch
+    ids = encode_prompt(lm.tokenizer, "Tell me about the rivers of Europe, and why they matter. " * 14)
+    assert len(ids) > PROMPT_CHUNK  # read in two steps the first time
+    asks = [dict(do_sample=False, max_new_tokens=30), dict(do_sample=True, seed=7, max_new_tokens=30)]
+
+    def logits(steps=6):
+        """The prompt's logits and those of the next greedy steps, from the engine itself."""
+        row, out = lm.model.start(ids)
+        out = [out]
+        for _ in range(steps):
+            out.append(lm.model.step(row, int(out[-1].argmax())))
+        batch.leave(row)
+        return out
+
+    with nothing_kept(batch):
+        read = [reply(lm, ids, **settings) for settings in asks]
+        read_logits = logits()
+    kept, batch.kept = batch.kept, _KeptPrompts()
+    try:
+        logits()  # read, and kept
+        restored = batch.restored_tokens
+        assert all(a.equal(b) for a, b in zip(logits(), read_logits))  # bit for bit
+        assert batch.restored_tokens - restored == len(ids)
+        batch.kept = _KeptPrompts()
+        fed = []  # the tokens of each step OpenVINO runs
+        with watching(batch, lambda inputs: fed.append(len(inputs["input_ids"]))):
+            first = reply(lm, ids, **asks[0])  # read, and kept
+            prompt_tokens, restored = sum(n for n in fed if n > 2), batch.restored_tokens
+            again = [reply(lm, ids, **settings) for settings in asks] + at_once(lm, [(ids, s) for s in asks])
+        assert prompt_tokens == len(ids)  # the first time every prompt token was fed; a decoding step feeds <= 2
+        assert sum(n for n in fed if n > 2) == prompt_tokens  # never again
+        assert batch.restored_tokens - restored == 4 * len(ids)
+        assert [first] + again == [read[0]] + read + read
+        assert read[0] != read[1]
+    finally:
+        batch.kept = kept
+
+
+def test_kept_prompts_are_copies_within_their_limit_the_least_recently_used_going_first():
+    arrays = {"key_cache.0": np.arange(40, dtype=np.uint8).reshape(4, 10)}  # a pool of 4 blocks of 10 bytes
+    logits = np.ones(5, dtype=np.float32)  # 20 bytes
+    kept = _KeptPrompts(limit=2 * (2 * 10 + 20))  # room for two prompts of two blocks
+    kept.keep([1, 2], [0, 1], arrays, logits)
+    kept.keep([3], [2, 3], arrays, logits)
+    assert kept.get([1, 2]) is not None  # used: now the newest
+    kept.keep([4], [1, 2], arrays, logits)  # over the limit: [3], the least recently used, goes
+    assert kept.get([3]) is None and kept.get([1, 2]) is not None and kept.get([4]) is not None
+    assert kept.bytes == kept.limit
+    arrays["key_cache.0"][:] = 0  # the pool's blocks are written again by later replies ...
+    blocks, restored_logits = kept.get([4])
+    assert blocks["key_cache.0"].tolist() == [list(range(10, 20)), list(range(20, 30))]  # ... the kept ones are copies
+    assert restored_logits.tolist() == [1.0] * 5
+    kept.keep([5], [0, 1, 2, 3], arrays, np.ones(20, dtype=np.float32))  # 120 bytes: more than the limit, not kept
+    assert kept.get([5]) is None and kept.bytes == kept.limit
 
 
 def test_a_reply_stopped_mid_way_leaves_the_others_as_if_alone(lm):
@@ -158,7 +230,7 @@ def test_a_reply_alone_is_decoded_in_steps_of_two_rows_as_in_company(lm):
     a placeholder row, and every decoding step runs the kernels of several rows; its prompt is read alone.
     (The placeholder's logits never reach a reply: the other tests here compare replies token for token.)"""
     rows = []
-    with watching(lm.model.batch, lambda inputs: rows.append(len(inputs["past_lens"]))):
+    with nothing_kept(lm.model.batch), watching(lm.model.batch, lambda inputs: rows.append(len(inputs["past_lens"]))):
         reply(lm, encode_prompt(lm.tokenizer, PROMPTS[1]), do_sample=False, max_new_tokens=12)
     assert rows == [1] + [2] * 11
 
@@ -185,7 +257,7 @@ def test_a_failed_step_ends_its_reply_gives_its_blocks_back_and_the_next_reply_i
         if len(calls) == failing_call + 1:
             raise RuntimeError("the CPU plugin failed")
 
-    with watching(batch, fail_once):
+    with nothing_kept(batch), watching(batch, fail_once):  # every step runs: the prompt's is call 0
         with pytest.raises(RuntimeError, match="the CPU plugin failed"):
             reply(lm, ids, do_sample=False, max_new_tokens=12)
         with batch.cond:
@@ -204,7 +276,7 @@ def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_wr
     batch = lm.model.batch
     tokens = []
     out = {}
-    with watching(batch, lambda inputs: tokens.append(len(inputs["input_ids"]))):
+    with nothing_kept(batch), watching(batch, lambda inputs: tokens.append(len(inputs["input_ids"]))):
         steps = batch.steps
         writing = threading.Thread(target=lambda: out.setdefault("short", reply(lm, short[0], **short[1])))
         writing.start()
