@@ -108,9 +108,12 @@ def build_contribute_tab(demo, loader, store, *, auth: bool = False):
 
     # .change, not .input: a pasted or filled text can fire input before the component holds the new value.
     # It also fires when a save resets the form or a reload restores it: the stored draft follows either way.
-    for component in fields:
-        component.change(edited, [key, *fields], [key, draft, feedback], trigger_mode="always_last",
-                         show_progress="hidden", **private)
+    # One listener for the whole form, not one a field: "always_last" then holds for the form, so the last
+    # answer is always for the newest values. With a listener a field, the Instruction's change could be
+    # answered after the Response's, and the form kept a stale ⛔ "response" and stored the draft without its
+    # response (seen in a CI run of test_contribution_loop_browser).
+    gr.on([component.change for component in fields], edited, [key, *fields], [key, draft, feedback],
+          trigger_mode="always_last", show_progress="hidden", **private)
     category.change(lambda c: logic.guideline_md(c or "", frame()), [category], [guideline], show_progress="hidden",
                     **private)
 

@@ -64,3 +64,23 @@ def test_count_axes_reach_whole_ticks():
     assert count_axis(length_histogram(np.array([42]))["rows"]) == [0, WHOLE_TICKS]
     assert count_axis([0, 1, 0]) == [0, WHOLE_TICKS] and count_axis([]) == [0, WHOLE_TICKS]
     assert count_axis([3, WHOLE_TICKS]) == [0, None]  # large enough: Vega's own rounded top
+
+
+def test_the_contribute_form_is_checked_by_one_listener_whose_last_answer_is_for_the_newest_values(tmp_path):
+    """Every field's change goes to one listener (trigger_mode always_last): its last answer is for the form's
+    newest values. With a listener a field, the Instruction's check could be answered after the Response's,
+    leaving a stale ⛔ and a stored draft without its response (a CI run of test_contribution_loop_browser)."""
+    import app
+    from tests.conftest import NO_MODEL
+    from tests.dolly_data import make_records, write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", make_records(6, seed=3))
+    demo = app.build_app(app.parse_args([str(a) for a in ("--data", data, *NO_MODEL, "--curation-db",
+                                                          tmp_path / "c.sqlite3")]))
+    checks = [fn for fn in demo.fns.values() if fn.name == "edited" and fn.fn.__qualname__.startswith("build_contribute_tab.")]
+    assert len(checks) == 1
+    assert checks[0].trigger_mode == "always_last"
+    fields = {"contribute-category", "contribute-instruction", "contribute-context", "contribute-response",
+              "contribute-license", "contribute-reason"}
+    triggered = {(demo.blocks[target].elem_id, event) for target, event in checks[0].targets}
+    assert triggered == {(field, "change") for field in fields}
