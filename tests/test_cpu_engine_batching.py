@@ -270,7 +270,10 @@ def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_wr
     tokens a step, and the others decode between its chunks. Both replies are still as alone."""
     long_ids = encode_prompt(lm.tokenizer, "Tell me everything you know about the rivers of Europe. " * 30)
     assert len(long_ids) > 2 * PROMPT_CHUNK
-    short = (encode_prompt(lm.tokenizer, PROMPTS[0]), dict(do_sample=False, max_new_tokens=45))
+    # The writing reply is long (the tiny model runs all 400 tokens) so that it is still writing while the long
+    # prompt's chunks are read, however late a busy machine lets this thread ask for it (with 45 tokens, a CI run
+    # under load failed here: a reply that ends first leaves no decoding step between the chunks).
+    short = (encode_prompt(lm.tokenizer, PROMPTS[0]), dict(do_sample=False, max_new_tokens=400))
     long = (long_ids, dict(do_sample=False, max_new_tokens=10))
     alone = [reply(lm, ids, **settings) for ids, settings in (short, long)]
     batch = lm.model.batch
