@@ -276,6 +276,13 @@ NO_CONTRIBUTIONS = ("No contributions yet: records written in the Contribute tab
 TRY_OFF, TRY_ON = "Try in chat (open a row first)", "Try in chat"
 
 
+def already_shown(link_query: str, field: str, value) -> bool:
+    """Whether the view on screen (its tagged link query) already has `field` (of explorer.links.View) = `value`.
+    Gradio's single-choice Dropdown (6.31) sends `input` whenever it loses the focus, a choice made or not;
+    tabbing through Sort must not take the user back to page 1, close their record and add a history entry."""
+    return getattr(parse_query(untag(link_query or "")[1]), field) == value
+
+
 def no_file() -> dict:
     """The export's download, cleared (and hidden) when the selection changes."""
     return gr.update(value=None, visible=False)
@@ -496,11 +503,23 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return (*show(cats, text, use_regex, order, ticked, as_shown, name, 1), *closed_row, no_file())
 
         quality_outputs = [quality, quality_chart]
-        for trigger in (categories.input, search.submit, search_button.click, regex.input, sort.input, quality.input,
+        first_outputs = view_outputs + row_outputs + [export_file]
+        # always_last: a change made while the view is being drawn is drawn next, from the controls as they are
+        # then. Gradio's default for these events ("once") drops it, leaving boxes ticked that the table ignores.
+        for trigger in (categories.input, search.submit, search_button.click, regex.input, quality.input,
                         shown_as.input):
-            trigger(first, view_inputs, view_outputs + row_outputs + [export_file], **private) \
+            trigger(first, view_inputs, first_outputs, trigger_mode="always_last", **private) \
                 .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
                 .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private)
+
+        def resort(shown, cats, text, use_regex, order, ticked, as_shown, name):
+            """Another order: its first page (the charts and counts do not depend on the order). The order on
+            screen again is no step: the Dropdown also sends `input` when it merely loses the focus."""
+            if already_shown(shown, "sort", order):
+                return [gr.skip()] * len(first_outputs)
+            return first(cats, text, use_regex, order, ticked, as_shown, name)
+
+        sort.input(resort, [link_query] + view_inputs, first_outputs, trigger_mode="always_last", **private)
 
         def step(delta):
             def go(cats, text, use_regex, order, ticked, as_shown, name, page_number, opened):
@@ -677,11 +696,11 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return values
 
         def back_or_forward(query) -> list:
-            """Back/Forward reached an Explorer address: its view, restored as a page load would."""
+            """Back/Forward reached an Explorer address: its view, restored as a page load would (and `stepped`)."""
             query = query[0] if isinstance(query, list) and query else query  # the script's one value
             if dataset.state != "ready":
-                return [gr.update()] * len(fill_outputs)  # the loading poll restores it from the address
-            return fill(str(query or ""))
+                return [gr.update()] * len(fill_outputs) + [False]  # the loading poll restores it from the address
+            return fill(str(query or "")) + [True]
 
         def signals_poll(name) -> dict:
             """The quality timer on while the shown records' signals compute (another source's may be)."""
@@ -689,21 +708,34 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                 return gr.update()  # the loading poll fills the page first; this timer waits meanwhile
             return gr.Timer(active=_source(sources, name if name in sources.names else LOADED).quality.state == "loading")
 
-        def switch_source(name, text, use_regex, order, ticked, as_shown) -> list:
+        def switch_source(shown, name, text, use_regex, order, ticked, as_shown) -> list:
             """Other records: the same search, sort, signals and Show over them, from their first page;
-            a step in the browser's history, and a link of its own (`source=`)."""
+            a step in the browser's history, and a link of its own (`source=`). The records on screen
+            again are no step (the Dropdown also sends `input` when it merely loses the focus)."""
+            if already_shown(shown, "source", name):
+                return [gr.skip()] * len(fill_outputs) + [False]
             return fill(build_query((), text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL,
-                                    source=name), PUSH)
+                                    source=name), PUSH) + [True]
 
+        def if_stepped(handler, outputs: int):
+            """`handler`, run only when the event before it changed the view (`stepped`)."""
+            def run(went, *args):
+                return handler(*args) if went else ([gr.skip()] * outputs if outputs > 1 else gr.skip())
+            return run
+
+        stepped = gr.State(False)  # whether the Back/Forward or source switch just handled changed the view
         for event, handler, inputs in ((history_go.click, back_or_forward, history_query),
                                        (source_choice.input, switch_source,
-                                        [source_choice, search, regex, sort, quality, shown_as])):
-            event(handler, inputs, fill_outputs, **private,
+                                        [link_query, source_choice, search, regex, sort, quality, shown_as])):
+            event(handler, inputs, fill_outputs + [stepped], trigger_mode="always_last", **private,
                   **(dict(js="() => [window.location.search]") if handler is back_or_forward else {})) \
-                .then(no_file, None, export_file, show_progress="hidden", **private) \
-                .then(charts, view_inputs, chart_outputs, show_progress="hidden", **private) \
-                .then(quality_view, view_inputs, quality_outputs, show_progress="hidden", **private) \
-                .then(signals_poll, source_choice, quality_timer, show_progress="hidden", **private)
+                .then(if_stepped(no_file, 1), stepped, export_file, show_progress="hidden", **private) \
+                .then(if_stepped(charts, len(chart_outputs)), [stepped] + view_inputs, chart_outputs,
+                      show_progress="hidden", **private) \
+                .then(if_stepped(quality_view, len(quality_outputs)), [stepped] + view_inputs, quality_outputs,
+                      show_progress="hidden", **private) \
+                .then(if_stepped(signals_poll, 1), [stepped, source_choice], quality_timer, show_progress="hidden",
+                      **private)
 
         def screen(query: str, shown: bool, with_charts: bool) -> list:
             """Everything the page shows for the loader's state now; `shown`: the page has the data already."""

@@ -486,6 +486,27 @@ def test_no_serious_accessibility_violations(open_page, explorer_url, size):
     assert axe_violations(page) == []
 
 
+def assert_leaving_a_dropdown_unchanged_is_no_step(page, dropdown: str) -> None:
+    """On page 2 with row 25 open, the focus goes into the `dropdown` and out with Tab, nothing
+    chosen; then row 30 is opened. Gradio's Dropdown sends `input` on that blur: were it taken as a step,
+    the view would go back to page 1, before or after row 30 opens, and the address would lose p=2."""
+    page.wait_for_selector("#explorer-table tr.is-open[data-row='25']")
+    wait_idle(page)
+    page.locator(f"{dropdown} input").first.focus()
+    page.keyboard.press("Tab")
+    page.locator("#explorer-table tr[data-row='30'] .dolly-open").click()
+    page.wait_for_function("() => document.querySelector('#explorer-row')?.innerText.includes('Row 30 ')")
+    wait_idle(page)
+    assert "page 2 of" in summary(page)
+    page.wait_for_function("() => { const p = new URLSearchParams(location.search);"
+                           " return p.get('p') === '2' && p.get('row') === '30'; }")
+
+
+def test_leaving_the_sort_unchanged_keeps_the_page_and_the_open_row(open_page, explorer_url):
+    page = open_page(explorer_url + "?tab=explorer&p=2&row=25")
+    assert_leaving_a_dropdown_unchanged_is_no_step(page, "#explorer-sort")
+
+
 def test_the_keyboard_alone_searches_sorts_pages_and_opens_rows(open_page, explorer_url, dolly_records):
     page = open_page(explorer_url + "?tab=explorer")
     wait_for_total(page, 400)

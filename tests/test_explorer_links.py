@@ -57,3 +57,17 @@ def test_the_records_shown_travel_in_the_link():
     assert "source" not in build_query(source="loaded")  # the default stays out of links
     assert parse_query("source=both").source == "both" and parse_query("source=both").explorer
     assert parse_query("source=everything").source == "loaded"  # an unknown value is dropped, as for other keys
+
+
+def test_a_dropdown_left_as_it_is_is_told_from_the_views_link():
+    """Sort and Records send `input` when they merely lose the focus: the view's link says whether the value
+    they send is the one on screen already (explorer.tab.already_shown), and then nothing is redrawn."""
+    from explorer.history import PUSH, tag
+    from explorer.query import DEFAULT_SORT
+    from explorer.tab import already_shown
+
+    shown = tag(build_query(["closed_qa"], "river", False, "instruction length, longest first", 2, source="both"), PUSH)
+    assert already_shown(shown, "sort", "instruction length, longest first")
+    assert not already_shown(shown, "sort", DEFAULT_SORT)
+    assert already_shown(shown, "source", "both") and not already_shown(shown, "source", "loaded")
+    assert already_shown("", "sort", DEFAULT_SORT) and already_shown("", "source", "loaded")  # before any view is drawn

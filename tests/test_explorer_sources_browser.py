@@ -12,7 +12,8 @@ from dolly.curation import open_store
 from tests.browser import wait_idle
 from tests.conftest import NO_MODEL, serve
 from tests.dolly_data import make_records, write_jsonl
-from tests.test_explorer_browser import open_page, shot, table_rows, wait_summary  # noqa: F401
+from tests.test_explorer_browser import (assert_leaving_a_dropdown_unchanged_is_no_step, open_page, shot,  # noqa: F401
+                                         table_rows, wait_summary)
 from tests.test_explorer_curation_browser import MESSAGE, STATUS, wait_text
 
 LOADED_ROWS = 30
@@ -59,6 +60,12 @@ def test_the_api_reads_each_source_and_calls_without_it_are_unchanged(app):
     path = client.predict([], "", "jsonl", "contributions", api_name="/export")
     exported = [json.loads(line) for line in open(path, encoding="utf-8")]
     assert [r["instruction"] for r in exported] == [r["instruction"] for r in WRITTEN]
+
+
+def test_leaving_the_records_box_unchanged_keeps_the_page_and_the_open_row(app, open_page):
+    url, _ = app
+    page = open_page(f"{url}?tab=explorer&source=both&p=2&row=25")
+    assert_leaving_a_dropdown_unchanged_is_no_step(page, "#explorer-source")
 
 
 def test_pick_the_contributions_curate_one_see_both_go_back_and_export(app, open_page, tmp_path):
