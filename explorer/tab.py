@@ -516,7 +516,7 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             """Another order: its first page (the charts and counts do not depend on the order). The order on
             screen again is no step: the Dropdown also sends `input` when it merely loses the focus."""
             if already_shown(shown, "sort", order):
-                return [gr.skip()] * len(first_outputs)
+                return gr.skip()  # one skip leaves every output as it is
             return first(cats, text, use_regex, order, ticked, as_shown, name)
 
         sort.input(resort, [link_query] + view_inputs, first_outputs, trigger_mode="always_last", **private)
@@ -717,10 +717,10 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
             return fill(build_query((), text, use_regex, order, quality=ticked, original=as_shown == ORIGINAL,
                                     source=name), PUSH) + [True]
 
-        def if_stepped(handler, outputs: int):
+        def if_stepped(handler):
             """`handler`, run only when the event before it changed the view (`stepped`)."""
             def run(went, *args):
-                return handler(*args) if went else ([gr.skip()] * outputs if outputs > 1 else gr.skip())
+                return handler(*args) if went else gr.skip()  # one skip leaves every output as it is
             return run
 
         stepped = gr.State(False)  # whether the Back/Forward or source switch just handled changed the view
@@ -729,12 +729,12 @@ def build_explorer_tab(demo: gr.Blocks, dataset: DatasetLoader, tabs: gr.Tabs | 
                                         [link_query, source_choice, search, regex, sort, quality, shown_as])):
             event(handler, inputs, fill_outputs + [stepped], trigger_mode="always_last", **private,
                   **(dict(js="() => [window.location.search]") if handler is back_or_forward else {})) \
-                .then(if_stepped(no_file, 1), stepped, export_file, show_progress="hidden", **private) \
-                .then(if_stepped(charts, len(chart_outputs)), [stepped] + view_inputs, chart_outputs,
+                .then(if_stepped(no_file), stepped, export_file, show_progress="hidden", **private) \
+                .then(if_stepped(charts), [stepped] + view_inputs, chart_outputs,
                       show_progress="hidden", **private) \
-                .then(if_stepped(quality_view, len(quality_outputs)), [stepped] + view_inputs, quality_outputs,
+                .then(if_stepped(quality_view), [stepped] + view_inputs, quality_outputs,
                       show_progress="hidden", **private) \
-                .then(if_stepped(signals_poll, 1), [stepped, source_choice], quality_timer, show_progress="hidden",
+                .then(if_stepped(signals_poll), [stepped, source_choice], quality_timer, show_progress="hidden",
                       **private)
 
         def screen(query: str, shown: bool, with_charts: bool) -> list:
