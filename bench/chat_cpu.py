@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.chat import off_main_thread as in_thread  # noqa: E402  (as Gradio runs handlers: in a worker thread)
+from dolly.prompt import format_prompt  # noqa: E402
 
 SHAPES = {  # EleutherAI's configs: hidden, layers, heads, vocab (padded)
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=8),
@@ -84,6 +85,14 @@ CONTEXT = ("Community gardens turn empty city lots into shared plots where neigh
            "Besides food, they offer shade, a place to meet, and lessons for schoolchildren about where food comes "
            "from. Cities that support them often see less litter and more people outdoors in the evenings. ") * 4
 GB = 1e9
+
+
+def prompt_ids(tokenizer, take: int, tokens: int) -> list[int]:
+    """A Dolly prompt of `tokens` token ids, another for each `take`. Its head, where the instruction names the take:
+    the OpenVINO engine keeps the prompts it has read, so the same ids again would be restored, not read, and
+    Dolly prompts of the same passage cut to their tail would all be the same ids."""
+    ids = tokenizer.encode(format_prompt(f"Summarize the passage, take {take}.", CONTEXT), add_special_tokens=False)
+    return ids[:tokens]
 
 
 def cpu_model() -> str:
@@ -242,16 +251,15 @@ def worker(args) -> None:
         lm.decode_dtype = "bfloat16"
     load_s = time.perf_counter() - start
     rss_load = peak_rss()
-    from dolly.prompt import format_prompt
-
-    ids = lm.tokenizer.encode(format_prompt("Summarize the passage.", CONTEXT), add_special_tokens=False)
-    ids = ids[-args.prompt_tokens:]
+    ids = prompt_ids(lm.tokenizer, 0, args.prompt_tokens)
     inputs = torch.tensor([ids])
+    takes = iter(range(1, 1 << 20))
 
     def prefill():
-        if lm.engine == "openvino":  # a new reply: the whole prompt at once
+        if lm.engine == "openvino":  # a new reply: a prompt it has not read yet
+            fresh = prompt_ids(lm.tokenizer, next(takes), args.prompt_tokens)
             t = time.perf_counter()
-            row, _ = lm.model.start(ids)
+            row, _ = lm.model.start(fresh)
             elapsed = time.perf_counter() - t
             lm.model.batch.leave(row)
             return elapsed
@@ -288,14 +296,12 @@ def batch_worker(args) -> None:
     app runs them, greedy, forced to --tokens new tokens each); prints one JSON line."""
     import threading
 
-    from dolly.prompt import format_prompt
     from space.chat import stream_reply, validate_settings
     from space.model import load_model
 
     dtype, quantize, engine = MODES["ov-int8"]
     lm = in_thread(lambda: load_model(args.model, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine))
-    prompts = [lm.tokenizer.encode(format_prompt(f"Summarize the passage, take {i}.", CONTEXT), add_special_tokens=False)
-               [-args.prompt_tokens:] for i in range(4)]
+    prompts = [prompt_ids(lm.tokenizer, i, args.prompt_tokens) for i in range(4)]
     settings = validate_settings(do_sample=False, max_new_tokens=args.tokens)
 
     def replies(n: int, tokens: int) -> float:
@@ -383,15 +389,17 @@ def rss_now() -> int:
 
 
 def llama_bench(binary: str, gguf: str, args) -> dict:
-    """llama.cpp's `llama-bench` on `gguf`: decode tok/s (mean, and its spread) and the prompt's ms."""
-    cmd = [binary, "-m", gguf, "-p", str(args.prompt_tokens), "-n", str(args.tokens), "-r", str(args.repeats),
-           "-t", str(os.cpu_count()), "-o", "json"]
+    """llama.cpp's `llama-bench` on `gguf`: decode tok/s (mean, and its spread) and the prompt's ms. The decode is
+    timed after a prompt of --prompt-tokens (`-d`), as this bench times the app's modes: from an empty context,
+    llama-bench's default, llama.cpp decoded 6-10% faster here (attention over fewer keys), which flattered it."""
+    cmd = [binary, "-m", gguf, "-p", str(args.prompt_tokens), "-n", str(args.tokens), "-d", f"0,{args.prompt_tokens}",
+           "-r", str(args.repeats), "-t", str(os.cpu_count()), "-o", "json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if out.returncode:
         raise SystemExit(f"llama-bench failed ({' '.join(cmd)}):\n{out.stderr[-2000:]}")
     runs = json.loads(out.stdout)
-    decode = next(r for r in runs if r["n_gen"] > 0)
-    prompt = next(r for r in runs if r["n_prompt"] > 0)
+    decode = next(r for r in runs if r["n_gen"] > 0 and r.get("n_depth", 0) == args.prompt_tokens)
+    prompt = next(r for r in runs if r["n_prompt"] > 0 and r.get("n_depth", 0) == 0)
     return {"decode_tps": decode["avg_ts"], "decode_sd": decode["stddev_ts"], "prefill_ms": 1000 * args.prompt_tokens / prompt["avg_ts"],
             "build": f"{decode.get('build_commit', '?')}, {decode.get('cpu_info', '')}".strip(", ")}
 

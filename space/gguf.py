@@ -1,0 +1,166 @@
+"""Writing a GPT-NeoX checkpoint (Pythia, a trained Dolly) as GGUF, llama.cpp's file format.
+
+llama.cpp's own `convert_hf_to_gguf.py` is not on the package index and fails on a folder written by
+transformers 5 (it reads `rotary_pct`, which transformers 5 keeps in `rope_parameters`). GPT-NeoX needs
+little: its hyperparameters, the vocabulary, and its tensors under llama.cpp's names, with the fused
+query/key/value weights reordered from per-head [q k v] to [all q, all k, all v] (as the official
+converter does). `gguf` (llama.cpp's own Python package) names the tensors and packs the 8- and 4-bit
+blocks in NumPy, so no part of llama.cpp is built for it.
+
+Tensors are read one at a time from the safetensors files and written as they are converted, so the 2.8b
+checkpoint converts within a few GB. The file is written under a temporary name and renamed when complete:
+a failed or killed conversion leaves nothing that reads as a good file.
+
+Formats, as `--quantize` names them: none = float16 (the checkpoint's own bfloat16 would need llama.cpp's
+bf16 kernels, which AVX2 CPUs emulate), int8 = Q8_0, int4 = Q4_0 (the 4-bit format NumPy can write; Q4_K
+needs llama.cpp's quantizer). Norms and biases stay float32, as llama.cpp keeps them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+QUANT = {"none": "F16", "int8": "Q8_0", "int4": "Q4_0"}  # --quantize's format -> GGML type of the 2-D weights
+FLOATS = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
+
+
+def _hyperparameters(config: dict) -> dict:
+    if config.get("model_type") != "gpt_neox":
+        raise ValueError(f"only GPT-NeoX (Pythia) checkpoints convert to GGUF here, not {config.get('model_type')!r}")
+    rope = config.get("rope_parameters") or {}
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    return {
+        "heads": config["num_attention_heads"],
+        "hidden": config["hidden_size"],
+        "layers": config["num_hidden_layers"],
+        "rotary": int(rope.get("partial_rotary_factor", config.get("rotary_pct", 0.25)) * head_dim),
+        "theta": float(rope.get("rope_theta", config.get("rotary_emb_base", 10000.0))),
+    }
+
+
+def _vocabulary(folder: Path, vocab_size: int):
+    """(tokens, their types, merges) from tokenizer.json, padded to the model's vocabulary size
+    (Pythia's embedding has rows past the tokenizer's last id, as llama.cpp's converter pads them)."""
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    model = spec["model"]
+    if model.get("type") != "BPE":
+        raise ValueError(f"{folder / 'tokenizer.json'}: a byte-level BPE tokenizer is needed, not {model.get('type')!r}")
+    by_id = {i: (token, gguf.TokenType.NORMAL) for token, i in model["vocab"].items()}
+    for added in spec.get("added_tokens", []):
+        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        by_id[added["id"]] = (added["content"], kind)
+    size = max(vocab_size, max(by_id) + 1)
+    tokens = [by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return [t for t, _ in tokens], [int(k) for _, k in tokens], merges
+
+
+def _special_ids(folder: Path) -> dict:
+    """bos/eos/unk ids as the tokenizer's config names them (Pythia: all <|endoftext|>)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return {name: tokenizer.convert_tokens_to_ids(getattr(tokenizer, f"{name}_token"))
+            for name in ("bos", "eos", "unk") if getattr(tokenizer, f"{name}_token", None) is not None}
+
+
+def _tensors(folder: Path):
+    """(name, file, shape) of every weight in the checkpoint's safetensors files, read from their headers."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder}: no *.safetensors files (save the checkpoint with safe_serialization)")
+    for path in files:
+        with safe_open(path, framework="pt") as reader:
+            for name in reader.keys():
+                yield name, path, tuple(reader.get_slice(name).get_shape())
+
+
+def _load(path: Path, name: str) -> np.ndarray:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as reader:
+        return reader.get_tensor(name).float().numpy()
+
+
+def _reorder_qkv(data: np.ndarray, heads: int) -> np.ndarray:
+    """HF's fused QKV rows are per head [q, k, v]; llama.cpp wants all q rows, then all k, then all v."""
+    split = data.reshape(heads, 3, data.shape[0] // (3 * heads), *data.shape[1:])
+    return np.concatenate([split[:, i].reshape(-1, *data.shape[1:]) for i in range(3)], axis=0)
+
+
+def write(folder: Path, out: Path, fmt: str = "int8") -> Path:
+    """Write the checkpoint in `folder` as a GGUF of `fmt` ('none', 'int8', 'int4') at `out`; return `out`."""
+    folder, out = Path(folder), Path(out)
+    if fmt not in QUANT:
+        raise ValueError(f"GGUF format {fmt!r}: use one of {', '.join(QUANT)}")
+    qtype = gguf.GGMLQuantizationType[QUANT[fmt]]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    hp = _hyperparameters(config)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPTNEOX, hp["layers"])
+    plan = []  # (gguf name, safetensors name, its file, shape, ggml type)
+    for hf_name, path, shape in _tensors(folder):
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            continue  # buffers the model rebuilds (rotary tables, masks)
+        kind = gguf.GGMLQuantizationType.F32  # norms and biases, as llama.cpp keeps them
+        if len(shape) == 2:  # a row that is not whole blocks stays 16-bit, as llama.cpp's converter does
+            kind = qtype if shape[-1] % block == 0 else gguf.GGMLQuantizationType.F16
+        plan.append((name, hf_name, path, shape, kind))
+
+    tokens, kinds, merges = _vocabulary(folder, config["vocab_size"])
+    special = _special_ids(folder)
+    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPTNEOX])
+    try:
+        writer.add_name(folder.name)
+        writer.add_context_length(config["max_position_embeddings"])
+        writer.add_embedding_length(hp["hidden"])
+        writer.add_block_count(hp["layers"])
+        writer.add_feed_forward_length(config["intermediate_size"])
+        writer.add_rope_dimension_count(hp["rotary"])
+        writer.add_rope_freq_base(hp["theta"])
+        writer.add_head_count(hp["heads"])
+        writer.add_parallel_residual(config.get("use_parallel_residual", True))
+        writer.add_layer_norm_eps(config["layer_norm_eps"])
+        writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{QUANT[fmt]}"])
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("gpt-2")
+        writer.add_token_list(tokens)
+        writer.add_token_types(kinds)
+        writer.add_token_merges(merges)
+        for which, token_id in special.items():
+            getattr(writer, f"add_{which}_token_id")(token_id)
+        writer.add_add_bos_token(False)
+
+        for name, _, _, shape, kind in plan:  # the header holds every tensor's shape and type before the data
+            stored = gguf.quant_shape_to_byte_shape(shape, kind) if kind not in FLOATS else shape
+            dtype = np.uint8 if kind not in FLOATS else FLOATS[kind]
+            writer.add_tensor_info(name, stored, dtype, int(np.prod(stored)) * np.dtype(dtype).itemsize, raw_dtype=kind)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for _, hf_name, path, _, kind in plan:  # one tensor in memory at a time
+            writer.write_tensor_data(_convert(_load(path, hf_name), kind, "query_key_value" in hf_name, hp["heads"]))
+        writer.close()
+        os.replace(partial, out)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _convert(data: np.ndarray, kind, qkv: bool, heads: int) -> np.ndarray:
+    if qkv:
+        data = _reorder_qkv(data, heads)
+    if kind in FLOATS:
+        return data.astype(FLOATS[kind])
+    return gguf.quants.quantize(data.astype(np.float32), kind)
