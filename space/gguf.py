@@ -13,7 +13,8 @@ a failed or killed conversion leaves nothing that reads as a good file.
 
 Formats, as `--quantize` names them: none = float16 (the checkpoint's own bfloat16 would need llama.cpp's
 bf16 kernels, which AVX2 CPUs emulate), int8 = Q8_0, int4 = Q4_0 (the 4-bit format NumPy can write; Q4_K
-needs llama.cpp's quantizer). Norms and biases stay float32, as llama.cpp keeps them.
+needs llama.cpp's quantizer; the embedding and the head stay Q8_0). Norms and biases stay float32, as llama.cpp
+keeps them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ import numpy as np
 
 QUANT = {"none": "F16", "int8": "Q8_0", "int4": "Q4_0"}  # --quantize's format -> GGML type of the 2-D weights
 FLOATS = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
+# In int4 the embedding and the head stay 8-bit, as nncf keeps them for OpenVINO's int4 and llama.cpp's quantizer
+# keeps the head above 4 bits: in 4 bits they cost a small Dolly every greedy reply (bench/RESULTS.md).
+EIGHT_BIT_IN_INT4 = ("token_embd.weight", "output.weight")
 
 
 def _hyperparameters(config: dict) -> dict:
@@ -113,6 +117,8 @@ def write(folder: Path, out: Path, fmt: str = "int8") -> Path:
         kind = gguf.GGMLQuantizationType.F32  # norms and biases, as llama.cpp keeps them
         if len(shape) == 2:  # a row that is not whole blocks stays 16-bit, as llama.cpp's converter does
             kind = qtype if shape[-1] % block == 0 else gguf.GGMLQuantizationType.F16
+            if fmt == "int4" and name in EIGHT_BIT_IN_INT4 and kind == qtype:
+                kind = gguf.GGMLQuantizationType.Q8_0
         plan.append((name, hf_name, path, shape, kind))
 
     tokens, kinds, merges = _vocabulary(folder, config["vocab_size"])
