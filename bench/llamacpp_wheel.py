@@ -9,7 +9,8 @@ could not read a transformers-5 checkpoint. This bench measures what a prebuilt 
 `bench/chat_cpu.py --batch` measures this app's OpenVINO engine: for each shape (random init, Pythia's shapes,
 the real tokenizer, saved once under --cache-dir) and format, in one process of llama.cpp's server
 (`n_parallel` 4, one slot a reply):
-  - the GGUF is written by space/gguf.py (its time; cached beside the shape);
+  - the GGUF is written by space/gguf.py (its time; kept beside the shape and reused: delete it after changing
+    space/gguf.py);
   - decode tokens/s of 1 reply and of 4 at once (greedy, every reply forced to --tokens new tokens):
     n * (tokens - 1) / (time for `tokens` tokens - time for 1), median of --repeats, as chat_cpu's --batch;
   - prefill: the server's own prompt time for a --prompt-tokens prompt;
@@ -24,6 +25,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,7 +70,7 @@ def measure(path: Path, prompts: list[list[int]], tokens: int, repeats: int) -> 
         return time.perf_counter() - start, out
 
     replies(1, 4)  # warm up
-    rates, prefill, reported = {}, [], []
+    rates, prefill = {}, []
     for count in (1, len(prompts)):
         runs = []
         for _ in range(repeats):
@@ -77,7 +79,6 @@ def measure(path: Path, prompts: list[list[int]], tokens: int, repeats: int) -> 
             runs.append(count * (tokens - 1) / max(full - first, 1e-9))
             if count == 1:
                 prefill.append(out[0]["timings"]["prompt_ms"])
-                reported.append(out[0]["timings"]["predicted_per_second"])
         rates[count] = statistics.median(runs)
     alone = []
     for prompt in prompts:
@@ -87,7 +88,7 @@ def measure(path: Path, prompts: list[list[int]], tokens: int, repeats: int) -> 
     _, together = replies(len(prompts), tokens)
     same = sum(t["choices"][0]["text"] == a for t, a in zip(together, alone))
     return {"one_tps": rates[1], "many_tps": rates[len(prompts)], "prefill_ms": statistics.median(prefill),
-            "identical": same, "reported_tps": statistics.median(reported)}
+            "identical": same}
 
 
 def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 32) -> None:
@@ -107,9 +108,9 @@ def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 3
                                                      pad_token_id=tokenizer.eos_token_id)[0, len(ids):])
                      for ids in asks]
     print(f"\n| format (from {folder.name}) | greedy replies identical to float32 torch |\n|---|---|")
+    scratch = tempfile.TemporaryDirectory(prefix="dolly-gguf-")  # nothing written beside the user's model
     for fmt in formats:
-        path = folder.parent / f"{folder.name}-{gguf.QUANT[fmt]}.gguf"
-        gguf.write(folder, path, fmt)
+        path = gguf.write(folder, Path(scratch.name) / f"{gguf.QUANT[fmt]}.gguf", fmt)
         params = xlc.CommonParams()
         params.model.path, params.n_ctx, params.special = str(path), 2048, True
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = os.cpu_count()
@@ -119,6 +120,7 @@ def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 3
                    for ids, ref in zip(asks, reference))
         print(f"| {fmt} ({gguf.QUANT[fmt]}) | {same}/{len(asks)} |", flush=True)
         del server
+    scratch.cleanup()
 
 
 def main() -> None:
