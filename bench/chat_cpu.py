@@ -44,6 +44,7 @@ Targets (this issue): 2.8b shape >= 8 tokens/s decode in the default CPU mode an
 bandwidth bound; peak RSS <= 1.5 x weight bytes + 1 GB; /chat default >= 3x fp32 on the 1b shape.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -253,7 +254,7 @@ def worker(args) -> None:
     rss_load = peak_rss()
     ids = prompt_ids(lm.tokenizer, 0, args.prompt_tokens)
     inputs = torch.tensor([ids])
-    takes = iter(range(1, 1 << 20))
+    takes = itertools.count(1)  # prefill's prompts: 1, 2, ... (0 is the decode's)
 
     def prefill():
         if lm.engine == "openvino":  # a new reply: a prompt it has not read yet
