@@ -65,10 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "a quarter, with a measurable quality loss). int8/int4 run on the CPU only. "
                              "Env: DOLLY_QUANTIZE.")
     parser.add_argument("--cpu-engine", default=env("DOLLY_CPU_ENGINE", "auto"), choices=CPU_ENGINES,
-                        help="What runs the model on a CPU: auto (OpenVINO when it is installed and the model converts, "
-                             "else torch; the Chat tab's status line says which and why), openvino (converted once into "
-                             "a cache: DOLLY_CACHE, else beside the Hugging Face cache), torch. A GPU always runs "
-                             "torch. Env: DOLLY_CPU_ENGINE.")
+                        help="What runs the model on a CPU: auto (the engine measured fastest on this CPU: OpenVINO "
+                             "where it has AVX-512, else llama.cpp; the other if that one cannot run the model, else "
+                             "torch; the Chat tab's status line says which and why), llamacpp, openvino (each converts "
+                             "the checkpoint once into a cache: DOLLY_CACHE, else beside the Hugging Face cache), torch. "
+                             "A GPU always runs torch. Env: DOLLY_CPU_ENGINE.")
     parser.add_argument("--concurrency", default=env("DOLLY_CONCURRENCY", "2"),
                         help="How many chat replies are generated at once (Chat tab, /chat and /v1 together); more "
                              "requests wait. With --backend, raise it: the backend batches. Env: DOLLY_CONCURRENCY.")

@@ -25,6 +25,8 @@ Modes: fp32 (--dtype float32 --quantize none: the old CPU default), bf16 (--dtyp
 none), int8 and int4 (--quantize int8/int4; bf16 activations where the CPU has native bf16).
 ov-int8 / ov-int4 / ov-none: the OpenVINO engine (--cpu-engine openvino); ov-int8-solo: its default
 loaded for one reply at a time (--concurrency 1: no placeholder row, space/engine_openvino._Batch._infer).
+cpp-int8 / cpp-int4 / cpp-none: the llama.cpp engine (--cpu-engine llamacpp: Q8_0, Q4_0 with an 8-bit embedding
+and head, F16), whose prefill is timed as a reply of one token to a prompt it has not read.
 The app row: a real `python app.py` per mode on the 1b shape, answering /chat through gradio_client
 (default CPU mode vs `--dtype float32 --quantize none`).
 --quality DIR (a model `python -m train` wrote): per mode of --quality-modes (OpenVINO's ov-none/ov-int8/
@@ -74,13 +76,17 @@ MODES = {  # name -> (--dtype, --quantize, --cpu-engine)
     "ov-int4": ("auto", "int4", "openvino"),
     "ov-none": ("auto", "none", "openvino"),
     "ov-int8-solo": ("auto", "int8", "openvino"),  # the default with --concurrency 1: no placeholder row
+    "cpp-int8": ("auto", "int8", "llamacpp"),  # the llama.cpp engine (space/engine_llamacpp.py): auto's without AVX-512
+    "cpp-int4": ("auto", "int4", "llamacpp"),
+    "cpp-none": ("auto", "none", "llamacpp"),
+    "cpp-int8-solo": ("auto", "int8", "llamacpp"),  # --concurrency 1: one slot, one window of keys and values
     # The torch path where the CPU has no native bf16 (run with --emulate-avx2 to see it on a CPU that has):
     "int8-f32": ("float32", "int8", "torch"),  # the old --quantize auto there: int8 weights, float32 activations
     "int8-bf16dec": ("float32", "int8", "torch"),  # auto there now: float32, the int8 layers decoding in bf16
     "int4-bf16dec": ("float32", "int4", "torch"),
 }
 DECODE_BF16 = {"int8-bf16dec", "int4-bf16dec"}  # space/quantize.decode_in, as load_model applies it there
-SOLO = {"ov-int8-solo"}  # loaded for one reply at a time (space/engine_openvino._Batch.company)
+SOLO = {"ov-int8-solo", "cpp-int8-solo"}  # loaded for one reply at a time (space/engine_openvino._Batch.company)
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # PyTorch's and oneDNN's kernels, not OpenVINO's
 CONTEXT = ("Community gardens turn empty city lots into shared plots where neighbours grow vegetables and flowers. "
            "Besides food, they offer shade, a place to meet, and lessons for schoolchildren about where food comes "
@@ -257,6 +263,12 @@ def worker(args) -> None:
     takes = itertools.count(1)  # prefill's prompts: 1, 2, ... (0 is the decode's)
 
     def prefill():
+        if lm.engine == "llamacpp":  # a reply of one token: the prompt's reading and one sampled token
+            fresh = prompt_ids(lm.tokenizer, next(takes), args.prompt_tokens)
+            t = time.perf_counter()
+            for _ in stream_reply(lm, fresh, validate_settings(do_sample=False, max_new_tokens=1), min_new_tokens=1):
+                pass
+            return time.perf_counter() - t
         if lm.engine == "openvino":  # a new reply: a prompt it has not read yet
             fresh = prompt_ids(lm.tokenizer, next(takes), args.prompt_tokens)
             t = time.perf_counter()
@@ -286,7 +298,8 @@ def worker(args) -> None:
     print(json.dumps(dict(
         mode=args.worker, model_mode=lm.mode, load_s=load_s, prefill_ms=statistics.median(prefills) * 1000,
         decode_tps=statistics.median(decodes), decode_all=decodes,
-        decode_bytes=ov_decode_bytes(lm.model) if lm.engine == "openvino" else decode_bytes(lm.model),
+        decode_bytes=(ov_decode_bytes(lm.model) if lm.engine == "openvino" else
+                      gguf_decode_bytes(lm.model) if lm.engine == "llamacpp" else decode_bytes(lm.model)),
         load_stage=lm.why,
         rss_load=rss_load, rss_peak=peak_rss(),
         threads=torch.get_num_threads())), flush=True)
@@ -507,8 +520,8 @@ def app_tokens_per_second(model: Path, flags: list, data: Path, tokens: int, rep
             proc.kill()
 
 
-def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together: int = 4) -> dict:
-    """A real `python app.py --cpu-engine openvino --concurrency N`, asked through gradio_client's /chat:
+def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together: int = 4, engine: str = "auto") -> dict:
+    """A real `python app.py --cpu-engine ENGINE --concurrency N`, asked through gradio_client's /chat:
     each of N prompts alone, one after another, then all N at once (greedy, up to `tokens` new tokens).
     Tokens/s in all = tokens streamed / seconds from the submits to the last update (prefill included, as
     users wait for it), median of `repeats`; and whether each reply given with the others was identical
@@ -519,7 +532,7 @@ def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together
 
     from tests.conftest import start_app, stop_app
 
-    proc, url = start_app("--model", model, "--data", data, "--cpu-engine", "openvino", "--quantize", "int8",
+    proc, url = start_app("--model", model, "--data", data, "--cpu-engine", engine, "--quantize", "int8",
                           "--concurrency", together)
     try:
         client, ask = ready_chat(proc, url, tokens)
@@ -556,6 +569,13 @@ def app_concurrency(model: Path, data: Path, tokens: int, repeats: int, together
 
 
 # --- quality of a trained model ---------------------------------------------------------------------
+
+def gguf_decode_bytes(model) -> int:
+    """The GGUF file, less the input embedding's rows a token does not read (F16, or about a byte a weight)."""
+    config = model.config
+    embedding = config.vocab_size * config.hidden_size
+    return model.path.stat().st_size - (embedding * 2 if model.format == "none" else embedding)
+
 
 def _teacher_forced(lm, ids: list) -> "torch.Tensor":
     """Logits at every position of `ids` but the last (row p predicts ids[p + 1]), float32.
@@ -671,6 +691,7 @@ def main():
     parser.add_argument("--batch", action="store_true",
                         help="only the batching figures: 1 vs 4 replies at once on the OpenVINO engine (ov-int8), "
                              "in the engine (--app-concurrency: through /chat), on the first of --shapes")
+    parser.add_argument("--app-engine", default="auto", help="--app-concurrency's --cpu-engine (default: auto)")
     parser.add_argument("--app-concurrency", action="store_true",
                         help="only: /chat through a real `python app.py --cpu-engine openvino --concurrency 4`, 4 replies "
                              "at once vs 1 (tokens/s in all, and each reply identical to the same request alone), on the "
@@ -725,8 +746,8 @@ def main():
         from tests.dolly_data import make_records, write_jsonl
 
         data = write_jsonl(cache / "dolly-bench.jsonl", make_records(200, seed=0))
-        r = app_concurrency(save_shape(shapes[0], cache), data, args.app_tokens, args.repeats)
-        print(f"\n/chat with --cpu-engine openvino --quantize int8 --concurrency 4, pythia-{shapes[0]} shape, greedy, up to "
+        r = app_concurrency(save_shape(shapes[0], cache), data, args.app_tokens, args.repeats, engine=args.app_engine)
+        print(f"\n/chat with --cpu-engine {args.app_engine} --quantize int8 --concurrency 4, pythia-{shapes[0]} shape, greedy, up to "
               f"{args.app_tokens} new tokens (replies of {r['tokens']} tokens): 1 reply {r['one_tps']:.2f} tok/s, 4 at once "
               f"{r['many_tps']:.2f} tok/s in all: {r['ratio']:.2f}x (target >= 2.5x); replies identical to the same "
               f"request alone: {r['identical']}/{r['replies']} (worst of {args.repeats}); load average {r['load'][0]:.1f}",
@@ -813,8 +834,9 @@ def main():
             ref = results[(shape, f"llama.cpp {fmt}")]
             print(f"\nagainst llama.cpp {fmt}, pythia-{shape}: " + ", ".join(
                 f"{m} decode {results[(shape, m)]['decode_tps'] / ref['decode_tps']:.2f}x, prefill "
-                f"{results[(shape, m)]['prefill_ms'] / ref['prefill_ms']:.2f}x the time" for m in modes if m.startswith("ov-"))
-                + " (target: the default ov-int8 >= 0.9x Q8_0's decode, ov-int4 >= 0.9x Q4_K_M's)", flush=True)
+                f"{results[(shape, m)]['prefill_ms'] / ref['prefill_ms']:.2f}x the time" for m in modes if m.startswith(("ov-", "cpp-")))
+                + " (target: the default (ov-int8 with AVX-512, else cpp-int8) >= 0.9x Q8_0's decode, the 4-bit mode "
+                  ">= 0.9x Q4_K_M's)", flush=True)
         base = results.get((shape, "fp32")) or results.get((shape, "bf16"))
         if base:
             print("\nspeed-up of decode over " + base["mode"] + ": " + ", ".join(

@@ -309,12 +309,19 @@ class _TokenQueue(BaseStreamer):
     def __init__(self):
         self.queue = queue.Queue()
         self._prompt_seen = False
+        self.tokens = None  # the reply's length, from an engine that hands text (below)
 
     def put(self, value):
         if not self._prompt_seen:  # generate() first hands over the prompt itself
             self._prompt_seen = True
             return
         self.queue.put(value.reshape(-1).tolist())
+
+    def put_text(self, text: str, tokens: int) -> None:
+        """From an engine that streams text, not token ids (llama.cpp's stream names only some of its ids): the
+        reply's next text, decoded as ours would be (special tokens left out), and its length so far in tokens."""
+        self.tokens = tokens
+        self.queue.put(text)
 
     def end(self):
         self.queue.put(None)
@@ -411,14 +418,18 @@ def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None
         if on_end:
             on_end()  # nothing runs
         raise
-    generated, shown = [], None
+    generated, raw, shown = [], "", None
     try:
         while True:
             ids = streamer.queue.get()
             if ids is None:
                 break
-            generated.extend(ids)
-            text, ended = visible_reply(tokenizer.decode(generated, skip_special_tokens=True))
+            if isinstance(ids, str):  # text from the engine (put_text)
+                raw += ids
+            else:
+                generated.extend(ids)
+                raw = tokenizer.decode(generated, skip_special_tokens=True)
+            text, ended = visible_reply(raw)
             if ended:
                 stop.set()
             if text and text != shown:
@@ -431,11 +442,11 @@ def stream_reply(lm, input_ids, settings: Settings, stop: threading.Event | None
             if isinstance(error, torch.OutOfMemoryError):
                 raise ChatInputError("Out of memory while generating: lower Max new tokens or shorten the Context.")
             raise RuntimeError(f"Generation failed: {type(error).__name__}: {error}") from error
-        final, _ = visible_reply(tokenizer.decode(generated, skip_special_tokens=True), final=True)
+        final, _ = visible_reply(raw, final=True)
         final = final or EMPTY_REPLY
+        tokens = len(generated) if streamer.tokens is None else streamer.tokens
         if usage is not None:
-            usage.update(completion_tokens=len(generated),
-                         finish_reason="length" if len(generated) >= settings.max_new_tokens else "stop")
+            usage.update(completion_tokens=tokens, finish_reason="length" if tokens >= settings.max_new_tokens else "stop")
         if final != shown:
             yield final
     finally:
@@ -447,9 +458,11 @@ def _start_generate(lm, input_ids, settings: Settings, min_new_tokens: int, stop
     """Start generate() in its own thread: its tokens go to `streamer`, an error to `failure`, and
     `on_end()` is called when it has ended."""
     model, tokenizer = lm.model, lm.tokenizer
-    processors = LogitsProcessorList()
-    if settings.sampling:
-        seed = settings.seed if settings.seed >= 0 else random.SystemRandom().randrange(2**63)
+    processors, extra = LogitsProcessorList(), {}
+    seed = settings.seed if settings.seed >= 0 else random.SystemRandom().randrange(2**63)
+    if getattr(model, "samples_itself", False):  # llama.cpp (space/engine_llamacpp.py): its samplers, our settings
+        extra = dict(sampling=settings, seed=seed)
+    elif settings.sampling:
         processors.append(_SeededSampler(settings, seed))
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False, repetition_penalty=settings.repetition_penalty,
@@ -462,7 +475,7 @@ def _start_generate(lm, input_ids, settings: Settings, min_new_tokens: int, stop
             with torch.inference_mode():
                 model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
                                logits_processor=processors, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
-                               streamer=streamer)
+                               streamer=streamer, **extra)
         except BaseException as error:  # reported to the reader, never lost in a thread
             failure.append(error)
             streamer.end()

@@ -38,13 +38,14 @@ class ConversionError(RuntimeError):
     """A checkpoint the OpenVINO engine cannot take, with the reason (the app then runs the torch path)."""
 
 
-def cache_root() -> Path:
-    """Where converted models live: $DOLLY_CACHE, or `dolly/openvino` beside the Hugging Face cache."""
+def cache_root(engine: str = "openvino") -> Path:
+    """Where converted models of `engine` live: $DOLLY_CACHE/<engine>, or `dolly/<engine>` beside the Hugging
+    Face cache (space/gguf.py keeps its files under "gguf")."""
     if os.environ.get("DOLLY_CACHE"):
-        return Path(os.environ["DOLLY_CACHE"]).expanduser() / "openvino"
+        return Path(os.environ["DOLLY_CACHE"]).expanduser() / engine
     from huggingface_hub import constants
 
-    return Path(constants.HF_HOME) / "dolly" / "openvino"
+    return Path(constants.HF_HOME) / "dolly" / engine
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -54,16 +55,21 @@ def checkpoint_files(folder: Path) -> list[Path]:
 
 
 def cache_key(folder: Path, fmt: str) -> str:
-    """A name for `folder`'s conversion to `fmt`: a hash of its files' names, sizes and modification
-    times (cheap on a 5 GB checkpoint, and a file written again is a new key), the format, and the
-    versions of this converter, OpenVINO and nncf."""
+    """A name for `folder`'s conversion to `fmt`, with the versions of this converter, OpenVINO and nncf."""
     import openvino
 
+    return fingerprint(folder, fmt, f"{CONVERTER_VERSION}\0{openvino.__version__}\0{_nncf_version()}")
+
+
+def fingerprint(folder: Path, fmt: str, versions: str) -> str:
+    """A cache name for `folder` converted to `fmt` by `versions` (of the converter and what it uses): a hash of
+    the checkpoint's files' names, sizes and modification times (cheap on a 5 GB checkpoint, and a file written
+    again is a new key), the format and the versions."""
     digest = hashlib.sha256()
     for path in checkpoint_files(folder):
         stat = path.stat()  # resolves a Hub snapshot's symlinks to the blob's own size and time
         digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    digest.update(f"{fmt}\0{CONVERTER_VERSION}\0{openvino.__version__}\0{_nncf_version()}".encode())
+    digest.update(f"{fmt}\0{versions}".encode())
     return f"{folder.name[:40]}-{fmt}-{digest.hexdigest()[:16]}"
 
 
@@ -94,7 +100,7 @@ def convert(folder: Path, fmt: str, on_stage=lambda stage: None) -> Path:
     root = cache_root()
     target = root / cache_key(folder, fmt)
     root.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(root)
+    remove_abandoned(root)
     temporary = root / f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         temporary.mkdir()
@@ -112,14 +118,18 @@ def convert(folder: Path, fmt: str, on_stage=lambda stage: None) -> Path:
     return target
 
 
-def _remove_abandoned(root: Path) -> None:
-    """Temporary folders of conversions whose process is gone (killed, crashed): never used, only space."""
+def remove_abandoned(root: Path) -> None:
+    """Temporary files and folders (named `*.tmp-<pid>-*`) of conversions whose process is gone (killed,
+    crashed): never used, only space."""
     for path in root.glob("*.tmp-*"):
         try:
             pid = int(path.name.rsplit(".tmp-", 1)[1].split("-")[0])
             os.kill(pid, 0)
         except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         except (ValueError, IndexError, PermissionError, OSError):
             pass
 

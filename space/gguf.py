@@ -16,8 +16,8 @@ bf16 kernels, which AVX2 CPUs emulate), int8 = Q8_0, int4 = Q4_0 (the 4-bit form
 needs llama.cpp's quantizer; the embedding and the head stay Q8_0). Norms and biases stay float32, as llama.cpp
 keeps them.
 
-Not used by the app yet: bench/llamacpp_wheel.py runs its files in llama.cpp's prebuilt wheel (xllamacpp), the
-measurements a llama.cpp CPU engine (issue 18) would be built on.
+`convert` keeps one file per checkpoint and format in a cache (space/convert.py's rule, under "gguf"), which
+the llama.cpp engine (space/engine_llamacpp.py) loads; bench/llamacpp_wheel.py measures the files bare.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+WRITER_VERSION = 1  # bump when what this module writes changes: cached files are then written again
 QUANT = {"none": "F16", "int8": "Q8_0", "int4": "Q4_0"}  # --quantize's format -> GGML type of the 2-D weights
 FLOATS = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
 # In int4 the embedding and the head stay 8-bit, as nncf keeps them for OpenVINO's int4 and llama.cpp's quantizer
@@ -84,16 +85,23 @@ def _tensors(folder: Path):
     if not files:
         raise ValueError(f"{folder}: no *.safetensors files (save the checkpoint with safe_serialization)")
     for path in files:
-        with safe_open(path, framework="pt") as reader:
-            for name in reader.keys():
-                yield name, path, tuple(reader.get_slice(name).get_shape())
+        try:
+            with safe_open(path, framework="pt") as reader:
+                shapes = [(name, tuple(reader.get_slice(name).get_shape())) for name in reader.keys()]
+        except Exception as error:  # safetensors' errors (a truncated download) have no common base
+            raise ValueError(f"cannot read the weights in {path.name}: {error}") from error
+        for name, shape in shapes:
+            yield name, path, shape
 
 
 def _load(path: Path, name: str) -> np.ndarray:
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as reader:
-        return reader.get_tensor(name).float().numpy()
+    try:
+        with safe_open(path, framework="pt") as reader:
+            return reader.get_tensor(name).float().numpy()
+    except Exception as error:  # as in _tensors
+        raise ValueError(f"cannot read {name} from {path.name}: {error}") from error
 
 
 def _reorder_qkv(data: np.ndarray, heads: int) -> np.ndarray:
@@ -126,7 +134,8 @@ def write(folder: Path, out: Path, fmt: str = "int8") -> Path:
 
     tokens, kinds, merges = _vocabulary(folder, config["vocab_size"])
     special = _special_ids(folder)
-    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    # Named for this process: space/convert.remove_abandoned clears what a killed conversion left in the cache.
+    partial = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPTNEOX])
     try:
         writer.add_name(folder.name)
@@ -165,6 +174,28 @@ def write(folder: Path, out: Path, fmt: str = "int8") -> Path:
         partial.unlink(missing_ok=True)
         raise
     return out
+
+
+def cached(folder: Path, fmt: str) -> Path:
+    """Where `folder`'s GGUF of `fmt` lives in the cache (whether or not it has been written)."""
+    from importlib.metadata import version
+
+    from space.convert import cache_root, fingerprint
+
+    versions = f"{WRITER_VERSION}\0{version('gguf')}"
+    return cache_root("gguf") / f"{fingerprint(Path(folder), fmt, versions)}.gguf"
+
+
+def convert(folder: Path, fmt: str) -> Path:
+    """The GGUF of the checkpoint in `folder` in format `fmt`, from the cache, written there now if it is not."""
+    from space.convert import remove_abandoned
+
+    target = cached(folder, fmt)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(target.parent)
+        write(folder, target, fmt)
+    return target
 
 
 def _convert(data: np.ndarray, kind, qkv: bool, heads: int) -> np.ndarray:

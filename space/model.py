@@ -17,9 +17,11 @@ DEFAULT_MODEL = "databricks/dolly-v2-3b"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE = ("auto", "none", "int8", "int4")  # --quantize; space/quantize.py says what each means
-# --cpu-engine: what runs the model on a CPU. openvino = space/engine_openvino.py (a converted copy, cached);
-# torch = transformers in this process; auto = OpenVINO when it is installed and the model converts, else torch.
-CPU_ENGINES = ("auto", "openvino", "torch")
+# --cpu-engine: what runs the model on a CPU. llamacpp = space/engine_llamacpp.py (a GGUF copy, cached);
+# openvino = space/engine_openvino.py (a converted copy, cached); torch = transformers in this process;
+# auto = the kept engine measured fastest on this CPU (kept_engines), else the other, else torch.
+CPU_ENGINES = ("auto", "llamacpp", "openvino", "torch")
+ENGINE_LABELS = {"llamacpp": "llama.cpp", "openvino": "OpenVINO", "torch": "torch"}
 FIX_HINT = "Start the app with a model it can load, e.g. `python app.py --model path/to/checkpoint`."
 
 
@@ -36,7 +38,7 @@ class LoadedModel:
     device: str
     dtype: str
     quantize: str = "none"  # the weights' format: none, int8 or int4
-    engine: str = "torch"  # what runs it: torch, or openvino (CPU_ENGINES)
+    engine: str = "torch"  # what runs it: torch, llamacpp or openvino (CPU_ENGINES)
     why: str = ""  # why this engine, when it is not the one asked for (--cpu-engine auto fell back)
     decode_dtype: str = ""  # quantized layers decode in this dtype, not `dtype` (pick_decode_dtype)
 
@@ -48,6 +50,10 @@ class LoadedModel:
         if self.engine == "openvino":
             weights = "the checkpoint's weights" if self.quantize == "none" else f"{self.quantize} weights"
             return f"OpenVINO, {weights}, {self.dtype} activations"
+        if self.engine == "llamacpp":
+            from space.engine_llamacpp import FORMAT_NAMES
+
+            return f"llama.cpp, {FORMAT_NAMES[self.quantize]} weights, {self.dtype} activations"
         return describe(self.quantize, self.dtype, self.decode_dtype or None)
 
     @property
@@ -147,8 +153,8 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: s
     """Load `name` (local folder or Hub id) for generation. Raises ModelError with a fix.
 
     `quantize` (app flag default: auto): none, int8, int4, or auto (int8 on a CPU, none on a GPU).
-    `cpu_engine` (app flag default: auto): on a CPU, openvino, torch, or auto (openvino when it is
-    installed and the model converts, else torch, saying why in `LoadedModel.why`). A GPU runs torch.
+    `cpu_engine` (app flag default: auto): on a CPU, llamacpp, openvino, torch, or auto (the kept engine
+    fastest on this CPU, else the other, else torch: kept_engines; `LoadedModel.why` says why). A GPU runs torch.
     `replies_at_once` (app flag --concurrency): the most replies the app runs at once.
     """
     name = str(name or "").strip()
@@ -157,14 +163,45 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", quantize: s
     engine = check_cpu_engine(cpu_engine)
     device = pick_device(device)
     mode = pick_quantize(quantize, device)
-    why = ""
-    if device == "cpu" and engine != "torch":
-        loaded, why = _load_openvino(name, mode, engine, on_stage, replies_at_once)
+    passed = []  # why each kept engine tried could not run it
+    for kept in kept_engines(engine) if device == "cpu" else []:
+        load_kept = _load_llamacpp if kept == "llamacpp" else _load_openvino
+        loaded, reason = load_kept(name, mode, engine == kept, on_stage, replies_at_once)
         if loaded is not None:
+            loaded.why = _why(loaded.engine, engine, passed)
             return loaded
+        passed.append(f"not {ENGINE_LABELS[kept]}: {reason}")
     lm = _load_torch(name, device, dtype, mode, on_stage)
-    lm.why = why
+    lm.why = _why("torch", engine, passed) if passed else ""
     return lm
+
+
+def kept_engines(engine: str, flags: set | None = None) -> list[str]:
+    """The kept CPU engines --cpu-engine `engine` tries, in order: itself, none for torch, and for auto the one
+    measured fastest on this CPU first (bench/RESULTS.md): OpenVINO where the CPU has AVX-512, whose 8-bit kernels
+    it uses well (the 2.8b shape 1.14x llama.cpp's Q8_0 on an AVX-512 EPYC); llama.cpp elsewhere (AVX2 only:
+    1.4-1.6x OpenVINO on the 1b shape; Arm). `flags`: the CPU's flags (default: this CPU's)."""
+    if engine == "torch":
+        return []
+    if engine != "auto":
+        return [engine]
+    return ["openvino", "llamacpp"] if _avx512(flags) else ["llamacpp", "openvino"]
+
+
+def _avx512(flags: set | None = None) -> bool:
+    from space.quantize import cpu_flags
+
+    return "avx512f" in (cpu_flags() if flags is None else flags)
+
+
+def _why(chosen: str, asked: str, passed: list[str]) -> str:
+    """The status line's reason for the engine that runs, when --cpu-engine auto chose it."""
+    if passed:
+        return f"Runs on {ENGINE_LABELS[chosen]}, {'; '.join(passed)}."
+    if asked == "auto" and chosen != "torch":
+        cpu = "with AVX-512" if _avx512() else "without AVX-512"
+        return f"{ENGINE_LABELS[chosen]} was chosen as the fastest engine measured on a CPU {cpu}, as this one is."
+    return ""
 
 
 def _checkpoint_folder(name: str, on_stage) -> str:
@@ -195,29 +232,23 @@ def _checkpoint_folder(name: str, on_stage) -> str:
     return name
 
 
-def _load_openvino(name: str, mode: str, engine: str, on_stage, replies_at_once: int) -> tuple[LoadedModel | None, str]:
-    """(the model on OpenVINO, "") or, with --cpu-engine auto, (None, why the torch path runs instead).
-    With --cpu-engine openvino, a model it cannot run is a ModelError."""
+def _load_openvino(name: str, mode: str, required: bool, on_stage, replies_at_once: int) -> tuple[LoadedModel | None, str]:
+    """(the model on OpenVINO, "") or, unless `required` (--cpu-engine openvino), (None, why it cannot run it).
+    `required`: a model it cannot run is a ModelError."""
     from space import engine_openvino
 
     def cannot(reason: str):
-        if engine == "openvino":
+        if required:
             raise ModelError(f"--cpu-engine openvino cannot run {name}: {reason}. Use --cpu-engine torch (or auto).")
-        return None, f"Runs on torch, not OpenVINO: {reason}."
+        return None, reason
 
     missing = engine_openvino.available()
     if missing:
         return cannot(missing)
-    source = _checkpoint_folder(name, on_stage)
     from space.convert import ConversionError, convert, converted
 
     try:
-        if not is_local(source):
-            from huggingface_hub import snapshot_download
-
-            on_stage("downloading the checkpoint")
-            source = snapshot_download(name)
-        folder = Path(source)
+        folder = _checkpoint_snapshot(name, on_stage)
         if converted(folder, mode) is None:
             on_stage(f"converting for OpenVINO ({mode}), once")
         ov_folder = convert(folder, mode, on_stage=on_stage)
@@ -229,6 +260,8 @@ def _load_openvino(name: str, mode: str, engine: str, on_stage, replies_at_once:
         model = engine_openvino.load(ov_folder, mode, replies_at_once)
     except ConversionError as error:
         return cannot(f"it could not be converted ({error})")
+    except ModelError:
+        raise  # no checkpoint at all: no other engine would find one either
     except MemoryError as error:
         raise ModelError(f"Out of memory converting {name} for OpenVINO: use a smaller model or --cpu-engine torch.") from error
     except (OSError, ValueError, RuntimeError) as error:
@@ -236,6 +269,58 @@ def _load_openvino(name: str, mode: str, engine: str, on_stage, replies_at_once:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, name, "cpu", model.precision, mode, engine="openvino"), ""
+
+
+def _checkpoint_snapshot(name: str, on_stage) -> Path:
+    """The checkpoint's files in a local folder, for an engine that converts them: the folder, or the Hub's
+    snapshot (downloaded now when the Hub is reachable)."""
+    source = _checkpoint_folder(name, on_stage)
+    if not is_local(source):
+        from huggingface_hub import snapshot_download
+
+        on_stage("downloading the checkpoint")
+        source = snapshot_download(name)
+    return Path(source)
+
+
+def _load_llamacpp(name: str, mode: str, required: bool, on_stage, replies_at_once: int) -> tuple[LoadedModel | None, str]:
+    """(the model on llama.cpp, "") or, unless `required` (--cpu-engine llamacpp), (None, why it cannot run it)."""
+    from space import engine_llamacpp
+
+    def cannot(reason: str):
+        if required:
+            raise ModelError(f"--cpu-engine llamacpp cannot run {name}: {reason}. Use --cpu-engine torch (or auto).")
+        return None, reason
+
+    missing = engine_llamacpp.available()
+    if missing:
+        return cannot(missing)
+    from space import gguf
+
+    try:
+        folder = _checkpoint_snapshot(name, on_stage)
+        from transformers import AutoConfig, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(folder)
+        if config.model_type != "gpt_neox":
+            return cannot(f"it could not be converted (llama.cpp's engine here takes GPT-NeoX (Pythia, Dolly) "
+                          f"checkpoints; this one is '{config.model_type}')")
+        if not gguf.cached(folder, mode).is_file():
+            on_stage(f"converting for llama.cpp ({engine_llamacpp.FORMAT_NAMES[mode]}), once")
+        path = gguf.convert(folder, mode)
+        on_stage("loading the tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        on_stage("loading the model into llama.cpp")
+        model = engine_llamacpp.load(path, config, mode, tokenizer, replies_at_once)
+    except ModelError:
+        raise  # no checkpoint at all: no other engine would find one either
+    except MemoryError as error:
+        raise ModelError(f"Out of memory converting {name} for llama.cpp: use a smaller model or --cpu-engine torch.") from error
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        return cannot(f"{type(error).__name__}: {_first_line(error)}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, name, "cpu", model.precision, mode, engine="llamacpp"), ""
 
 
 def _load_torch(name: str, device: str, dtype: str, mode: str, on_stage) -> LoadedModel:

@@ -43,20 +43,27 @@ class QuantizeError(ValueError):
     """A quantization mode that cannot run as asked; the message says what to use instead."""
 
 
-def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm), so a
-    bf16 model is faster than fp32 rather than emulated. `cpuinfo`: /proc/cpuinfo's text (tests)."""
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """This CPU's feature flags (/proc/cpuinfo's `flags`, or `Features` on Arm); empty where there is no
+    /proc/cpuinfo (not Linux). `cpuinfo`: its text (tests)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:  # not Linux: no cheap way to know, and fp32 is never wrong
-            return False
+        except OSError:
+            return set()
     flags = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):
             flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return flags
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm), so a
+    bf16 model is faster than fp32 rather than emulated (not Linux: no cheap way to know, and fp32 is
+    never wrong). `cpuinfo`: /proc/cpuinfo's text (tests)."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def check_mode(quantize: str | None) -> str:

@@ -203,3 +203,36 @@ def killed_after_confirming(script: str, *argv: str) -> str:
             process.wait()
     assert process.returncode == -signal.SIGKILL
     return line.strip()
+
+
+def kill_once_begun(code: str, root: Path, env: dict) -> None:
+    """Run the Python `code` in a fresh process (from the repository) and SIGKILL it as soon as a temporary file or
+    folder (`*.tmp-*`) appears in `root`: a conversion killed half-way."""
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env})
+    try:
+        while not (root.is_dir() and any(root.glob("*.tmp-*"))):  # the conversion has begun
+            assert process.poll() is None, "the conversion ended before it could be killed"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def chat_once_loaded(url: str, message: str, timeout: float = 180) -> str:
+    """/chat's answer to `message` from the app at `url`, asked again while the model is still loading."""
+    import time
+
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.predict(message, api_name="/chat")
+        except Exception as error:
+            if "still loading" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

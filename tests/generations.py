@@ -3,6 +3,7 @@ import threading
 import time
 
 from space import chat
+from space.chat import stream_reply, validate_settings
 
 
 class PeakGenerations:
@@ -38,3 +39,45 @@ def stop_and_check(cancel, before: set, timeout: float = 60) -> None:
     thread = ours.pop()
     thread.join(timeout=timeout)
     assert not thread.is_alive(), "the generate() thread still runs after Stop"
+
+
+def reply_ids(lm, ids, **settings):
+    """The token ids of a whole reply, read from what generate() hands its streamer."""
+    seen = []
+    model = lm.model
+    original = model.generate
+
+    class Recorder:
+        def __init__(self, streamer):
+            self.streamer, self.first = streamer, True
+
+        def put(self, value):
+            if not self.first:
+                seen.extend(value.reshape(-1).tolist())
+            self.first = False
+            self.streamer.put(value)
+
+        def end(self):
+            self.streamer.end()
+
+    def generate(*args, streamer=None, **kwargs):
+        return original(*args, streamer=Recorder(streamer), **kwargs)
+
+    model.generate = generate
+    try:
+        list(stream_reply(lm, ids, validate_settings(**settings)))
+    finally:
+        del model.generate
+    return seen
+
+
+class Ready:
+    """A ModelLoader whose model is already loaded (LocalEngine asks only these)."""
+
+    state, name = "ready", "pythia"
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def get(self):
+        return self.lm

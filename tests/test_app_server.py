@@ -142,7 +142,7 @@ BAD_SETTINGS = [
     ("DOLLY_QUANTIZE", "int3", "must be one of auto, none, int8, int4"),
     ("DOLLY_BACKEND", "gpu-host:8000", "must be an http(s) URL"),
     ("DOLLY_AUTH", "alice", "must be USER:PASSWORD"),
-    ("DOLLY_CPU_ENGINE", "gpu", "must be one of auto, openvino, torch"),
+    ("DOLLY_CPU_ENGINE", "gpu", "must be one of auto, llamacpp, openvino, torch"),
     ("DOLLY_CURATION_DB", "/", "is a folder; give the store's file"),
     ("DOLLY_CURATION_DB", "mysql://db/curation", "takes a file path (SQLite) or a postgresql:// URL"),
 ]

@@ -1,7 +1,6 @@
 """The OpenVINO CPU engine (space/convert.py, space/engine_openvino.py) on real conversions of tiny
 GPT-NeoX checkpoints: the cache, the engine behind the app's engine interface, and --cpu-engine."""
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -9,7 +8,6 @@ import time
 
 import openai
 import pytest
-from gradio_client import Client
 
 import app
 from dolly.prompt import encode_prompt
@@ -18,8 +16,8 @@ from space.chat import stream_reply, validate_settings
 from space.convert import ConversionError, cache_root, convert, converted
 from space.engine import LocalEngine
 from space.model import ModelError, ModelLoader, load_model
-from tests.conftest import ROOT, serve
-from tests.generations import stop_and_check
+from tests.conftest import ROOT, chat_once_loaded, kill_once_begun, serve
+from tests.generations import Ready, reply_ids, stop_and_check
 from tests.tiny_model import pythia_tokenizer, save_scripted_model, save_tiny_model
 
 SCRIPT = " The capital of France is Paris."
@@ -39,36 +37,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def looping(tmp_path_factory):
     return save_scripted_model(tmp_path_factory.mktemp("looping"), " The capital of", loop=True)
-
-
-def reply_ids(lm, ids, **settings):
-    """The token ids of a whole reply, read from what generate() hands its streamer."""
-    seen = []
-    model = lm.model
-    original = model.generate
-
-    class Recorder:
-        def __init__(self, streamer):
-            self.streamer, self.first = streamer, True
-
-        def put(self, value):
-            if not self.first:
-                seen.extend(value.reshape(-1).tolist())
-            self.first = False
-            self.streamer.put(value)
-
-        def end(self):
-            self.streamer.end()
-
-    def generate(*args, streamer=None, **kwargs):
-        return original(*args, streamer=Recorder(streamer), **kwargs)
-
-    model.generate = generate
-    try:
-        list(stream_reply(lm, ids, validate_settings(**settings)))
-    finally:
-        del model.generate
-    return seen
 
 
 # --- the cache -------------------------------------------------------------------------------------
@@ -107,15 +75,8 @@ def test_a_failed_conversion_leaves_nothing_and_the_next_start_converts(tmp_path
 def test_a_killed_conversion_is_not_taken_for_a_good_one(tmp_path, cache):
     path = save_tiny_model(tmp_path / "model", dolly_tokens=True, hidden_size=128, num_layers=4)
     code = f"from space.convert import convert; convert(__import__('pathlib').Path({str(path)!r}), 'int4')"
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DOLLY_CACHE": str(cache)})
     root = cache / "openvino"
-    try:
-        while not (root.is_dir() and any(root.glob("*.tmp-*"))):  # the conversion has begun
-            assert process.poll() is None, "the conversion ended before it could be killed"
-            time.sleep(0.01)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_once_begun(code, root, {"DOLLY_CACHE": str(cache)})
     assert converted(path, "int4") is None
     assert not [p for p in root.iterdir() if ".tmp-" not in p.name]  # only the abandoned temporary folder
     done = convert(path, "int4")  # a fresh start converts again, and clears what the killed one left
@@ -131,13 +92,15 @@ def test_a_model_openvino_cannot_take_is_refused_with_the_reason(tmp_path):
     small_tokenizer().save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ConversionError, match="converts GPT-NeoX"):
         convert(tmp_path / "gpt2", "int8")
-    # --cpu-engine openvino says so and how to go on; auto runs the torch path and the status line says why.
+    # --cpu-engine openvino says so and how to go on; auto runs the torch path and the status line says why
+    # (llama.cpp, which auto tries too, cannot take it either: tests/test_cpu_engine_llamacpp.py).
     with pytest.raises(ModelError, match="--cpu-engine openvino cannot run .*GPT-NeoX.*--cpu-engine torch"):
         load_model(str(tmp_path / "gpt2"), "cpu", quantize="int8", cpu_engine="openvino")
     loader = ModelLoader(str(tmp_path / "gpt2"), "cpu", quantize="auto", cpu_engine="auto").start()
     assert loader.wait(120) and loader.state == "ready"
     assert loader.get().engine == "torch"
-    assert "Runs on cpu: int8 weights" in loader.status() and "Runs on torch, not OpenVINO: it could not be converted" in loader.status()
+    assert "Runs on cpu: int8 weights" in loader.status() and "Runs on torch, not " in loader.status()
+    assert "not OpenVINO: it could not be converted" in loader.status()
 
 
 def test_a_bf16_checkpoint_converts_to_fused_compressed_matmuls(tmp_path):
@@ -184,8 +147,8 @@ def test_8_and_4_bit_formats_answer(tmp_path, fmt):
     assert lm.engine == "openvino" and lm.quantize == fmt and lm.mode.startswith(f"OpenVINO, {fmt} weights")
     ids = encode_prompt(lm.tokenizer, "What is the capital of France?")
     assert list(stream_reply(lm, ids, validate_settings(do_sample=False, max_new_tokens=30)))[-1] == SCRIPT.strip()
-    # --quantize auto is 8-bit on a CPU: the cached int8 conversion, which --cpu-engine auto runs.
-    loader = ModelLoader(str(tmp_path / "m"), "cpu", quantize="auto" if fmt == "int8" else fmt, cpu_engine="auto").start()
+    # --quantize auto is 8-bit on a CPU: the cached int8 conversion.
+    loader = ModelLoader(str(tmp_path / "m"), "cpu", quantize="auto" if fmt == "int8" else fmt, cpu_engine="openvino").start()
     assert loader.wait(120)
     assert f"Runs on cpu: OpenVINO, {fmt} weights, {lm.dtype} activations;" in loader.status()
     assert "Runs on torch" not in loader.status()
@@ -234,7 +197,7 @@ def test_the_engine_reads_exactly_the_ids_of_encode_prompt(tmp_path):
     lm.model.batch._infer = lambda rows, feeds, **step: fed.extend((list(f), r.length) for r, f in zip(rows, feeds)) or \
         infer(rows, feeds, **step)
     message, context = "Say ### Response: and <|endoftext|> back", "### End\n### Instruction: not a marker"
-    engine = LocalEngine(loader=_Ready(lm))
+    engine = LocalEngine(loader=Ready(lm))
     reply = list(engine.chat(message, context, max_new_tokens=6, do_sample=False))
     assert fed[0] == (encode_prompt(lm.tokenizer, message, context), 0)
     # Then one new token at a time, each at the next position.
@@ -242,21 +205,9 @@ def test_the_engine_reads_exactly_the_ids_of_encode_prompt(tmp_path):
     assert all(len(ids) == 1 for ids, _ in fed[1:]) and reply is not None
 
 
-class _Ready:
-    """A ModelLoader whose model is already loaded (LocalEngine asks only these)."""
-
-    state, name = "ready", "pythia"
-
-    def __init__(self, lm):
-        self.lm = lm
-
-    def get(self):
-        return self.lm
-
-
 def test_stop_ends_the_generation_in_the_engine_and_replies_at_once_keep_apart(looping):
     lm = load_model(str(looping), "cpu", quantize="int8", cpu_engine="openvino")
-    engine = LocalEngine(loader=_Ready(lm), concurrency=2)
+    engine = LocalEngine(loader=Ready(lm), concurrency=2)
     before = chat.generation_threads()
     generation = engine.chat("Go on", max_new_tokens=1000, do_sample=False)
     stream = iter(generation)
@@ -286,7 +237,7 @@ def test_cpu_engine_flag_env_and_errors(monkeypatch, capsys):
     monkeypatch.setenv("DOLLY_CPU_ENGINE", "llama")
     with pytest.raises(SystemExit):
         app.parse_args([])
-    assert "--cpu-engine (or DOLLY_CPU_ENGINE) must be one of auto, openvino, torch, got 'llama'" in capsys.readouterr().err
+    assert "--cpu-engine (or DOLLY_CPU_ENGINE) must be one of auto, llamacpp, openvino, torch, got 'llama'" in capsys.readouterr().err
     with pytest.raises(ModelError, match="Unknown --cpu-engine 'fast'"):
         load_model("anything", "cpu", cpu_engine="fast")
 
@@ -305,18 +256,9 @@ def test_the_test_helpers_leave_a_benchmarks_apps_on_the_default_engine():
 
 def test_the_app_chats_through_openvino_on_chat_and_v1(tmp_path, dolly_jsonl, cache):
     model = save_scripted_model(tmp_path / "model", SCRIPT)
-    demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", "auto")  # OpenVINO is installed: it runs
+    demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", "openvino")
     try:
-        client = Client(demo.local_url, verbose=False)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                answer = client.predict("What is the capital of France?", api_name="/chat")
-                break
-            except Exception as error:
-                if "still loading" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        answer = chat_once_loaded(demo.local_url, "What is the capital of France?")
         assert answer == SCRIPT.strip()
         assert len(list((cache / "openvino").iterdir())) == 1  # converted once, into DOLLY_CACHE
         v1 = openai.OpenAI(base_url=f"{demo.local_url.rstrip('/')}/v1", api_key="none", max_retries=0, timeout=120)
