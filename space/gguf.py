@@ -110,8 +110,9 @@ def _reorder_qkv(data: np.ndarray, heads: int) -> np.ndarray:
     return np.concatenate([split[:, i].reshape(-1, *data.shape[1:]) for i in range(3)], axis=0)
 
 
-def write(folder: Path, out: Path, fmt: str = "int8") -> Path:
-    """Write the checkpoint in `folder` as a GGUF of `fmt` ('none', 'int8', 'int4') at `out`; return `out`."""
+def write(folder: Path, out: Path, fmt: str = "int8", on_stage=lambda stage: None) -> Path:
+    """Write the checkpoint in `folder` as a GGUF of `fmt` ('none', 'int8', 'int4') at `out`; return `out`.
+    `on_stage(text)` hears which tensor it is writing (the app's status line shows it)."""
     folder, out = Path(folder), Path(out)
     if fmt not in QUANT:
         raise ValueError(f"GGUF format {fmt!r}: use one of {', '.join(QUANT)}")
@@ -165,7 +166,8 @@ def write(folder: Path, out: Path, fmt: str = "int8") -> Path:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for _, hf_name, path, _, kind in plan:  # one tensor in memory at a time
+        for n, (_, hf_name, path, _, kind) in enumerate(plan, 1):  # one tensor in memory at a time
+            on_stage(f"converting for llama.cpp ({QUANT[fmt]}): tensor {n} of {len(plan)}")
             writer.write_tensor_data(_convert(_load(path, hf_name), kind, "query_key_value" in hf_name, hp["heads"]))
         writer.close()
         os.replace(partial, out)
@@ -186,15 +188,16 @@ def cached(folder: Path, fmt: str) -> Path:
     return cache_root("gguf") / f"{fingerprint(Path(folder), fmt, versions)}.gguf"
 
 
-def convert(folder: Path, fmt: str) -> Path:
-    """The GGUF of the checkpoint in `folder` in format `fmt`, from the cache, written there now if it is not."""
+def convert(folder: Path, fmt: str, on_stage=lambda stage: None) -> Path:
+    """The GGUF of the checkpoint in `folder` in format `fmt`, from the cache, written there now if it is not
+    (`on_stage`: as `write`'s)."""
     from space.convert import remove_abandoned
 
     target = cached(folder, fmt)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(target.parent)
-        write(folder, target, fmt)
+        write(folder, target, fmt, on_stage)
     return target
 
 

@@ -305,9 +305,7 @@ def _load_llamacpp(name: str, mode: str, required: bool, on_stage, replies_at_on
         if config.model_type != "gpt_neox":
             return cannot(f"it could not be converted (llama.cpp's engine here takes GPT-NeoX (Pythia, Dolly) "
                           f"checkpoints; this one is '{config.model_type}')")
-        if not gguf.cached(folder, mode).is_file():
-            on_stage(f"converting for llama.cpp ({engine_llamacpp.FORMAT_NAMES[mode]}), once")
-        path = gguf.convert(folder, mode)
+        path = gguf.convert(folder, mode, on_stage)  # once: then from the cache
         on_stage("loading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(folder)
         on_stage("loading the model into llama.cpp")

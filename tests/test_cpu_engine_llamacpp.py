@@ -29,10 +29,15 @@ from tests.test_cpu_engine import cache, looping, tiny  # noqa: E402,F401
 # --- the cache -------------------------------------------------------------------------------------
 
 def test_the_gguf_is_cached_keyed_by_the_checkpoint_and_format(tiny, cache):
-    first = gguf.convert(tiny, "int8")
+    stages = []
+    first = gguf.convert(tiny, "int8", stages.append)
     assert first.parent == cache / "gguf" and first.is_file() and first == gguf.cached(tiny, "int8")
+    total = stages[-1].rsplit(" of ", 1)[1]  # the status line counts the tensors written
+    assert stages[-1] == f"converting for llama.cpp (Q8_0): tensor {total} of {total}" and len(stages) == int(total)
     written = first.stat().st_mtime_ns
-    assert gguf.convert(tiny, "int8") == first and first.stat().st_mtime_ns == written  # a second start reuses it
+    stages.clear()
+    assert gguf.convert(tiny, "int8", stages.append) == first and first.stat().st_mtime_ns == written  # reused
+    assert stages == []
     assert gguf.convert(tiny, "int4") != first  # another format, another file
     config = tiny / "config.json"  # the checkpoint written again (retrained in the same folder): a new key
     os.utime(config, ns=(time.time_ns(), time.time_ns() + 10**9))
@@ -236,3 +241,19 @@ def test_the_app_chats_through_llama_cpp_on_chat_and_v1(tmp_path, dolly_jsonl, c
     finally:
         demo.close()
 
+
+
+def test_llama_cpps_own_port_lets_nobody_in(tmp_path):
+    """xllamacpp also starts llama.cpp's HTTP server on a loopback port, which any local user or a web page's script
+    could reach: without the random key the engine sets, it generates nothing and shows nothing."""
+    import httpx
+
+    lm = load_model(str(save_scripted_model(tmp_path / "m", SCRIPT)), "cpu", quantize="int8", cpu_engine="llamacpp")
+    address = lm.model.server.listening_address
+    assert address.startswith("http://127.0.0.1:")
+    for path in ("/completion", "/v1/completions", "/v1/chat/completions"):
+        answer = httpx.post(address + path, json={"prompt": "Hello", "messages": [{"role": "user", "content": "Hi"}],
+                                                  "n_predict": 2}, timeout=30)
+        assert answer.status_code == 401, (path, answer.text)
+    for path in ("/slots", "/props", "/metrics"):
+        assert httpx.get(address + path, timeout=30).status_code in (401, 404, 501), path
