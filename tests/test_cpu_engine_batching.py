@@ -16,7 +16,7 @@ from space.chat import stream_reply, validate_settings
 from space.engine import LocalEngine
 from space.engine_openvino import PROMPT_CHUNK, _Batch, _KeptPrompts
 from space.model import load_model
-from tests.test_cpu_engine import _Ready, reply_ids
+from tests.generations import Ready, reply_ids
 from tests.tiny_model import save_tiny_model
 
 # Different prompt lengths and reply lengths: rows of the batch are padded differently and leave at
@@ -174,7 +174,7 @@ def test_kept_prompts_are_copies_within_their_limit_the_least_recently_used_goin
 
 
 def test_a_reply_stopped_mid_way_leaves_the_others_as_if_alone(lm):
-    engine = LocalEngine(loader=_Ready(lm), concurrency=4)
+    engine = LocalEngine(loader=Ready(lm), concurrency=4)
     requests = [(encode_prompt(lm.tokenizer, p), dict(do_sample=False, max_new_tokens=n)) for p, n in zip(PROMPTS[:3], (40, 25, 50))]
     alone = [reply(lm, ids, **settings) for ids, settings in requests]
     before = chat.generation_threads()
