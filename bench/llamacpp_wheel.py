@@ -19,9 +19,7 @@ With --llama-bench BIN, a native llama.cpp build's `llama-bench` on the same GGU
 wheel's portable kernels are compared with a build for this CPU in the same minutes.
 --quality DIR (a model `python -m train` wrote; bench/RESULTS.md says how the small one there was made): per
 format, how many of 16 held-out prompts (tests/dolly_data, seed 12345) get the same 32 greedy tokens from llama.cpp
-as from the float32 torch model (end-of-text held back in both), as chat_cpu.py's --quality counts them; and the KL
-divergence of each next-token distribution from float32's, teacher-forced over held-out responses, as a lower bound
-(llama.cpp's server returns its top 100 probabilities only: see _lumped_kl).
+as from the float32 torch model (end-of-text held back in both), as chat_cpu.py's --quality counts them.
 """
 import argparse
 import os
@@ -93,13 +91,12 @@ def measure(path: Path, prompts: list[list[int]], tokens: int, repeats: int) -> 
             "identical": same}
 
 
-def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 32, kl_records: int = 8,
-            top: int = 100) -> None:
+def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 32) -> None:
     import torch
     import xllamacpp as xlc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dolly.prompt import encode_completion, encode_prompt
+    from dolly.prompt import encode_prompt
     from tests.dolly_data import make_records
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -110,16 +107,7 @@ def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 3
                                                      do_sample=False, suppress_tokens=[tokenizer.eos_token_id],
                                                      pad_token_id=tokenizer.eos_token_id)[0, len(ids):])
                      for ids in asks]
-        # Teacher forcing: held-out records with their responses; float32's next-token distribution at each of the
-        # first `tokens` response positions.
-        forced = []
-        for r in make_records(kl_records, seed=54321):
-            head = encode_prompt(tokenizer, r["instruction"], r["context"])
-            ids = head + encode_completion(tokenizer, r["response"])[:tokens]
-            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
-            forced += [(ids[:p], logp[p - 1]) for p in range(len(head), len(ids))]
-    print(f"\n| format (from {folder.name}) | greedy replies identical to float32 torch | KL from float32 per token, "
-          f"lower bound ({len(forced)} positions) |\n|---|---|---|")
+    print(f"\n| format (from {folder.name}) | greedy replies identical to float32 torch |\n|---|---|")
     scratch = tempfile.TemporaryDirectory(prefix="dolly-gguf-")  # nothing written beside the user's model
     for fmt in formats:
         path = gguf.write(folder, Path(scratch.name) / f"{gguf.QUANT[fmt]}.gguf", fmt)
@@ -130,29 +118,9 @@ def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 3
         same = sum(server.handle_completions({"prompt": ids, "n_predict": tokens, "temperature": 0, "ignore_eos": True,
                                               "cache_prompt": False})["choices"][0]["text"] == ref
                    for ids, ref in zip(asks, reference))
-        kl = statistics.mean(_lumped_kl(server, ids, logp, top) for ids, logp in forced)
-        print(f"| {fmt} ({gguf.QUANT[fmt]}) | {same}/{len(asks)} | {kl:.5f} |", flush=True)
+        print(f"| {fmt} ({gguf.QUANT[fmt]}) | {same}/{len(asks)} |", flush=True)
         del server
     scratch.cleanup()
-
-
-def _lumped_kl(server, ids: list[int], reference, top: int) -> float:
-    """KL(float32 || llama.cpp) of the next token after `ids`, over llama.cpp's `top` most likely tokens and one bucket
-    for all the others: the server returns only a top list of probabilities, and lumping tokens together can only
-    lower a KL divergence, so this is a lower bound of the true one (near it where the top holds nearly all the mass).
-    `reference`: float32's log-probabilities over the whole vocabulary."""
-    import math
-
-    answer = server.handle_completions({"prompt": ids, "n_predict": 1, "temperature": 0, "n_probs": top,
-                                        "ignore_eos": True, "cache_prompt": False})
-    listed = answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-    kl, p_rest, q_rest = 0.0, 1.0, 1.0
-    for entry in listed:
-        p, q = math.exp(float(reference[entry["id"]])), math.exp(entry["logprob"])
-        kl += p * (math.log(max(p, 1e-30)) - entry["logprob"]) if p > 0 else 0.0
-        p_rest, q_rest = p_rest - p, q_rest - q
-    p_rest, q_rest = max(p_rest, 0.0), max(q_rest, 1e-30)
-    return kl + (p_rest * (math.log(p_rest) - math.log(q_rest)) if p_rest > 1e-12 else 0.0)
 
 
 def main() -> None:
