@@ -10,7 +10,7 @@ import openai
 import pytest
 
 import app
-from dolly.prompt import encode_prompt
+from dolly.prompt import encode_prompt, format_prompt
 from space import chat
 from space.chat import stream_reply, validate_settings
 from space.convert import ConversionError, cache_root, convert, converted
@@ -254,16 +254,20 @@ def test_the_test_helpers_leave_a_benchmarks_apps_on_the_default_engine():
     assert "DOLLY_CPU_ENGINE" in os.environ  # while inside this pytest run the tests' default holds
 
 
-def test_the_app_chats_through_openvino_on_chat_and_v1(tmp_path, dolly_jsonl, cache):
+@pytest.mark.parametrize("engine,cached", [("openvino", "openvino"), ("llamacpp", "gguf")])
+def test_the_app_chats_through_each_kept_engine_on_chat_and_v1(tmp_path, dolly_jsonl, cache, engine, cached):
     model = save_scripted_model(tmp_path / "model", SCRIPT)
-    demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", "openvino")
+    demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", engine)
     try:
         answer = chat_once_loaded(demo.local_url, "What is the capital of France?")
         assert answer == SCRIPT.strip()
-        assert len(list((cache / "openvino").iterdir())) == 1  # converted once, into DOLLY_CACHE
+        assert len(list((cache / cached).iterdir())) == 1  # converted once, into DOLLY_CACHE
         v1 = openai.OpenAI(base_url=f"{demo.local_url.rstrip('/')}/v1", api_key="none", max_retries=0, timeout=120)
         stream = v1.chat.completions.create(model="model", stream=True, temperature=0,
                                             messages=[{"role": "user", "content": "And of France?"}])
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == SCRIPT.strip()
+        cut = v1.completions.create(model="model", prompt=format_prompt("What is the capital?"), temperature=0,
+                                    max_tokens=30, stop=["France"])  # the caller's stop string
+        assert cut.choices[0].text == "The capital of" and cut.choices[0].finish_reason == "stop"
     finally:
         demo.close()

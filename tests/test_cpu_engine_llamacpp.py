@@ -5,15 +5,14 @@ import os
 import threading
 import time
 
-import openai
 import pytest
 
-from dolly.prompt import encode_prompt, format_prompt
+from dolly.prompt import encode_prompt
 from space import chat, gguf
 from space.chat import stream_reply, validate_settings
 from space.engine import LocalEngine
 from space.model import ModelError, ModelLoader, kept_engines, load_model
-from tests.conftest import chat_once_loaded, kill_once_begun, serve
+from tests.conftest import kill_once_begun
 from tests.generations import Ready, stop_and_check
 from tests.tiny_model import pythia_tokenizer, save_scripted_model, save_tiny_model
 
@@ -222,25 +221,6 @@ def test_each_slot_holds_a_whole_window(tmp_path):
     for thread in threads:
         thread.join(120)
     assert results == [SCRIPT.strip()] * 2
-
-
-def test_the_app_chats_through_llama_cpp_on_chat_and_v1(tmp_path, dolly_jsonl, cache):
-    model = save_scripted_model(tmp_path / "model", SCRIPT)
-    demo = serve("--model", model, "--data", dolly_jsonl, "--cpu-engine", "llamacpp")
-    try:
-        answer = chat_once_loaded(demo.local_url, "What is the capital of France?")
-        assert answer == SCRIPT.strip()
-        assert len(list((cache / "gguf").iterdir())) == 1  # converted once, into DOLLY_CACHE
-        v1 = openai.OpenAI(base_url=f"{demo.local_url.rstrip('/')}/v1", api_key="none", max_retries=0, timeout=120)
-        stream = v1.chat.completions.create(model="model", stream=True, temperature=0,
-                                            messages=[{"role": "user", "content": "And of France?"}])
-        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == SCRIPT.strip()
-        cut = v1.completions.create(model="model", prompt=format_prompt("What is the capital?"), temperature=0,
-                                    max_tokens=30, stop=["France"])
-        assert cut.choices[0].text == "The capital of" and cut.choices[0].finish_reason == "stop"
-    finally:
-        demo.close()
-
 
 
 def test_llama_cpps_own_port_lets_nobody_in(tmp_path):
