@@ -289,7 +289,11 @@ def test_a_long_prompt_is_read_in_chunks_between_the_steps_of_a_reply_already_wr
         writing.join(300)
     assert [out["short"], out["long"]] == alone
     chunks = [i for i, n in enumerate(tokens) if n == PROMPT_CHUNK]
-    assert len(chunks) >= 2 and all(b - a == 2 for a, b in zip(chunks, chunks[1:]))  # a decoding step between
+    # Decoding steps between the chunks: the engine decodes between two chunks when the writing reply has fed its next
+    # token by then, so where the machine keeps that reply's thread waiting, two chunks may follow each other (a busy CI
+    # run: chunks at steps 2, 4, 6, 7, 8, 10...). Never is the whole prompt read while the reply stands still.
+    between = [i for i in range(chunks[0], chunks[-1]) if tokens[i] != PROMPT_CHUNK]
+    assert len(chunks) >= 2 and between, tokens
 
 
 def resident(array) -> int:
