@@ -33,8 +33,11 @@ The app row: a real `python app.py` per mode on the 1b shape, answering /chat th
 ov-int4 included, loaded as the app loads them), against the full-precision torch model (fp32): eval loss on
 held-out dolly-shaped records (tests/dolly_data, another seed) and its delta, mean KL divergence from fp32
 per token and top-1 agreement under teacher forcing (OpenVINO: one token at a time through its stateful
-request, since the converted model returns only the last position's logits), and how many of 16 replies
-of 32 greedy tokens are identical to fp32's.
+request, since the converted model returns only the last position's logits; llama.cpp's cpp-none/cpp-int8/
+cpp-int4: its server lists the whole vocabulary's log-probabilities for one position a request, so 8 positions
+of each record are scored, and the reference on the same ones), and how many of 16 replies of 32 greedy tokens
+are identical to fp32's. --quality-gguf LABEL=FILE adds a GGUF of that model made elsewhere (llama.cpp's
+llama-quantize Q4_K_M, say), run by the llama.cpp engine.
 
 --llama-bench BIN --gguf SHAPE:FORMAT=FILE (repeatable): the reference engine in the same run, right after
 the shape's modes: llama.cpp's own `llama-bench` on a GGUF of the same shape (prompt of --prompt-tokens,
@@ -577,11 +580,15 @@ def gguf_decode_bytes(model) -> int:
     return model.path.stat().st_size - (embedding * 2 if model.format == "none" else embedding)
 
 
-def _teacher_forced(lm, ids: list) -> "torch.Tensor":
-    """Logits at every position of `ids` but the last (row p predicts ids[p + 1]), float32.
+def _teacher_forced(lm, ids: list, rows: list | None = None) -> "torch.Tensor":
+    """Logits at every position of `ids` but the last (row p predicts ids[p + 1]), float32; or at `rows` only.
     torch: one forward pass. OpenVINO: the ids go through the engine one token at a time, as it decodes
-    a reply, and each step's logits are that position's (what a reply sees, token by token)."""
+    a reply, and each step's logits are that position's (what a reply sees, token by token). llama.cpp:
+    _llamacpp_logprobs."""
     import torch
+
+    if lm.engine == "llamacpp":
+        return _llamacpp_logprobs(lm, ids, rows)
 
     if lm.engine == "openvino":
         row, first = lm.model.start(ids[:1])
@@ -589,7 +596,39 @@ def _teacher_forced(lm, ids: list) -> "torch.Tensor":
             return torch.cat([first] + [lm.model.step(row, token) for token in ids[1:-1]])
         finally:
             lm.model.batch.leave(row)
-    return lm.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    logits = lm.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    return logits if rows is None else logits[rows]
+
+
+def _llamacpp_logprobs(lm, ids: list, rows: list) -> "torch.Tensor":
+    """llama.cpp's next-token log-probabilities after ids[:p + 1] for each p of `rows`, over the whole vocabulary:
+    its server lists every token's log-probability when asked for as many as the vocabulary has (n_probs), computed
+    from the raw logits (before any sampler), one request per position (about 0.7 s each, the list being 50k long),
+    so callers ask for a few rows. Ids llama.cpp's vocabulary lacks (the embedding's padding rows) are -inf; a row
+    llama.cpp does not list (its most likely token ends inside a UTF-8 character, held back and never listed) NaN."""
+    import torch
+
+    vocab = lm.model.config.vocab_size
+    out = torch.full((len(rows), vocab), float("-inf"))
+    for i, p in enumerate(rows):
+        answer = lm.model.server.handle_completions({
+            "prompt": ids[:p + 1], "n_predict": 1, "temperature": 0.0, "n_probs": vocab, "post_sampling_probs": False,
+            "ignore_eos": True,  # else a reply that ends at once lists nothing; the list is the raw logits' anyway
+            "cache_prompt": True})  # the prefix's keys and values are kept between the positions of one record
+        logprobs = answer["choices"][0]["logprobs"]
+        if logprobs is None:  # the most likely token ends inside a UTF-8 character: llama.cpp lists nothing for it
+            out[i] = float("nan")
+            continue
+        listed = logprobs["content"][0]["top_logprobs"]
+        out[i, [t["id"] for t in listed]] = torch.tensor([t["logprob"] for t in listed])
+    return out
+
+
+def _llamacpp_greedy(lm, ids: list, tokens: int) -> list:
+    """The ids of `tokens` greedy new tokens from llama.cpp (end-of-text held back, as _greedy does)."""
+    answer = lm.model.server.handle_completions({"prompt": ids, "n_predict": tokens, "temperature": 0.0, "ignore_eos": True,
+                                                 "cache_prompt": False, "return_tokens": True, "verbose": True})
+    return answer["__verbose"]["tokens"]  # all of them (the listed log-probabilities skip held-back ones)
 
 
 def _greedy(lm, ids: list, tokens: int, eos) -> list:
@@ -597,6 +636,8 @@ def _greedy(lm, ids: list, tokens: int, eos) -> list:
     import torch
     from transformers import GenerationConfig
 
+    if lm.engine == "llamacpp":
+        return _llamacpp_greedy(lm, ids, tokens)
     x = torch.tensor([ids])
     if lm.engine == "openvino":  # the engine's own loop, as space/chat.py calls it
         config = GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, eos_token_id=eos)
@@ -607,12 +648,16 @@ def _greedy(lm, ids: list, tokens: int, eos) -> list:
     return out[0, len(ids):].tolist()
 
 
-def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16, greedy_tokens: int = 32) -> list:
+def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16, greedy_tokens: int = 32,
+            per_record: int = 8, ggufs: dict | None = None) -> list:
     """Per mode, against the full-precision torch model (fp32, the reference): eval loss on held-out
     dolly-shaped records and its delta; mean KL divergence of the next-token distribution from fp32's per
     token (smooth, where top-1 agreement jumps when a barely trained model's logits are nearly tied);
     top-1 agreement under teacher forcing; greedy replies identical to fp32's. OpenVINO modes (ov-none,
-    ov-int8, ov-int4) load as the app loads them (space/model.load_model, converted into DOLLY_CACHE).
+    ov-int8, ov-int4) and llama.cpp's (cpp-none, cpp-int8, cpp-int4) load as the app loads them
+    (space/model.load_model, converted into DOLLY_CACHE); llama.cpp's score `per_record` positions of each
+    record, spread over it (a request each), the reference the same positions. `ggufs`: {label: GGUF file of this
+    model made elsewhere}, each scored on the llama.cpp engine too (e.g. llama-quantize's Q4_K_M).
     The reference's logits are recomputed per record rather than kept: with Pythia's 50k vocabulary,
     120 records' log-probabilities would take gigabytes."""
     import torch
@@ -639,33 +684,61 @@ def quality(model_dir: str, modes, records: int = 120, greedy_prompts: int = 16,
     results = [dict(mode="fp32", model_mode=ref.mode + " (reference)", loss=ref_loss, delta=0.0, kl=0.0,
                     top1_agreement=1.0, greedy_identical=len(prompts), greedy_prompts=len(prompts),
                     mean_same_prefix=float(greedy_tokens), seconds=0.0)]
+    def score(lm) -> dict:
+        """`lm` against the reference: loss and its delta, KL, top-1 agreement, greedy replies."""
+        losses, ref_part, kl_sum, agree, positions, unscored = [], [], 0.0, 0, 0, 0
+        with torch.inference_mode():
+            for ids in examples:
+                # llama.cpp answers a position per request: a few spread over the record, and the reference's
+                # loss over the same ones for the delta
+                rows = (sorted({round(k * (len(ids) - 2) / (per_record - 1)) for k in range(per_record)})
+                        if lm.engine == "llamacpp" else list(range(len(ids) - 1)))
+                mine = _teacher_forced(lm, ids, rows)
+                kept = ~torch.isnan(mine).all(1)  # rows the engine could not score (_llamacpp_logprobs)
+                unscored += len(rows) - int(kept.sum())
+                rows = [row for row, keep in zip(rows, kept.tolist()) if keep]
+                mine = mine[kept]
+                reference = _teacher_forced(ref, ids, rows)
+                listed = torch.isfinite(mine).all(0)  # ids the engine's vocabulary lacks (padding): off both sides
+                mine, reference = mine[:, listed], reference[:, listed]
+                targets = torch.tensor(ids[1:])[rows]
+                losses.append(torch.nn.functional.cross_entropy(mine, targets).item())
+                ref_part.append(torch.nn.functional.cross_entropy(reference, targets).item())
+                kl_sum += torch.nn.functional.kl_div(torch.log_softmax(mine, -1), torch.log_softmax(reference, -1),
+                                                     log_target=True, reduction="sum").item()
+                agree += (mine.argmax(-1) == reference.argmax(-1)).sum().item()
+                positions += len(rows)
+            generations = [_greedy(lm, ids, greedy_tokens, eos) for ids in prompts]
+        same_prefix = [next((i for i, (a, b) in enumerate(zip(gen, want)) if a != b), len(want))
+                       for gen, want in zip(generations, ref_generations)]
+        loss = statistics.mean(losses)
+        return dict(model_mode=lm.mode, loss=loss, delta=loss - statistics.mean(ref_part), kl=kl_sum / positions,
+                    top1_agreement=agree / positions, greedy_identical=sum(n == greedy_tokens for n in same_prefix),
+                    greedy_prompts=len(same_prefix), mean_same_prefix=statistics.mean(same_prefix),
+                    positions=positions, unscored=unscored)
+
     for mode in [m for m in modes if m != "fp32"]:
         dtype, quantize, engine = MODES[mode]
         start = time.perf_counter()
         lm = load_model(model_dir, device="cpu", dtype=dtype, quantize=quantize, cpu_engine=engine)
         if lm.engine != engine:
             raise SystemExit(f"{mode}: asked for {engine}, got {lm.engine} ({lm.why})")
-        losses, kl_sum, agree, positions = [], 0.0, 0, 0
-        with torch.inference_mode():
-            for ids in examples:
-                mine = _teacher_forced(lm, ids)
-                reference = _teacher_forced(ref, ids)
-                losses.append(torch.nn.functional.cross_entropy(mine, torch.tensor(ids[1:])).item())
-                kl_sum += torch.nn.functional.kl_div(torch.log_softmax(mine, -1), torch.log_softmax(reference, -1),
-                                                     log_target=True, reduction="sum").item()
-                agree += (mine.argmax(-1) == reference.argmax(-1)).sum().item()
-                positions += len(ids) - 1
-            generations = [_greedy(lm, ids, greedy_tokens, eos) for ids in prompts]
-        same_prefix = [next((i for i, (a, b) in enumerate(zip(gen, want)) if a != b), len(want))
-                       for gen, want in zip(generations, ref_generations)]
-        loss = statistics.mean(losses)
-        results.append(dict(mode=mode, model_mode=lm.mode, loss=loss, delta=loss - ref_loss, kl=kl_sum / positions,
-                            top1_agreement=agree / positions,
-                            greedy_identical=sum(n == greedy_tokens for n in same_prefix),
-                            greedy_prompts=len(same_prefix), mean_same_prefix=statistics.mean(same_prefix),
-                            seconds=time.perf_counter() - start))
-        print(f"(quality: {mode} measured in {results[-1]['seconds']:.0f} s)", flush=True)
+        results.append(dict(mode=mode, **score(lm), seconds=time.perf_counter() - start))
+        print(f"(quality: {mode} measured in {results[-1]['seconds']:.0f} s, {results[-1]['positions']} positions"
+              f"{', %d not listed by llama.cpp' % results[-1]['unscored'] if results[-1]['unscored'] else ''})", flush=True)
         del lm
+    for label, path in (ggufs or {}).items():  # GGUFs made elsewhere (llama.cpp's llama-quantize), in the same engine
+        from space import engine_llamacpp
+        from space.model import LoadedModel
+
+        start = time.perf_counter()
+        engine = engine_llamacpp.load(Path(path), ref.model.config, "int4", ref.tokenizer)
+        lm = LoadedModel(engine, ref.tokenizer, path, "cpu", engine.precision, "int4", engine="llamacpp")
+        results.append(dict(mode=f"gguf {label}", **score(lm), seconds=time.perf_counter() - start))
+        results[-1]["model_mode"] = f"llama.cpp, {Path(path).name}"
+        print(f"(quality: {label} measured in {results[-1]['seconds']:.0f} s, {results[-1]['unscored']} of "
+              f"{results[-1]['positions']} positions not listed by llama.cpp)", flush=True)
+        del lm, engine
     return results
 
 
@@ -683,6 +756,8 @@ def main():
     parser.add_argument("--quality-modes", default="ov-none,ov-int8,ov-int4,bf16,int8,int4",
                         help="the modes --quality compares with the fp32 torch reference")
     parser.add_argument("--quality-records", type=int, default=120, help="held-out records --quality scores")
+    parser.add_argument("--quality-gguf", metavar="LABEL=FILE", action="append", default=[],
+                        help="also score this GGUF of the --quality model on the llama.cpp engine (repeatable)")
     parser.add_argument("--cache-dir", default=os.environ.get("DOLLY_BENCH_CACHE", "/tmp/dolly-bench-models"),
                         help="where the random-init models are saved (2 GB + 5.6 GB), reused between runs")
     parser.add_argument("--emulate-avx2", action="store_true",
@@ -865,8 +940,9 @@ def main():
               "| mode | runs as | eval loss | delta vs fp32 | KL from fp32 per token | top-1 agreement with fp32 | "
               "greedy 32-token replies identical to fp32 | mean tokens before the first difference |\n"
               "|---|---|---|---|---|---|---|---|", flush=True)
-        for q in quality(args.quality, qmodes, records=args.quality_records):
-            print(f"| {q['mode']} | {q['model_mode']} | {q['loss']:.4f} | {q['delta']:+.4f} | {q['kl']:.5f} | {q['top1_agreement']:.2%} | "
+        ggufs = dict(item.split("=", 1) for item in args.quality_gguf)
+        for q in quality(args.quality, qmodes, records=args.quality_records, ggufs=ggufs):
+            print(f"| {q['mode']} | {q['model_mode']} | {q['loss']:.4f} | {q['delta']:+.4f} | {q['kl']:.6f} | {q['top1_agreement']:.2%} | "
                   f"{q['greedy_identical']}/{q['greedy_prompts']} | {q['mean_same_prefix']:.1f} |", flush=True)
 
     if ("2.8b", "int8") in results:

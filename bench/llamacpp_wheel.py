@@ -17,15 +17,13 @@ the real tokenizer, saved once under --cache-dir) and format, in one process of 
   - whether each of the 4 replies read together is the same text as that request alone.
 With --llama-bench BIN, a native llama.cpp build's `llama-bench` on the same GGUF runs right after, so the
 wheel's portable kernels are compared with a build for this CPU in the same minutes.
---quality DIR (a model `python -m train` wrote; bench/RESULTS.md says how the small one there was made): per
-format, how many of 16 held-out prompts (tests/dolly_data, seed 12345) get the same 32 greedy tokens from llama.cpp
-as from the float32 torch model (end-of-text held back in both), as chat_cpu.py's --quality counts them.
+Quality per format (KL divergence from float32, greedy agreement) is bench/chat_cpu.py's: `--quality DIR
+--quality-modes cpp-none,cpp-int8,cpp-int4`, and `--quality-gguf LABEL=FILE` for a GGUF made elsewhere.
 """
 import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -91,38 +89,6 @@ def measure(path: Path, prompts: list[list[int]], tokens: int, repeats: int) -> 
             "identical": same}
 
 
-def quality(folder: Path, formats: list[str], prompts: int = 16, tokens: int = 32) -> None:
-    import torch
-    import xllamacpp as xlc
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dolly.prompt import encode_prompt
-    from tests.dolly_data import make_records
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    asks = [encode_prompt(tokenizer, r["instruction"], r["context"]) for r in make_records(prompts, seed=12345)]
-    with torch.no_grad():
-        reference = [tokenizer.decode(model.generate(torch.tensor([ids]), max_new_tokens=tokens, min_new_tokens=tokens,
-                                                     do_sample=False, suppress_tokens=[tokenizer.eos_token_id],
-                                                     pad_token_id=tokenizer.eos_token_id)[0, len(ids):])
-                     for ids in asks]
-    print(f"\n| format (from {folder.name}) | greedy replies identical to float32 torch |\n|---|---|")
-    scratch = tempfile.TemporaryDirectory(prefix="dolly-gguf-")  # nothing written beside the user's model
-    for fmt in formats:
-        path = gguf.write(folder, Path(scratch.name) / f"{gguf.QUANT[fmt]}.gguf", fmt)
-        params = xlc.CommonParams()
-        params.model.path, params.n_ctx, params.special = str(path), 2048, True
-        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = os.cpu_count()
-        server = xlc.Server(params)
-        same = sum(server.handle_completions({"prompt": ids, "n_predict": tokens, "temperature": 0, "ignore_eos": True,
-                                              "cache_prompt": False})["choices"][0]["text"] == ref
-                   for ids, ref in zip(asks, reference))
-        print(f"| {fmt} ({gguf.QUANT[fmt]}) | {same}/{len(asks)} |", flush=True)
-        del server
-    scratch.cleanup()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="1b")
@@ -132,10 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache-dir", default="/tmp/dolly-bench-models")
     parser.add_argument("--llama-bench", metavar="BIN", help="a native llama.cpp build's llama-bench, in the same run")
-    parser.add_argument("--quality", metavar="DIR", help="only: greedy agreement with float32 per format on this model")
     args = parser.parse_args()
-    if args.quality:
-        return quality(Path(args.quality), [f for f in args.formats.split(",") if f])
 
     from transformers import AutoTokenizer
 
