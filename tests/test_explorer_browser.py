@@ -481,8 +481,14 @@ def test_no_serious_accessibility_violations(open_page, explorer_url, size):
     page.wait_for_function("() => document.querySelectorAll('#explorer-charts .vega-embed').length >= 4")
     wait_idle(page)
     assert axe_violations(page) == []
-    page.locator(ROWS).nth(2).locator(".c-instruction").click()
+    row = page.locator(ROWS).nth(2)
+    number = row.get_attribute("data-row")
+    row.locator(".c-instruction").click()
     page.locator(".dolly-record >> visible=true").first.wait_for()  # beside the table, or under the row on a phone
+    # The Curate section is drawn for the record by an event of its own, with no progress shown (wait_idle
+    # cannot see it): measured before it, its buttons were caught turning from disabled to enabled, mid-fade.
+    page.wait_for_function("(n) => (document.querySelector('#explorer-curate-status')?.innerText || '')"
+                           ".includes(`Row ${n}:`)", arg=number)
     wait_idle(page)
     assert axe_violations(page) == []
 
